@@ -1,0 +1,322 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Streams of raw BSON documents, gzip sniffing, output files and CRC-64.
+
+Documents stay raw ``bytes`` exactly as stored: the dump and restore engines never
+decode what they only copy. Reading is chunked, so memory stays bounded by one chunk
+plus the largest document, whatever the size of the file.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import gzip
+import os
+import struct
+import zlib
+
+import bson
+from fastcrc import crc64 as _fastcrc64
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
+
+MAX_BSON_SIZE = 16 * 1024 * 1024
+# mongorestore accepts oplog entries a little over the document limit (RestoreOplog).
+MAX_OPLOG_ENTRY_SIZE = MAX_BSON_SIZE + 16 * 1024
+MIN_BSON_SIZE = 5
+GZIP_MAGIC = b"\x1f\x8b"
+READ_CHUNK = 1024 * 1024
+WRITE_BUFFER = 1024 * 1024
+DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
+
+_INT32 = struct.Struct("<i")
+# Errors a damaged gzip stream raises while we read it; anything else is real I/O trouble.
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+INCOMPLETE_HINT = "the file is incomplete, take or fetch the backup again"
+CORRUPT_HINT = "the file is corrupt, take or fetch the backup again"
+
+
+class Crc64:
+    """CRC-64/XZ, the checksum of Go's hash/crc64 with the ECMA table.
+
+    mongodump stores it per namespace in archives. fastcrc computes it in native code
+    (several GB/s, outside the GIL), so the archive writer can feed it every byte.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, data=b""):
+        self.value = 0  # the CRC of no bytes
+        if data:
+            self.update(data)
+
+    def update(self, data):
+        if data:
+            # fastcrc continues from a finished CRC value, so chunks can be fed one by one.
+            self.value = _fastcrc64.xz(data, initial=self.value)
+        return self
+
+
+def crc64(data):
+    """CRC-64/XZ of one bytes-like object, as an unsigned int."""
+    return Crc64(data).value
+
+
+def stream_label(fileobj, source_name):
+    """Name a stream in messages, saying when offsets are in uncompressed bytes."""
+    if isinstance(fileobj, gzip.GzipFile):
+        return "%s (gzip; offsets are in uncompressed bytes)" % source_name
+    return source_name
+
+
+class Truncated(Exception):
+    """Internal: the stream ended before ``need`` bytes were available at ``offset``."""
+
+    def __init__(self, offset, need, have):
+        super(Truncated, self).__init__("need %d bytes at byte %d, only %d left" % (need, offset, have))
+        self.offset = offset
+        self.need = need
+        self.have = have
+
+
+class BsonStream:
+    """Buffered reader that hands out whole BSON documents as single slices.
+
+    One ``read`` of the underlying file per chunk instead of two per document keeps the
+    per-document cost low for collections of small documents.
+    """
+
+    def __init__(self, fileobj, chunk_size=READ_CHUNK):
+        self._file = fileobj
+        self._chunk = chunk_size
+        self._buf = b""
+        self._pos = 0
+        self._base = 0  # stream offset of self._buf[0]
+
+    @property
+    def offset(self):
+        """Stream offset of the next unread byte."""
+        return self._base + self._pos
+
+    def _fill(self, need):
+        """Make ``need`` bytes available from the current position if the stream has them."""
+        parts = [self._buf[self._pos:]]
+        have = len(parts[0])
+        while have < need:
+            chunk = self._file.read(max(self._chunk, need - have))
+            if not chunk:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        self._base += self._pos
+        self._buf = b"".join(parts)
+        self._pos = 0
+        return have >= need
+
+    def at_end(self):
+        return self._pos >= len(self._buf) and not self._fill(1)
+
+    def peek_int32(self):
+        """Return the int32 at the current position, None at a clean end of stream."""
+        if self._pos + 4 > len(self._buf) and not self._fill(4):
+            left = len(self._buf) - self._pos
+            if left == 0:
+                return None
+            raise Truncated(self.offset, 4, left)
+        return _INT32.unpack_from(self._buf, self._pos)[0]
+
+    def take(self, size):
+        """Consume and return exactly ``size`` bytes."""
+        end = self._pos + size
+        if end > len(self._buf) and not self._fill(size):
+            raise Truncated(self.offset, size, len(self._buf) - self._pos)
+        end = self._pos + size
+        data = self._buf[self._pos:end]
+        self._pos = end
+        return data
+
+    def skip(self, size):
+        self.take(size)
+
+
+def check_length(size, max_size):
+    """Return None when ``size`` is a plausible BSON length, else the reason it is not."""
+    if size < MIN_BSON_SIZE:
+        return "invalid document length %d (below the minimum of %d)" % (size, MIN_BSON_SIZE)
+    if size > max_size:
+        return "invalid document length %d (above the maximum of %d)" % (size, max_size)
+    return None
+
+
+def read_document(stream, max_size):
+    """Read one length-prefixed document; returns (doc, None) or (None, reason).
+
+    Raises Truncated when the stream ends inside it. Returns (None, None) at a clean end.
+    """
+    size = stream.peek_int32()
+    if size is None:
+        return None, None
+    reason = check_length(size, max_size)
+    if reason:
+        return None, reason
+    doc = stream.take(size)
+    if doc[-1] != 0:
+        return None, "document of %d bytes does not end with a 0x00 byte" % size
+    return doc, None
+
+
+def iter_raw_documents(fileobj, source_name, max_size=MAX_BSON_SIZE):
+    """Yield each raw BSON document (bytes, exactly as stored) of a concatenated stream."""
+    label = stream_label(fileobj, source_name)
+    stream = BsonStream(fileobj)
+    index = 0
+    while True:
+        start = stream.offset
+        try:
+            doc, reason = read_document(stream, max_size)
+        except Truncated as exc:
+            raise FormatError(
+                "BSON file %s: truncated document #%d at byte %d (%d of %d bytes present); %s"
+                % (label, index + 1, start, exc.have, exc.need, INCOMPLETE_HINT),
+                path=source_name, offset=start)
+        except GZIP_ERRORS as exc:
+            raise FormatError(
+                "BSON file %s: gzip stream is damaged near byte %d (%s); %s"
+                % (label, start, exc, CORRUPT_HINT), path=source_name, offset=start)
+        if reason:
+            raise FormatError(
+                "BSON file %s: %s at byte %d (document #%d); %s"
+                % (label, reason, start, index + 1, CORRUPT_HINT), path=source_name, offset=start)
+        if doc is None:
+            return
+        index += 1
+        yield doc
+
+
+def read_batches(fileobj, source_name, batch_bytes=DEFAULT_BATCH_BYTES, max_size=MAX_BSON_SIZE):
+    """Yield lists of raw documents of about ``batch_bytes`` (at least one document each)."""
+    batch, size = [], 0
+    for doc in iter_raw_documents(fileobj, source_name, max_size):
+        if batch and size + len(doc) > batch_bytes:
+            yield batch
+            batch, size = [], 0
+        batch.append(doc)
+        size += len(doc)
+    if batch:
+        yield batch
+
+
+def check_document(raw, source_name, offset=None, strict_arrays=False):
+    """Fully validate one raw document, like ``bsondump --objcheck``.
+
+    ``strict_arrays`` also requires array keys "0", "1", ... in order; bsondump does not
+    check that, but a server never produces anything else, so a mismatch means damage.
+    """
+    where = "" if offset is None else " at byte %d" % offset
+    try:
+        bson.decode(raw)
+    except Exception as exc:  # bson raises several types for malformed input
+        raise FormatError(
+            "BSON file %s: document%s is malformed (%s); %s" % (source_name, where, exc, CORRUPT_HINT),
+            path=source_name, offset=offset)
+    if strict_arrays:
+        problem = _array_key_problem(raw, 0, False)
+        if problem:
+            raise FormatError(
+                "BSON file %s: document%s has an array with keys out of order (%s); %s"
+                % (source_name, where, problem, CORRUPT_HINT), path=source_name, offset=offset)
+
+
+# Fixed value sizes per BSON type; None means "length-prefixed or nested" (handled below).
+_FIXED = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8,
+          0x12: 8, 0x13: 16, 0x7F: 0, 0xFF: 0}
+
+
+def _array_key_problem(raw, start, is_array):
+    """Walk an already-validated document; report the first array key that is not its index."""
+    end = start + _INT32.unpack_from(raw, start)[0] - 1
+    pos, expected = start + 4, 0
+    while pos < end:
+        kind = raw[pos]
+        key_end = raw.index(b"\x00", pos + 1)
+        key = raw[pos + 1:key_end]
+        if is_array:
+            if key != str(expected).encode():
+                return "key %r where %r was expected" % (key.decode("utf-8", "replace"), str(expected))
+            expected += 1
+        pos = key_end + 1
+        if kind in (0x03, 0x04):
+            problem = _array_key_problem(raw, pos, kind == 0x04)
+            if problem:
+                return problem
+            pos += _INT32.unpack_from(raw, pos)[0]
+        elif kind in _FIXED:
+            pos += _FIXED[kind]
+        elif kind in (0x02, 0x0D, 0x0E):
+            pos += 4 + _INT32.unpack_from(raw, pos)[0]
+        elif kind == 0x05:
+            pos += 5 + _INT32.unpack_from(raw, pos)[0]
+        elif kind == 0x0B:
+            pos = raw.index(b"\x00", raw.index(b"\x00", pos) + 1) + 1
+        elif kind == 0x0C:
+            pos += 4 + _INT32.unpack_from(raw, pos)[0] + 12
+        elif kind == 0x0F:
+            pos += _INT32.unpack_from(raw, pos)[0]
+        else:  # unreachable after bson.decode succeeded
+            return "unknown type 0x%02x" % kind
+    return None
+
+
+class _OwningGzipFile(gzip.GzipFile):
+    """GzipFile that also closes the file object it wraps."""
+
+    def __init__(self, raw, mode, compresslevel=6):
+        # filename="" and mtime=0 keep the header free of names and times: reproducible bytes.
+        super(_OwningGzipFile, self).__init__(
+            filename="", mode=mode, compresslevel=compresslevel, fileobj=raw, mtime=0)
+        self._raw = raw
+
+    def close(self):
+        try:
+            super(_OwningGzipFile, self).close()
+        finally:
+            self._raw.close()
+
+
+def is_gzip_file(path):
+    with open(path, "rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
+
+
+def open_maybe_gzip(path):
+    """Open for reading; decompress when the content starts with the gzip magic 1f 8b.
+
+    We sniff instead of trusting the name because mongodump writes a gzipped oplog.bson
+    without a .gz suffix.
+    """
+    raw = open(path, "rb")
+    try:
+        magic = raw.read(2)
+        raw.seek(0)
+    except Exception:
+        raw.close()
+        raise
+    if magic == GZIP_MAGIC:
+        return _OwningGzipFile(raw, "rb")
+    return raw
+
+
+def create_output_file(path, gzip_output=False, level=6):
+    """Create (or truncate) a private file (0600) for writing; gzip it when asked."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
+        raw = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
+    except Exception:
+        os.close(fd)
+        raise
+    if gzip_output:
+        return _OwningGzipFile(raw, "wb", compresslevel=level)
+    return raw

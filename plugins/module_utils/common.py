@@ -1,0 +1,74 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible glue shared by every module: the connection argument spec and error conversion."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import copy
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
+
+# Paired with plugins/doc_fragments/connection.py: change both together.
+CONNECTION_ARGUMENT_SPEC = dict(
+    uri=dict(type="str", no_log=True),
+    login_host=dict(type="str"),
+    login_port=dict(type="int"),
+    login_user=dict(type="str"),
+    login_password=dict(type="str", no_log=True),
+    login_database=dict(type="str"),
+    replica_set=dict(type="str"),
+    direct_connection=dict(type="bool"),
+    tls=dict(type="bool", default=False),
+    tls_ca_file=dict(type="path"),
+    tls_certificate_key_file=dict(type="path"),
+    tls_certificate_key_file_password=dict(type="str", no_log=True),
+    tls_allow_invalid_hostnames=dict(type="bool", default=False),
+    tls_allow_invalid_certificates=dict(type="bool", default=False),
+    read_preference=dict(type="str", choices=list(client_utils.READ_PREFERENCES)),
+    connect_timeout=dict(type="int", default=10),
+)
+
+CONNECTION_MUTUALLY_EXCLUSIVE = [
+    ["uri", "login_host"],
+    ["uri", "login_port"],
+    ["uri", "replica_set"],
+]
+
+
+class MongoDBModule(AnsibleModule):
+    """AnsibleModule with the connection options and one place that reports engine errors."""
+
+    def __init__(self, argument_spec, mutually_exclusive=None, **kwargs):
+        spec = copy.deepcopy(CONNECTION_ARGUMENT_SPEC)
+        spec.update(argument_spec)
+        super(MongoDBModule, self).__init__(
+            argument_spec=spec,
+            mutually_exclusive=CONNECTION_MUTUALLY_EXCLUSIVE + list(mutually_exclusive or []),
+            **kwargs)
+        if client_utils.PYMONGO_IMPORT_ERROR is not None:
+            self.fail_json(msg=missing_required_lib("pymongo"),
+                           exception=str(client_utils.PYMONGO_IMPORT_ERROR))
+
+    @property
+    def connection_options(self):
+        return client_utils.ConnectionOptions.from_params(self.params)
+
+    def run(self, function, *args, **kwargs):
+        """Call the engine; an engine error becomes a failed task with its message."""
+        try:
+            return function(*args, **kwargs)
+        except BackupError as exc:
+            result = dict(msg=exc.message, changed=False)
+            result.update(exc.details)
+            self.fail_json(**result)
+        except Exception as exc:  # a bug or an unexpected driver error: keep the trace
+            secrets = self.connection_options.secrets
+            self.fail_json(msg="unexpected error: %s" % client_utils.redact(exc, secrets),
+                           exception=client_utils.redact(traceback.format_exc(), secrets))

@@ -1,0 +1,888 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The native logical dump engine: mongodump-compatible output from raw BSON batches.
+
+Flow: plan (which namespaces, their metadata and sizes) -> stream each collection's raw
+batches into the layout or archive writer, several collections at once -> optional oplog
+window (mongodump --oplog semantics) -> manifest.json last -> atomic rename into place.
+Documents are never decoded; memory is bounded by the driver's batch size.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import datetime
+import json
+import os
+import re
+import shutil
+import struct
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+try:
+    from bson import json_util, Timestamp
+    from bson.binary import Binary
+    from pymongo import errors as pymongo_errors
+except ImportError:  # pragma: no cover - reported by the module wrapper
+    pass
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archive as archive_format
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
+    BackupError,
+    DumpFailed,
+    InvalidOption,
+    NamespaceNotFound,
+    OplogOverflow,
+)
+
+TOOL_VERSION = "dbops.mongodb_backup-1.0.0"
+CONFIG_COLLECTIONS_KEPT = ("chunks", "collections", "databases", "settings", "shards", "tags", "version")
+USERS_AND_ROLES = (("$admin.system.users", "system.users", True),
+                   ("$admin.system.roles", "system.roles", True),
+                   ("$admin.system.version", "system.version", False))
+_INT32 = struct.Struct("<i")
+
+
+# --------------------------------------------------------------------------- options
+
+class DumpOptions:
+    """The dump's options, validated; mirrors mongodump where the meaning is the same."""
+
+    def __init__(self, db=None, collection=None, query=None, query_file=None, ns_include=None,
+                 ns_exclude=None, path=None, archive=None, gzip=False, gzip_level=6, oplog=False,
+                 dump_users_and_roles=False, label=None, num_parallel_collections=4,
+                 allow_empty=False, force=False, prefer_secondary=True):
+        self.db = db
+        self.collection = collection
+        self.query = parse_query(query, query_file)
+        self.ns_include = [NamespacePattern(p, "ns_include") for p in (ns_include or [])]
+        self.ns_exclude = [NamespacePattern(p, "ns_exclude") for p in (ns_exclude or [])]
+        self.path = path
+        self.archive = archive
+        self.gzip = bool(gzip)
+        self.gzip_level = int(gzip_level)
+        self.oplog = bool(oplog)
+        self.dump_users_and_roles = bool(dump_users_and_roles)
+        self.label = label
+        self.num_parallel_collections = int(num_parallel_collections)
+        self.allow_empty = bool(allow_empty)
+        self.force = bool(force)
+        self.prefer_secondary = prefer_secondary
+        self._validate()
+
+    @property
+    def target(self):
+        return self.archive or self.path
+
+    @property
+    def is_archive(self):
+        return bool(self.archive)
+
+    def _validate(self):
+        if bool(self.path) == bool(self.archive):
+            raise InvalidOption("give exactly one of path (a directory) or archive (a file)")
+        if self.collection and not self.db:
+            raise InvalidOption("collection %r needs db: say which database it is in" % self.collection)
+        if self.query is not None and not self.collection:
+            raise InvalidOption("query applies to one collection: set db and collection with it")
+        if self.oplog and self.db:
+            raise InvalidOption("oplog: true makes a point-in-time dump of the whole deployment; "
+                                "it cannot be combined with db or collection (as mongodump --oplog)")
+        if self.dump_users_and_roles and not self.db:
+            raise InvalidOption("dump_users_and_roles applies to a single-database dump (db); a full "
+                                "dump always includes admin.system.users and admin.system.roles")
+        if not 1 <= self.gzip_level <= 9:
+            raise InvalidOption("gzip_level must be between 1 and 9, got %d" % self.gzip_level)
+        if self.num_parallel_collections < 1:
+            raise InvalidOption("num_parallel_collections must be at least 1")
+        if self.label is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$", self.label):
+            raise InvalidOption("label %r may only hold letters, digits and . _ : + - "
+                                "(it names the backup in the catalog)" % self.label)
+
+    def describe(self):
+        """The options recorded in the manifest (no secrets here)."""
+        return {
+            "db": self.db, "collection": self.collection,
+            "query": json_util.dumps(self.query) if self.query is not None else None,
+            "ns_include": [p.text for p in self.ns_include],
+            "ns_exclude": [p.text for p in self.ns_exclude],
+            "gzip": self.gzip, "oplog": self.oplog,
+            "dump_users_and_roles": self.dump_users_and_roles,
+            "format": "archive" if self.is_archive else "directory",
+        }
+
+
+def parse_query(query, query_file):
+    """A filter document from Extended JSON text (or a dict), or None."""
+    if query is not None and query_file:
+        raise InvalidOption("give query or query_file, not both")
+    source = "query"
+    if query_file:
+        source = "query_file %s" % query_file
+        try:
+            with open(query_file) as handle:
+                query = handle.read()
+        except OSError as exc:
+            raise InvalidOption("cannot read %s: %s" % (source, exc.strerror or exc))
+    if query is None:
+        return None
+    if isinstance(query, dict):
+        query = json.dumps(query)  # a YAML mapping may still hold Extended JSON ($date, $oid...)
+    try:
+        parsed = json_util.loads(query)
+    except (ValueError, TypeError) as exc:
+        raise InvalidOption("%s is not valid Extended JSON (%s); write it like "
+                            "{\"created\": {\"$gte\": {\"$date\": \"2024-01-01T00:00:00Z\"}}}"
+                            % (source, exc))
+    if not isinstance(parsed, dict):
+        raise InvalidOption("%s must be a JSON object (a filter document), got %s"
+                            % (source, type(parsed).__name__))
+    return parsed
+
+
+class NamespacePattern:
+    """A ``db.collection`` pattern with ``*`` wildcards and ``\\`` escapes, as mongorestore's."""
+
+    def __init__(self, text, option):
+        self.text = text
+        self.regex = re.compile(self._to_regex(text, option), re.DOTALL)
+
+    @staticmethod
+    def _to_regex(text, option):
+        def invalid(cause):
+            return InvalidOption("%s pattern %r is invalid: %s; a pattern has the form "
+                                 "<database>.<collection> with * as a wildcard, e.g. 'sales.*'"
+                                 % (option, text, cause))
+        if not isinstance(text, str) or not text:
+            raise invalid("it is empty")
+        parts, db_part, escaped, seen_dot = [], [], False, False
+        for char in text:
+            if escaped:
+                parts.append(re.escape(char))
+                escaped = False
+            elif char == "\\":
+                escaped = True
+                continue
+            elif char == "*":
+                parts.append(".*")
+            else:
+                if char == "." and not seen_dot:
+                    seen_dot = True
+                    if not db_part:
+                        raise invalid("the database part before the first '.' is empty")
+                parts.append(re.escape(char))
+            if not seen_dot:
+                db_part.append(char)
+        if escaped:
+            raise invalid("it ends with a lone backslash")
+        if not seen_dot and "*" not in text:
+            raise invalid("it has no '.' between database and collection")
+        bad = set("/\"$ \x00") & set("".join(db_part))
+        if bad:
+            raise invalid("the database part contains %s" % ", ".join(repr(c) for c in sorted(bad)))
+        return "^" + "".join(parts) + "$"
+
+    def matches(self, namespace):
+        return bool(self.regex.match(namespace))
+
+
+# --------------------------------------------------------------------------- plan
+
+class NamespacePlan:
+    """One namespace to dump: where its data comes from and the metadata to record."""
+
+    def __init__(self, db, name, coll_type, options, indexes, uuid_hex, source_db, source_name,
+                 query=None, estimated_bytes=0, estimated_count=0):
+        self.db = db
+        self.name = name
+        self.type = coll_type
+        self.options = options
+        self.indexes = indexes
+        self.uuid_hex = uuid_hex
+        self.source_db = source_db
+        self.source_name = source_name  # None: metadata only (views)
+        self.query = query
+        self.estimated_bytes = estimated_bytes
+        self.estimated_count = estimated_count
+
+    @property
+    def namespace(self):
+        return "%s.%s" % (self.db, self.name)
+
+    @property
+    def data_name(self):
+        """The collection name data is stored under (timeseries keep their buckets name)."""
+        if self.type == "timeseries" and self.source_name != self.name:
+            return self.source_name
+        return self.name
+
+    def metadata_json(self):
+        return layout.metadata_to_json(self.options, self.indexes, self.uuid_hex, self.name,
+                                       self.type or "")
+
+    def describe(self):
+        return {"namespace": self.namespace, "db": self.db, "collection": self.name,
+                "type": self.type, "estimated_bytes": self.estimated_bytes,
+                "estimated_documents": self.estimated_count}
+
+
+def skip_system_namespace(db, name, requested_db):
+    """mongodump's rules for what a dump leaves out (FORMATS.md, "Which namespaces are dumped")."""
+    if db.startswith("__mdb_internal"):
+        return True
+    if db == "local" and requested_db != "local":
+        return True
+    if db == "admin" and name == "system.keys":
+        return True
+    if db == "config" and requested_db != "config" and name not in CONFIG_COLLECTIONS_KEPT:
+        return True
+    if name.startswith("system.") and db != "admin" and name != "system.js":
+        return True
+    return "$" in name
+
+
+def _uuid_hex(info):
+    value = (info or {}).get("uuid")
+    if value is None:
+        return None
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    if isinstance(value, Binary):
+        return value.hex() if hasattr(value, "hex") else bytes(value).hex()
+    return None
+
+
+def _supports_raw_timeseries(server):
+    version = server.get("version_array") or [0, 0, 0]
+    return tuple(version[:2]) >= (8, 3)
+
+
+class Planner:
+    """Lists what a dump will contain, with metadata gathered before any data is read."""
+
+    def __init__(self, client, options, server):
+        self.client = client
+        self.options = options
+        self.server = server
+
+    def plan(self):
+        databases = self._databases()
+        plans = []
+        for db in databases:
+            plans.extend(self._plan_database(db))
+        if self.options.db and self.options.dump_users_and_roles:
+            plans.extend(self._users_and_roles(self.options.db))
+        if not plans and not self.options.allow_empty:
+            raise NamespaceNotFound(self._nothing_to_dump())
+        return plans
+
+    def _databases(self):
+        if self.options.db:
+            names = self.client.list_database_names()
+            if self.options.db not in names and not self.options.allow_empty:
+                raise NamespaceNotFound(
+                    "database %r does not exist on %s (it has: %s); check db, or set "
+                    "allow_empty: true to accept an empty backup" % (
+                        self.options.db, self.server.get("address"), ", ".join(sorted(names)) or "none"))
+            return [self.options.db]
+        return sorted(self.client.list_database_names())
+
+    def _nothing_to_dump(self):
+        scope = self.options.db or "the deployment"
+        if self.options.collection:
+            scope = "%s.%s" % (self.options.db, self.options.collection)
+            return ("collection %s does not exist on %s; check db and collection, or set "
+                    "allow_empty: true to accept an empty backup" % (scope, self.server.get("address")))
+        return ("nothing to dump in %s on %s after the namespace filters; check db, ns_include and "
+                "ns_exclude, or set allow_empty: true to accept an empty backup"
+                % (scope, self.server.get("address")))
+
+    def _selected(self, db, name):
+        if skip_system_namespace(db, name, self.options.db):
+            return False
+        namespace = "%s.%s" % (db, name)
+        if self.options.ns_include and not any(p.matches(namespace) for p in self.options.ns_include):
+            return False
+        return not any(p.matches(namespace) for p in self.options.ns_exclude)
+
+    def _plan_database(self, db):
+        database = self.client[db]
+        filter_ = {"name": self.options.collection} if self.options.collection else {}
+        plans = []
+        for info in database.list_collections(filter=filter_):
+            name = info["name"]
+            coll_type = info.get("type", "collection")
+            if not self._selected(db, name):
+                continue
+            plans.append(self._plan_collection(database, info, coll_type))
+        return sorted(plans, key=lambda plan: plan.name)
+
+    def _plan_collection(self, database, info, coll_type):
+        name = info["name"]
+        options = dict(info.get("options") or {})
+        uuid_hex = _uuid_hex(info.get("info"))
+        source_name = name
+        if coll_type == "view":
+            indexes, source_name, uuid_hex = [], None, None
+        else:
+            indexes = [dict(index) for index in database[name].list_indexes()]
+            if coll_type == "timeseries":
+                uuid_hex = None
+                if not _supports_raw_timeseries(self.server):
+                    source_name = "system.buckets." + name
+        size, count = self._estimate(database, source_name) if source_name else (0, 0)
+        query = self.options.query if self.options.collection == name else None
+        return NamespacePlan(database.name, name, coll_type, options, indexes, uuid_hex,
+                             database.name, source_name, query=query,
+                             estimated_bytes=size, estimated_count=count)
+
+    @staticmethod
+    def _estimate(database, name):
+        try:
+            stats = database.command("collStats", name)
+            return int(stats.get("size", 0)), int(stats.get("count", 0))
+        except pymongo_errors.OperationFailure:
+            return 0, 0
+
+    def _users_and_roles(self, db):
+        admin = self.client.admin
+        existing = set(admin.list_collection_names())
+        plans = []
+        for stored_name, source_name, filter_by_db in USERS_AND_ROLES:
+            if source_name not in existing:
+                continue
+            indexes = [dict(index) for index in admin[source_name].list_indexes()]
+            plans.append(NamespacePlan(db, stored_name, "collection", {}, indexes, None, "admin",
+                                       source_name, query={"db": db} if filter_by_db else None))
+        return plans
+
+
+# --------------------------------------------------------------------------- outputs
+
+def count_documents(raw_batch):
+    """Documents in a buffer of concatenated BSON documents (reads only the length prefixes)."""
+    count, position, end = 0, 0, len(raw_batch)
+    while position < end:
+        position += _INT32.unpack_from(raw_batch, position)[0]
+        count += 1
+    return count
+
+
+class _Sink:
+    """Where one namespace's raw batches go; counts documents and bytes."""
+
+    def __init__(self, write, close):
+        self._write = write
+        self._close = close
+        self.documents = 0
+        self.bytes = 0
+
+    def write(self, raw_batch):
+        self.documents += count_documents(raw_batch)
+        self.bytes += len(raw_batch)
+        self._write(raw_batch)
+
+    def close(self):
+        self._close()
+
+
+class DirectoryOutput:
+    """A dump directory in mongodump layout, built inside ``<path>.partial``."""
+
+    def __init__(self, root, options):
+        self.root = root
+        self.gzip = options.gzip
+        self.level = options.gzip_level
+        self.files = []  # (relative path, HashingWriter)
+        self._lock = threading.Lock()
+        _make_dir(root)
+
+    def _open(self, path, gzip):
+        _make_dir(os.path.dirname(path))
+        raw = manifest_utils.HashingWriter(path)
+        with self._lock:
+            self.files.append((os.path.relpath(path, self.root), raw))
+        if not gzip:
+            return raw, raw
+        import gzip as gzip_module
+        return gzip_module.GzipFile(filename="", mode="wb", compresslevel=self.level, fileobj=raw,
+                                    mtime=0), raw
+
+    def _sink(self, path):
+        stream, raw = self._open(path, self.gzip)
+
+        def close():
+            stream.close()
+            raw.close()
+        return _Sink(stream.write, close)
+
+    def write_metadata(self, plan):
+        stream, raw = self._open(layout.metadata_path(self.root, plan.db, plan.name, self.gzip), self.gzip)
+        stream.write(plan.metadata_json().encode("utf-8"))
+        stream.close()
+        raw.close()
+
+    def open_namespace(self, plan):
+        if plan.name.startswith("$admin."):
+            # users/roles of a single-database dump keep mongodump's literal file names
+            path = os.path.join(self.root, plan.db, plan.name + ".bson" + (".gz" if self.gzip else ""))
+        else:
+            path = layout.bson_path(self.root, plan.db, plan.data_name, self.gzip)
+        return self._sink(path)
+
+    def open_oplog(self):
+        # mongodump names the gzipped oplog oplog.bson as well (FORMATS.md)
+        return self._sink(layout.oplog_path(self.root))
+
+    def write_prelude(self, server_version):
+        stream, raw = self._open(os.path.join(self.root, "prelude.json" + (".gz" if self.gzip else "")),
+                                 self.gzip)
+        prelude = {"ServerVersion": server_version or "unknown", "ToolVersion": TOOL_VERSION}
+        stream.write(json.dumps(prelude, separators=(",", ":")).encode("utf-8"))
+        stream.close()
+        raw.close()
+
+    def file_records(self):
+        return [{"path": rel, "bytes": raw.size, "sha256": raw.sha256} for rel, raw in self.files]
+
+
+class ArchiveOutput:
+    """A mongodump ``--archive`` file, built at ``<archive>.partial``."""
+
+    def __init__(self, path, options, server_version, plans, with_oplog):
+        self.path = path
+        self.raw = manifest_utils.HashingWriter(path)
+        stream = self.raw
+        if options.gzip:
+            import gzip as gzip_module
+            stream = gzip_module.GzipFile(filename="", mode="wb", compresslevel=options.gzip_level,
+                                          fileobj=self.raw, mtime=0)
+        self.stream = stream
+        namespaces = [{"db": plan.db, "collection": plan.name, "metadata": plan.metadata_json(),
+                       "type": plan.type or "collection"} for plan in plans]
+        if with_oplog:
+            namespaces.append({"db": "", "collection": "oplog", "metadata": "", "type": None})
+        self.writer = archive_format.ArchiveWriter(stream, server_version, TOOL_VERSION,
+                                                   options.num_parallel_collections, namespaces)
+
+    def write_metadata(self, plan):
+        """Metadata lives in the prelude, already written."""
+
+    def open_namespace(self, plan):
+        db, name = plan.db, plan.data_name
+        return _Sink(lambda batch: self.writer.write_segment(db, name, batch),
+                     lambda: self.writer.end_namespace(db, name))
+
+    def open_oplog(self):
+        return self.open_namespace(NamespacePlan("", "oplog", None, {}, [], None, "", ""))
+
+    def write_prelude(self, server_version):
+        """Archives carry the versions in their header."""
+
+    def finish(self):
+        self.writer.close()
+        if self.stream is not self.raw:
+            self.stream.close()
+        self.raw.close()
+
+    def file_records(self):
+        return [{"path": os.path.basename(self.path)[:-len(".partial")], "bytes": self.raw.size,
+                 "sha256": self.raw.sha256}]
+
+
+def _make_dir(path):
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=manifest_utils.DIR_MODE)
+    os.chmod(path, manifest_utils.DIR_MODE)
+
+
+# --------------------------------------------------------------------------- oplog window
+
+def format_timestamp(ts):
+    return "%d:%d" % (ts.time, ts.inc) if ts is not None else None
+
+
+def _timestamp_result(ts):
+    if ts is None:
+        return None
+    return {"ts": format_timestamp(ts), "t": ts.time, "i": ts.inc,
+            "time": datetime.datetime.utcfromtimestamp(ts.time).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+class OplogWindow:
+    """mongodump --oplog: copy [start, end] of the oplog and fail if it rolled over meanwhile."""
+
+    def __init__(self, client, server):
+        self.client = client
+        self.member = server.get("address")
+        name = "oplog.rs" if server.get("replica_set") or server.get("hosts") else "oplog.$main"
+        self.collection = client.local[name]
+        self.start = None
+        self.end = None
+
+    def open(self):
+        if self.collection.name not in self.client.local.list_collection_names():
+            raise DumpFailed("oplog: true needs a replica-set member with an oplog, and %s has no "
+                             "local.%s; dump without oplog, or dump from a replica-set member"
+                             % (self.member, self.collection.name))
+        self.start = self._oldest_open_transaction() or self._newest()
+        self._check_not_rolled_over()
+        return self.start
+
+    def close(self):
+        self.end = self._newest()
+        self._check_not_rolled_over()
+        return self.end
+
+    def copy(self, sink):
+        cursor = self.collection.find_raw_batches({"ts": {"$gte": self.start, "$lte": self.end}})
+        try:
+            for batch in cursor:
+                for entry in _iter_decoded(batch):
+                    check_oplog_entry(entry)
+                sink.write(batch)
+        finally:
+            cursor.close()
+        sink.close()
+        self._check_not_rolled_over()
+
+    def _newest(self):
+        entry = self.collection.find_one({}, {"ts": 1}, sort=[("$natural", -1)])
+        if entry is None:
+            raise DumpFailed("the oplog local.%s on %s is empty; an oplog dump needs at least one "
+                             "entry: write something or dump without oplog"
+                             % (self.collection.name, self.member))
+        return entry["ts"]
+
+    def _oldest(self):
+        entry = self.collection.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
+        return entry["ts"] if entry else None
+
+    def _oldest_open_transaction(self):
+        """Start at the first write of a transaction still open, so its commit replays whole."""
+        try:
+            open_txns = self.client.config.transactions.find(
+                {"state": {"$in": ["prepared", "inProgress"]}}, {"startOpTime": 1})
+            starts = [t["startOpTime"]["ts"] for t in open_txns if t.get("startOpTime")]
+        except pymongo_errors.OperationFailure:
+            return None
+        return min(starts) if starts else None
+
+    def _check_not_rolled_over(self):
+        oldest = self._oldest()
+        if oldest is None or oldest > self.start:
+            raise OplogOverflow(
+                "oplog overflow: the oldest entry in local.%s on %s is %s, newer than the dump's "
+                "start %s, so writes made during the dump are lost; make the oplog larger "
+                "(replSetResizeOplog) or the dump faster (a less busy member, more "
+                "num_parallel_collections), then run the dump again" % (
+                    self.collection.name, self.member, format_timestamp(oldest),
+                    format_timestamp(self.start)))
+
+
+def _iter_decoded(raw_batch):
+    from bson import decode_iter
+    return decode_iter(raw_batch)
+
+
+def check_oplog_entry(entry):
+    """Entries that make a point-in-time dump unrestorable (as mongodump refuses them)."""
+    namespace = entry.get("ns", "")
+    when = format_timestamp(entry.get("ts"))
+    if namespace == "admin.system.version":
+        raise DumpFailed("the oplog at %s changes admin.system.version (auth schema or feature "
+                         "compatibility version) during the dump; run the dump again after "
+                         "that change completes" % when)
+    if entry.get("op") == "c":
+        command = next(iter(entry.get("o") or {}), "")
+        if command in ("renameCollection", "importCollection", "upgradeDowngradeViewlessTimeseries"):
+            raise DumpFailed("a %s command at %s on %s ran during the dump, which an oplog dump "
+                             "cannot capture consistently; run the dump again when no such "
+                             "operation is running" % (command, when, namespace))
+        if namespace.startswith("config.") and command == "create" and \
+                str((entry.get("o") or {}).get("create", "")).startswith("localReshardingOplogBuffer"):
+            raise DumpFailed("resharding started at %s during the dump; run the dump again after "
+                             "it finishes" % when)
+
+
+# --------------------------------------------------------------------------- the dump
+
+class _Cancelled(DumpFailed):
+    """A worker stopped because another one failed; the other failure is the one reported."""
+
+    def __init__(self, namespace):
+        super(_Cancelled, self).__init__("dump of %s cancelled because another collection failed"
+                                         % namespace)
+
+
+class Dumper:
+    """Runs one dump. ``progress(event, **details)`` is called from worker threads."""
+
+    def __init__(self, client, options, server, member=None, progress=None):
+        self.client = client
+        self.options = options
+        self.server = server
+        self.member = member or server.get("address")
+        self.progress = progress or (lambda event, **details: None)
+        self._failed = threading.Event()  # one worker failed: the others stop early
+
+    # ------------------------------------------------------------------ public
+
+    def plan(self):
+        return Planner(self.client, self.options, self.server).plan()
+
+    def existing_backup(self):
+        """The manifest of a complete backup already at the target, or None."""
+        target = self.options.target
+        found = manifest_utils.read_manifest(manifest_utils.manifest_path(target, self.options.is_archive))
+        if found is None and os.path.exists(target) and not self._is_empty_dir(target):
+            raise DumpFailed("%s already exists and is not a complete backup made by this collection; "
+                             "choose another path, or remove it" % target)
+        return found
+
+    def check(self, plans):
+        """What a run would do, for check mode: nothing is written."""
+        parent = os.path.dirname(os.path.abspath(self.options.target))
+        self._check_parent(parent)
+        return {
+            "namespaces": [plan.describe() for plan in plans],
+            "estimated_bytes": sum(plan.estimated_bytes for plan in plans),
+            "estimated_documents": sum(plan.estimated_count for plan in plans),
+        }
+
+    def run(self, plans):
+        target = os.path.abspath(self.options.target)
+        self._check_parent(os.path.dirname(target))
+        partial = target + ".partial"
+        _remove(partial)  # left over from a killed run: ours by name, never a complete backup
+        started = time.time()
+        backup_id = str(uuid.uuid4())
+        try:
+            output = self._open_output(partial, plans)
+            results, oplog_result = self._dump(output, plans)
+            if self.options.is_archive:
+                output.finish()
+            else:
+                output.write_prelude(self.server.get("version"))
+            finished = time.time()
+            document = self._manifest(backup_id, started, finished, results, output.file_records(),
+                                      oplog_result)
+            commit_backup(partial, target, self.options.is_archive, document)
+        except BaseException as exc:
+            _remove(partial)
+            if isinstance(exc, BackupError):
+                raise
+            raise self._translate(exc)
+        return document
+
+    # ------------------------------------------------------------------ steps
+
+    def _open_output(self, partial, plans):
+        if self.options.is_archive:
+            return ArchiveOutput(partial, self.options, self.server.get("version"), plans,
+                                 self.options.oplog)
+        return DirectoryOutput(partial, self.options)
+
+    def _dump(self, output, plans):
+        oplog = OplogWindow(self.client, self.server) if self.options.oplog else None
+        if oplog:
+            oplog.open()
+        for plan in plans:
+            output.write_metadata(plan)
+        workers = max(1, min(self.options.num_parallel_collections, len(plans)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dump") as pool:
+            futures = [pool.submit(self._guarded, self._dump_namespace, output, plan) for plan in plans]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        root_causes = [e for e in errors if not isinstance(e, _Cancelled)]
+        if errors:
+            raise (root_causes or errors)[0]
+        results = [f.result() for f in futures]
+        oplog_result = None
+        if oplog:
+            oplog.close()
+            self.collections_dumped(oplog)
+            sink = output.open_oplog()
+            oplog.copy(sink)
+            oplog_result = {"start": _timestamp_result(oplog.start), "end": _timestamp_result(oplog.end),
+                            "entries": sink.documents, "bytes": sink.bytes,
+                            "collection": "local." + oplog.collection.name}
+        return results, oplog_result
+
+    def collections_dumped(self, oplog):
+        """Seam between the data phase and the oplog copy (tests use it to provoke overflow)."""
+
+    def _guarded(self, function, *args):
+        try:
+            return function(*args)
+        except BaseException:
+            self._failed.set()
+            raise
+
+    def _dump_namespace(self, output, plan):
+        started = time.time()
+        if self._failed.is_set():
+            raise _Cancelled(plan.namespace)
+        sink = None
+        if plan.source_name is not None:
+            sink = output.open_namespace(plan)
+            source = self.client[plan.source_db][plan.source_name]
+            filter_ = plan.query or {}
+            hint = None if plan.query else [("$natural", 1)]
+            cursor = source.find_raw_batches(filter_, hint=hint)
+            try:
+                for batch in cursor:
+                    if self._failed.is_set():
+                        raise _Cancelled(plan.namespace)
+                    sink.write(batch)
+                    self.progress("batch", namespace=plan.namespace, documents=sink.documents,
+                                  bytes=sink.bytes)
+            except pymongo_errors.PyMongoError as exc:
+                raise DumpFailed(
+                    "reading %s from %s failed after %d documents: %s; the incomplete backup was "
+                    "removed; check the server and run the dump again"
+                    % (plan.namespace, self.member, sink.documents, exc))
+            finally:
+                cursor.close()
+            sink.close()
+        elif self.options.is_archive:
+            # An empty block announces a view to mongorestore (FORMATS.md).
+            sink = output.open_namespace(plan)
+            sink.close()
+        self.progress("namespace_done", namespace=plan.namespace)
+        result = plan.describe()
+        del result["estimated_bytes"], result["estimated_documents"]
+        result.update(documents=sink.documents if sink else 0, bytes=sink.bytes if sink else 0,
+                      seconds=round(time.time() - started, 3))
+        return result
+
+    def _manifest(self, backup_id, started, finished, results, files, oplog_result):
+        document = manifest_utils.new_manifest(
+            backup_id, self.options.label, "logical", _iso(started), _iso(finished),
+            self.server, self.member, self.options.describe())
+        total_bytes = sum(r["bytes"] for r in results)
+        seconds = max(finished - started, 1e-6)
+        document.update(
+            namespaces=results,
+            files=files,
+            oplog=oplog_result,
+            totals={
+                "namespaces": len(results),
+                "documents": sum(r["documents"] for r in results),
+                "bytes": total_bytes,
+                "bytes_on_disk": sum(f["bytes"] for f in files),
+                "seconds": round(finished - started, 3),
+                "mb_per_second": round(total_bytes / seconds / 1e6, 2),
+            })
+        return document
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _is_empty_dir(path):
+        return os.path.isdir(path) and not os.listdir(path)
+
+    @staticmethod
+    def _check_parent(parent):
+        if not os.path.isdir(parent):
+            raise DumpFailed("the backup location %s does not exist or is not a directory; create it "
+                             "(or mount the backup volume) first" % parent)
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise DumpFailed("the backup location %s is not writable by this user; fix its "
+                             "permissions or choose another path" % parent)
+
+    def _translate(self, exc):
+        if isinstance(exc, OSError):
+            return DumpFailed("writing the backup to %s failed: %s; free space or fix the filesystem, "
+                              "then run the dump again (the incomplete backup was removed)"
+                              % (exc.filename or self.options.target, exc.strerror or exc))
+        if isinstance(exc, pymongo_errors.OperationFailure) and exc.code == 13:
+            return DumpFailed("the user is not authorized to read everything the dump needs on %s: "
+                              "%s; grant it the backup role" % (self.member, exc))
+        if isinstance(exc, pymongo_errors.PyMongoError):
+            return DumpFailed("the dump from %s failed: %s; the incomplete backup was removed; "
+                              "check the server and run the dump again" % (self.member, exc))
+        return exc
+
+
+def commit_backup(partial, target, is_archive, document):
+    """Manifest last, then one rename: a complete backup appears all at once or not at all."""
+    if is_archive:
+        # Drop the old manifest first: an archive without one is never taken as complete.
+        _remove(manifest_utils.manifest_path(target, True))
+        os.rename(partial, target)
+        manifest_utils.write_json_atomic(manifest_utils.manifest_path(target, True), document)
+        return
+    manifest_utils.write_json_atomic(manifest_utils.manifest_path(partial, False), document)
+    old = None
+    if os.path.exists(target):
+        old = target + ".replaced"
+        _remove(old)
+        os.rename(target, old)
+    os.rename(partial, target)
+    if old:
+        _remove(old)
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def _iso(epoch):
+    return datetime.datetime.utcfromtimestamp(epoch).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --------------------------------------------------------------------------- entry point
+
+def dump(client, options, server, member=None, check_mode=False, progress=None):
+    """Run (or, in check mode, plan) a dump. Returns (changed, result dict)."""
+    dumper = Dumper(client, options, server, member=member, progress=progress)
+    existing = dumper.existing_backup()
+    if existing is not None and not options.force:
+        if options.label is not None and existing.get("label") == options.label:
+            return False, _existing_result(existing, options)
+        raise DumpFailed("%s already holds backup %s (label %r); use another path, the same label "
+                         "to keep it, or force: true to replace it"
+                         % (options.target, existing.get("backup_id"), existing.get("label")))
+    plans = dumper.plan()
+    if check_mode:
+        planned = dumper.check(plans)
+        planned.update(path=options.target, label=options.label, server=server)
+        return True, planned
+    document = dumper.run(plans)
+    return True, _run_result(document, options)
+
+
+def _run_result(document, options):
+    totals = document["totals"]
+    return {
+        "backup_id": document["backup_id"],
+        "label": document["label"],
+        "path": os.path.abspath(options.target),
+        "manifest": manifest_utils.manifest_path(os.path.abspath(options.target), options.is_archive),
+        "namespaces": document["namespaces"],
+        "total_documents": totals["documents"],
+        "total_bytes": totals["bytes"],
+        "bytes_on_disk": totals["bytes_on_disk"],
+        "duration_seconds": totals["seconds"],
+        "mb_per_second": totals["mb_per_second"],
+        "oplog": document["oplog"],
+        "server": document["server"],
+        "member": document["member"],
+    }
+
+
+def _existing_result(document, options):
+    result = _run_result(document, options)
+    result["msg"] = "backup %s with label %r is already complete at %s" % (
+        document["backup_id"], document["label"], result["path"])
+    return result

@@ -1,0 +1,123 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""manifest.json: what a backup holds, written last, so that its presence means "complete".
+
+A directory backup keeps it at ``<dir>/manifest.json``; an archive backup beside the file,
+at ``<archive>.manifest.json``. Per-file sha256 are computed while the files are written.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import json
+import os
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "dbops.mongodb_backup/manifest"
+MANIFEST_VERSION = 1
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+class HashingWriter:
+    """A binary file that records the sha256 and size of every byte written to disk."""
+
+    def __init__(self, path, buffering=1024 * 1024):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        self._file = os.fdopen(fd, "wb", buffering=buffering)
+        self.path = path
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+
+    def write(self, data):
+        self._sha256.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def flush(self):
+        self._file.flush()
+
+    def close(self):
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    @property
+    def closed(self):
+        return self._file.closed
+
+    @property
+    def sha256(self):
+        return self._sha256.hexdigest()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def manifest_path(target, is_archive):
+    return target + "." + MANIFEST_NAME if is_archive else os.path.join(target, MANIFEST_NAME)
+
+
+def write_json_atomic(path, document):
+    """Write JSON to ``path`` through a temporary file and a rename, mode 0600."""
+    temporary = path + ".partial"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(document, handle, indent=2, sort_keys=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(temporary, path)
+    _fsync_directory(os.path.dirname(path) or ".")
+
+
+def _fsync_directory(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(path):
+    """The manifest at ``path``, None when absent; FormatError when unreadable."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as handle:
+            document = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise FormatError("manifest %s cannot be read: %s; the backup cannot be trusted, "
+                          "take a new one" % (path, exc))
+    if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
+        raise FormatError("%s is not a dbops.mongodb_backup manifest; the directory was not "
+                          "written by this collection" % path)
+    return document
+
+
+def new_manifest(backup_id, label, kind, started, finished, server, member, options):
+    return {
+        "format": MANIFEST_FORMAT,
+        "format_version": MANIFEST_VERSION,
+        "backup_id": backup_id,
+        "label": label,
+        "kind": kind,
+        "started_at": started,
+        "finished_at": finished,
+        "server": server,
+        "member": member,
+        "options": options,
+        "namespaces": [],
+        "files": [],
+        "oplog": None,
+        "totals": {},
+    }

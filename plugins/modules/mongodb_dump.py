@@ -1,0 +1,335 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: mongodb_dump
+short_description: Take a logical backup of MongoDB in mongodump format
+version_added: "1.0.0"
+description:
+  - Dumps a MongoDB deployment, one database or one collection into a directory in mongodump
+    layout or into a single mongodump archive file, so that C(mongorestore) and
+    M(dbops.mongodb_backup.mongodb_restore) can read it.
+  - The native engine streams raw BSON batches without decoding documents, dumps several
+    collections at once, and keeps memory bounded by the driver's batch size whatever the
+    collection size.
+  - The backup is written to C(<path>.partial) and renamed into place only when complete, with a
+    C(manifest.json) (per-file sha256, sizes, document counts, oplog range) written last. A failed
+    run leaves nothing that looks like a backup.
+  - Idempotent by O(label). When a complete backup with the same O(label) is already at the target,
+    the module reports C(changed=false) and leaves it alone unless O(force=true).
+extends_documentation_fragment:
+  - dbops.mongodb_backup.connection
+attributes:
+  check_mode:
+    support: full
+    details: Lists the namespaces it would dump with their estimated sizes and writes nothing.
+  diff_mode:
+    support: none
+options:
+  path:
+    description:
+      - Directory that becomes the backup (like C(mongodump --out)). Its parent must exist.
+      - Mutually exclusive with O(archive).
+    type: path
+  archive:
+    description:
+      - File that becomes the backup, in mongodump C(--archive) format. Its directory must exist.
+      - The manifest is written beside it as C(<archive>.manifest.json).
+    type: path
+  db:
+    description:
+      - Dump only this database. Without it the whole deployment is dumped, leaving out C(local),
+        internal databases and system collections the way mongodump does.
+    type: str
+  collection:
+    description:
+      - Dump only this collection of O(db).
+    type: str
+  query:
+    description:
+      - Filter for the documents of O(collection), as Extended JSON text or a dictionary.
+    type: raw
+  query_file:
+    description:
+      - File holding the O(query) filter in Extended JSON.
+    type: path
+  ns_include:
+    description:
+      - Dump only namespaces matching one of these C(database.collection) patterns. C(*) is a wildcard.
+    type: list
+    elements: str
+  ns_exclude:
+    description:
+      - Leave out namespaces matching one of these C(database.collection) patterns. C(*) is a wildcard.
+    type: list
+    elements: str
+  gzip:
+    description:
+      - Compress the output. In a directory every file is a separate gzip stream (C(.gz) suffix,
+        except C(oplog.bson) as mongodump names it); an archive is gzipped as a whole.
+    type: bool
+    default: false
+  gzip_level:
+    description:
+      - gzip compression level, 1 (fastest) to 9 (smallest).
+    type: int
+    default: 6
+  oplog:
+    description:
+      - Take a point-in-time consistent dump, exactly as C(mongodump --oplog). The oplog entries
+        written while the collections are dumped are saved too, and replaying them gives the state
+        at the end of the dump.
+      - Only for a full dump of a replica-set member. The task fails with an oplog overflow error
+        when the oplog rolls over during the dump.
+    type: bool
+    default: false
+  dump_users_and_roles:
+    description:
+      - With O(db), also dump the users and roles defined on that database (as
+        C(mongodump --dumpDbUsersAndRoles)). A full dump always includes them.
+    type: bool
+    default: false
+  label:
+    description:
+      - Name of this backup, recorded in the manifest. A second run with the same label finds the
+        complete backup and changes nothing.
+    type: str
+  num_parallel_collections:
+    description:
+      - How many collections to dump at the same time.
+    type: int
+    default: 4
+  engine:
+    description:
+      - V(native) uses this collection's engine.
+      - V(mongodump) runs the real C(mongodump) binary when it is installed. The password is passed
+        through a temporary 0600 C(--config) file, never on the command line. O(ns_include) and
+        O(ns_exclude) need the native engine.
+    type: str
+    choices: [native, mongodump]
+    default: native
+  mongodump_path:
+    description:
+      - Path of the C(mongodump) binary for O(engine=mongodump). Searched on C(PATH) when not set.
+    type: path
+  allow_empty:
+    description:
+      - Accept a backup that contains nothing (an unknown database or collection, or filters that
+        match nothing). Without it such a dump fails, so a typo never produces an empty backup that
+        looks successful.
+    type: bool
+    default: false
+  force:
+    description:
+      - Replace a complete backup already at the target. The new backup is built beside it and
+        swapped in only when complete.
+    type: bool
+    default: false
+notes:
+  - On a replica set reached with several hosts, the dump reads from one member only, a secondary
+    unless O(read_preference=primary); the member is recorded in the manifest.
+  - Files are created with mode 0600 and directories with mode 0700.
+seealso:
+  - name: mongodump
+    description: The MongoDB Database Tools program whose output format this module writes.
+    link: https://www.mongodb.com/docs/database-tools/mongodump/
+author:
+  - dbops.mongodb_backup contributors
+'''
+
+EXAMPLES = r'''
+- name: Back up the whole replica set, point in time consistent
+  dbops.mongodb_backup.mongodb_dump:
+    login_host: db1.example.com
+    login_user: backup
+    login_password: "{{ vault_mongodb_backup_password }}"
+    path: /backups/mongodb/nightly-2024-05-01
+    oplog: true
+    gzip: true
+    label: nightly-2024-05-01
+
+- name: One database into a single archive file
+  dbops.mongodb_backup.mongodb_dump:
+    uri: mongodb://db1.example.com:27017/?replicaSet=rs0
+    login_user: backup
+    login_password: "{{ vault_mongodb_backup_password }}"
+    db: sales
+    dump_users_and_roles: true
+    archive: /backups/mongodb/sales.archive
+
+- name: Recent orders only
+  dbops.mongodb_backup.mongodb_dump:
+    db: sales
+    collection: orders
+    query: '{"created": {"$gte": {"$date": "2024-01-01T00:00:00Z"}}}'
+    path: /backups/mongodb/orders-2024
+
+- name: Everything but the logs databases
+  dbops.mongodb_backup.mongodb_dump:
+    ns_exclude: ["logs*.*", "*.tmp_*"]
+    path: /backups/mongodb/nologs
+
+- name: See what a dump would contain
+  dbops.mongodb_backup.mongodb_dump:
+    path: /backups/mongodb/preview
+  check_mode: true
+  register: planned
+'''
+
+RETURN = r'''
+backup_id:
+  description: Unique id of the backup, recorded in its manifest.
+  returned: success, not in check mode
+  type: str
+  sample: 0b6f0f8e-2f63-4a43-9d0e-5b0d9a1b2c3d
+label:
+  description: The O(label) of the backup.
+  returned: always
+  type: str
+  sample: nightly-2024-05-01
+path:
+  description: Absolute path of the backup directory or archive file.
+  returned: always
+  type: str
+  sample: /backups/mongodb/nightly-2024-05-01
+manifest:
+  description: Path of the backup's manifest.
+  returned: success, not in check mode
+  type: str
+  sample: /backups/mongodb/nightly-2024-05-01/manifest.json
+namespaces:
+  description:
+    - The namespaces dumped, with their document count and uncompressed BSON bytes.
+    - In check mode, the namespaces that would be dumped with C(estimated_bytes) and C(estimated_documents).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"namespace": "sales.orders", "db": "sales", "collection": "orders", "type": "collection",
+            "documents": 120000, "bytes": 73400320, "seconds": 2.1}]
+total_documents:
+  description: Documents dumped.
+  returned: success, not in check mode
+  type: int
+  sample: 120000
+total_bytes:
+  description: Uncompressed BSON bytes dumped.
+  returned: success, not in check mode
+  type: int
+  sample: 73400320
+bytes_on_disk:
+  description: Size of the backup files as written (after compression).
+  returned: success, not in check mode
+  type: int
+  sample: 20971520
+estimated_bytes:
+  description: Data size the dump would read, from collection statistics.
+  returned: check mode
+  type: int
+  sample: 73400320
+estimated_documents:
+  description: Documents the dump would read, from collection statistics.
+  returned: check mode
+  type: int
+  sample: 120000
+duration_seconds:
+  description: Wall-clock time of the dump.
+  returned: success, not in check mode
+  type: float
+  sample: 3.52
+mb_per_second:
+  description: Throughput in uncompressed megabytes (10^6 bytes) per second.
+  returned: success, not in check mode
+  type: float
+  sample: 20.85
+oplog:
+  description: The oplog window saved with O(oplog=true), inclusive at both ends.
+  returned: success, when O(oplog=true)
+  type: dict
+  sample: {"start": {"ts": "1714521600:1", "t": 1714521600, "i": 1, "time": "2024-05-01T00:00:00Z"},
+           "end": {"ts": "1714521604:7", "t": 1714521604, "i": 7, "time": "2024-05-01T00:00:04Z"},
+           "entries": 5120, "bytes": 2170880, "collection": "local.oplog.rs"}
+server:
+  description: Version and topology of the server dumped.
+  returned: always
+  type: dict
+  sample: {"version": "7.0.12", "topology": "replicaset", "member_state": "SECONDARY", "replica_set": "rs0"}
+member:
+  description: The host:port the data was read from.
+  returned: success, not in check mode
+  type: str
+  sample: db2.example.com:27017
+'''
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.common import MongoDBModule
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongodump_tool
+
+
+def run_module(module):
+    params = module.params
+    options = dump_engine.DumpOptions(
+        db=params["db"], collection=params["collection"], query=params["query"],
+        query_file=params["query_file"], ns_include=params["ns_include"],
+        ns_exclude=params["ns_exclude"], path=params["path"], archive=params["archive"],
+        gzip=params["gzip"], gzip_level=params["gzip_level"], oplog=params["oplog"],
+        dump_users_and_roles=params["dump_users_and_roles"], label=params["label"],
+        num_parallel_collections=params["num_parallel_collections"],
+        allow_empty=params["allow_empty"], force=params["force"],
+        prefer_secondary=params["read_preference"] != "primary")
+    connection = module.connection_options
+    if params["engine"] == "mongodump":
+        return mongodump_tool.run(connection, options, params["mongodump_path"], module.check_mode)
+    client = client_utils.connect(connection)
+    try:
+        server = client_utils.server_facts(client)
+        reader, member = client_utils.member_client(client, connection, options.prefer_secondary)
+        try:
+            return dump_engine.dump(reader, options, server, member=member, check_mode=module.check_mode)
+        finally:
+            if reader is not client:
+                reader.close()
+    finally:
+        client.close()
+
+
+def main():
+    module = MongoDBModule(
+        argument_spec=dict(
+            path=dict(type="path"),
+            archive=dict(type="path"),
+            db=dict(type="str"),
+            collection=dict(type="str"),
+            query=dict(type="raw"),
+            query_file=dict(type="path"),
+            ns_include=dict(type="list", elements="str"),
+            ns_exclude=dict(type="list", elements="str"),
+            gzip=dict(type="bool", default=False),
+            gzip_level=dict(type="int", default=6),
+            oplog=dict(type="bool", default=False),
+            dump_users_and_roles=dict(type="bool", default=False),
+            label=dict(type="str"),
+            num_parallel_collections=dict(type="int", default=4),
+            engine=dict(type="str", default="native", choices=["native", "mongodump"]),
+            mongodump_path=dict(type="path"),
+            allow_empty=dict(type="bool", default=False),
+            force=dict(type="bool", default=False),
+        ),
+        mutually_exclusive=[["path", "archive"], ["query", "query_file"]],
+        required_one_of=[["path", "archive"]],
+        required_by={"collection": "db", "query": "collection", "query_file": "collection"},
+        supports_check_mode=True,
+    )
+    changed, result = module.run(run_module, module)
+    module.exit_json(changed=changed, **result)
+
+
+if __name__ == "__main__":
+    main()
