@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import gzip
+import hashlib
 import os
 import struct
 import zlib
@@ -308,15 +309,60 @@ def open_maybe_gzip(path):
     return raw
 
 
+class HashingFile:
+    """A private (0600) file that records the sha256 and size of every byte written to disk."""
+
+    def __init__(self, path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
+            self._file = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
+        except Exception:
+            os.close(fd)
+            raise
+        self.path = path
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+        self.disk = self
+
+    def write(self, data):
+        self._sha256.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def flush(self):
+        self._file.flush()
+
+    def close(self):
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())  # a backup is complete only once it is on disk
+            self._file.close()
+
+    @property
+    def closed(self):
+        return self._file.closed
+
+    @property
+    def sha256(self):
+        return self._sha256.hexdigest()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def create_output_file(path, gzip_output=False, level=6):
-    """Create (or truncate) a private file (0600) for writing; gzip it when asked."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_TRUNC
-        raw = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
-    except Exception:
-        os.close(fd)
-        raise
-    if gzip_output:
-        return _OwningGzipFile(raw, "wb", compresslevel=level)
-    return raw
+    """Create (or truncate) a private file (0600) for writing; gzip it when asked.
+
+    The returned stream's ``disk`` attribute is the HashingFile underneath, whose
+    ``sha256`` and ``size`` describe the bytes on disk (compressed or not).
+    """
+    raw = HashingFile(path)
+    if not gzip_output:
+        return raw
+    stream = _OwningGzipFile(raw, "wb", compresslevel=level)
+    stream.disk = raw
+    return stream

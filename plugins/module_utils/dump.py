@@ -25,13 +25,14 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 try:
-    from bson import json_util, Timestamp
+    from bson import json_util
     from bson.binary import Binary
     from pymongo import errors as pymongo_errors
 except ImportError:  # pragma: no cover - reported by the module wrapper
     pass
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archive as archive_format
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
@@ -396,61 +397,30 @@ class _Sink:
 class DirectoryOutput:
     """A dump directory in mongodump layout, built inside ``<path>.partial``."""
 
-    def __init__(self, root, options):
-        self.root = root
-        self.gzip = options.gzip
-        self.level = options.gzip_level
-        self.files = []  # (relative path, HashingWriter)
-        self._lock = threading.Lock()
-        _make_dir(root)
+    def __init__(self, root, options, server_version):
+        self.writer = layout.DirectoryWriter(root, gzip=options.gzip, gzip_level=options.gzip_level,
+                                             server_version=server_version)
 
-    def _open(self, path, gzip):
-        _make_dir(os.path.dirname(path))
-        raw = manifest_utils.HashingWriter(path)
-        with self._lock:
-            self.files.append((os.path.relpath(path, self.root), raw))
-        if not gzip:
-            return raw, raw
-        import gzip as gzip_module
-        return gzip_module.GzipFile(filename="", mode="wb", compresslevel=self.level, fileobj=raw,
-                                    mtime=0), raw
-
-    def _sink(self, path):
-        stream, raw = self._open(path, self.gzip)
-
-        def close():
-            stream.close()
-            raw.close()
-        return _Sink(stream.write, close)
+    @staticmethod
+    def _sink(stream):
+        return _Sink(stream.write, stream.close)
 
     def write_metadata(self, plan):
-        stream, raw = self._open(layout.metadata_path(self.root, plan.db, plan.name, self.gzip), self.gzip)
-        stream.write(plan.metadata_json().encode("utf-8"))
-        stream.close()
-        raw.close()
+        self.writer.write_metadata(plan.db, plan.name, plan.metadata_json())
 
     def open_namespace(self, plan):
         if plan.name.startswith("$admin."):
-            # users/roles of a single-database dump keep mongodump's literal file names
-            path = os.path.join(self.root, plan.db, plan.name + ".bson" + (".gz" if self.gzip else ""))
-        else:
-            path = layout.bson_path(self.root, plan.db, plan.data_name, self.gzip)
-        return self._sink(path)
+            return self._sink(self.writer.open_special(plan.db, plan.name))
+        return self._sink(self.writer.open_collection(plan.db, plan.name, plan.type))
 
     def open_oplog(self):
-        # mongodump names the gzipped oplog oplog.bson as well (FORMATS.md)
-        return self._sink(layout.oplog_path(self.root))
+        return self._sink(self.writer.open_oplog())
 
-    def write_prelude(self, server_version):
-        stream, raw = self._open(os.path.join(self.root, "prelude.json" + (".gz" if self.gzip else "")),
-                                 self.gzip)
-        prelude = {"ServerVersion": server_version or "unknown", "ToolVersion": TOOL_VERSION}
-        stream.write(json.dumps(prelude, separators=(",", ":")).encode("utf-8"))
-        stream.close()
-        raw.close()
+    def finish(self, server_version):
+        self.writer.write_prelude(server_version, TOOL_VERSION)
 
     def file_records(self):
-        return [{"path": rel, "bytes": raw.size, "sha256": raw.sha256} for rel, raw in self.files]
+        return self.writer.file_records()
 
 
 class ArchiveOutput:
@@ -458,18 +428,13 @@ class ArchiveOutput:
 
     def __init__(self, path, options, server_version, plans, with_oplog):
         self.path = path
-        self.raw = manifest_utils.HashingWriter(path)
-        stream = self.raw
-        if options.gzip:
-            import gzip as gzip_module
-            stream = gzip_module.GzipFile(filename="", mode="wb", compresslevel=options.gzip_level,
-                                          fileobj=self.raw, mtime=0)
-        self.stream = stream
+        # The whole stream is one gzip member under gzip: true, as mongodump --archive --gzip.
+        self.stream = bsonio.create_output_file(path, options.gzip, options.gzip_level)
         namespaces = [{"db": plan.db, "collection": plan.name, "metadata": plan.metadata_json(),
                        "type": plan.type or "collection"} for plan in plans]
         if with_oplog:
             namespaces.append({"db": "", "collection": "oplog", "metadata": "", "type": None})
-        self.writer = archive_format.ArchiveWriter(stream, server_version, TOOL_VERSION,
+        self.writer = archive_format.ArchiveWriter(self.stream, server_version, TOOL_VERSION,
                                                    options.num_parallel_collections, namespaces)
 
     def write_metadata(self, plan):
@@ -483,24 +448,15 @@ class ArchiveOutput:
     def open_oplog(self):
         return self.open_namespace(NamespacePlan("", "oplog", None, {}, [], None, "", ""))
 
-    def write_prelude(self, server_version):
-        """Archives carry the versions in their header."""
-
-    def finish(self):
+    def finish(self, server_version):
+        """The versions are in the archive header already; close every namespace and the file."""
         self.writer.close()
-        if self.stream is not self.raw:
-            self.stream.close()
-        self.raw.close()
+        self.stream.close()
 
     def file_records(self):
-        return [{"path": os.path.basename(self.path)[:-len(".partial")], "bytes": self.raw.size,
-                 "sha256": self.raw.sha256}]
-
-
-def _make_dir(path):
-    if not os.path.isdir(path):
-        os.makedirs(path, mode=manifest_utils.DIR_MODE)
-    os.chmod(path, manifest_utils.DIR_MODE)
+        disk = self.stream.disk
+        return [{"path": os.path.basename(self.path)[:-len(".partial")], "bytes": disk.size,
+                 "sha256": disk.sha256}]
 
 
 # --------------------------------------------------------------------------- oplog window
@@ -667,10 +623,7 @@ class Dumper:
         try:
             output = self._open_output(partial, plans)
             results, oplog_result = self._dump(output, plans)
-            if self.options.is_archive:
-                output.finish()
-            else:
-                output.write_prelude(self.server.get("version"))
+            output.finish(self.server.get("version"))
             finished = time.time()
             document = self._manifest(backup_id, started, finished, results, output.file_records(),
                                       oplog_result)
@@ -688,7 +641,7 @@ class Dumper:
         if self.options.is_archive:
             return ArchiveOutput(partial, self.options, self.server.get("version"), plans,
                                  self.options.oplog)
-        return DirectoryOutput(partial, self.options)
+        return DirectoryOutput(partial, self.options, self.server.get("version"))
 
     def _dump(self, output, plans):
         oplog = OplogWindow(self.client, self.server) if self.options.oplog else None

@@ -643,8 +643,20 @@ class DirectoryWriter:
         self.gzip = gzip
         self.gzip_level = gzip_level
         self.server_version = server_version
+        self.written = []  # every stream created, for file_records()
         self._lock = threading.Lock()
         self._make_dir(root)
+
+    def _create(self, path):
+        stream = create_output_file(path, self.gzip, self.gzip_level)
+        with self._lock:
+            self.written.append(stream.disk)
+        return stream
+
+    def file_records(self):
+        """Relative path, size and sha256 of every file written (for the manifest)."""
+        return [{"path": os.path.relpath(disk.path, self.root), "bytes": disk.size, "sha256": disk.sha256}
+                for disk in self.written]
 
     def _make_dir(self, path):
         with self._lock:
@@ -664,23 +676,26 @@ class DirectoryWriter:
     def open_collection(self, db, coll, coll_type="collection"):
         """Binary file object for the collection's .bson[.gz]; write raw documents to it."""
         self._db_dir(db)
-        return create_output_file(self.collection_path(db, coll, coll_type), self.gzip,
-                                  self.gzip_level)
+        return self._create(self.collection_path(db, coll, coll_type))
+
+    def open_special(self, db, name):
+        """Users and roles of a single-database dump keep literal names ($admin.system.users.bson)."""
+        return self._create(os.path.join(self._db_dir(db), name + ".bson" + (".gz" if self.gzip else "")))
 
     def write_metadata(self, db, coll, json_text):
         self._db_dir(db)
         path = metadata_path(self.root, db, coll, self.gzip)
-        with create_output_file(path, self.gzip, self.gzip_level) as handle:
+        with self._create(path) as handle:
             handle.write(json_text.encode("utf-8"))
         return path
 
     def open_oplog(self):
-        return create_output_file(oplog_path(self.root), self.gzip, self.gzip_level)
+        return self._create(oplog_path(self.root))
 
     def write_prelude(self, server_version, tool_version, db=None):
         """prelude.json[.gz] in the root, or in the db directory for a single-db dump."""
         directory = self._db_dir(db) if db else self.root
         path = prelude_path(directory, self.gzip)
-        with create_output_file(path, self.gzip, self.gzip_level) as handle:
+        with self._create(path) as handle:
             handle.write(prelude_to_json(server_version, tool_version).encode("utf-8"))
         return path

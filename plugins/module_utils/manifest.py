@@ -4,14 +4,14 @@
 """manifest.json: what a backup holds, written last, so that its presence means "complete".
 
 A directory backup keeps it at ``<dir>/manifest.json``; an archive backup beside the file,
-at ``<archive>.manifest.json``. Per-file sha256 are computed while the files are written.
+at ``<archive>.manifest.json``. Per-file sha256 are computed while the files are written
+(``bsonio.HashingFile``).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
 import json
 import os
 
@@ -22,45 +22,6 @@ MANIFEST_FORMAT = "dbops.mongodb_backup/manifest"
 MANIFEST_VERSION = 1
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-
-
-class HashingWriter:
-    """A binary file that records the sha256 and size of every byte written to disk."""
-
-    def __init__(self, path, buffering=1024 * 1024):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        self._file = os.fdopen(fd, "wb", buffering=buffering)
-        self.path = path
-        self.size = 0
-        self._sha256 = hashlib.sha256()
-
-    def write(self, data):
-        self._sha256.update(data)
-        self.size += len(data)
-        return self._file.write(data)
-
-    def flush(self):
-        self._file.flush()
-
-    def close(self):
-        if not self._file.closed:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-
-    @property
-    def closed(self):
-        return self._file.closed
-
-    @property
-    def sha256(self):
-        return self._sha256.hexdigest()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def manifest_path(target, is_archive):

@@ -237,8 +237,8 @@ def test_plain_archive_file(tmp_path):
 
 def good_archive():
     out = io.BytesIO()
-    writer = A.ArchiveWriter(out, "7.0.0", "t", 1, ns_list(("db", "a", "", "collection"),
-                                                          ("db", "b", "", "collection")))
+    spec = ns_list(("db", "a", "", "collection"), ("db", "b", "", "collection"))
+    writer = A.ArchiveWriter(out, "7.0.0", "t", 1, spec)
     writer.write_segment("db", "a", doc(1) + doc(2))
     writer.end_namespace("db", "a")
     writer.write_segment("db", "b", doc(3))
