@@ -114,8 +114,10 @@ def build_ferretdb():
 class Server:
     """A running test server process with its credentials."""
 
-    def __init__(self, kind, host, port, username, password, pid, data_dir, log_path, process=None):
+    def __init__(self, kind, host, port, username, password, pid, data_dir, log_path, process=None,
+                 tls_port=None):
         self.kind = kind
+        self.tls_port = tls_port  # where TLS is accepted, when started with a certificate
         self.host = host
         self.port = port
         self.username = username
@@ -153,7 +155,7 @@ class Server:
     def to_state(self):
         return {"kind": self.kind, "host": self.host, "port": self.port, "username": self.username,
                 "password": self.password, "pid": self.pid, "data_dir": self.data_dir,
-                "log_path": self.log_path}
+                "log_path": self.log_path, "tls_port": self.tls_port}
 
     @classmethod
     def from_state(cls, state):
@@ -215,7 +217,7 @@ def _wait_ready(server):
     raise RuntimeError("test server (%s) did not become ready: %s\n%s" % (server.kind, last_error, tail))
 
 
-def start_ferretdb(data_dir, detach=False):
+def start_ferretdb(data_dir, detach=False, tls_pem=None):
     binary = build_ferretdb()
     port = free_port()
     password = secrets.token_urlsafe(18)
@@ -234,13 +236,21 @@ def start_ferretdb(data_dir, detach=False):
         "--setup-database=admin",
         "--setup-username=%s" % ADMIN_USER,
     ]
+    tls_port = None
+    if tls_pem:
+        tls_port = free_port()
+        argv += ["--listen-tls=127.0.0.1:%d" % tls_port, "--listen-tls-cert-file=%s" % tls_pem,
+                 "--listen-tls-key-file=%s" % tls_pem]
     os.makedirs(os.path.join(data_dir, "db"), exist_ok=True)
     # The password goes through the environment, never argv.
     env = dict(os.environ, DO_NOT_TRACK="1", FERRETDB_SETUP_PASSWORD=password)
-    return _spawn("ferretdb", argv, env, port, password, data_dir, log_path, detach)
+    server = _spawn("ferretdb", argv, env, port, password, data_dir, log_path, detach, wait=False)
+    server.tls_port = tls_port
+    _wait_ready(server)
+    return server
 
 
-def start_mongod(mongod, data_dir, detach=False):
+def start_mongod(mongod, data_dir, detach=False, tls_pem=None):
     port = free_port()
     password = secrets.token_urlsafe(18)
     log_path = os.path.join(data_dir, "server.log")
@@ -251,8 +261,11 @@ def start_mongod(mongod, data_dir, detach=False):
     argv = [mongod, "--replSet", REPLICA_SET, "--bind_ip", "127.0.0.1", "--port", str(port),
             "--dbpath", os.path.join(data_dir, "db"), "--keyFile", keyfile, "--auth",
             "--oplogSize", "1024"]
+    if tls_pem:
+        argv += ["--tlsMode", "allowTLS", "--tlsCertificateKeyFile", tls_pem]
     server = _spawn("mongod", argv, dict(os.environ), port, password, data_dir, log_path, detach,
                     wait=False)
+    server.tls_port = port if tls_pem else None
     _initiate_replica_set(server)
     _wait_ready(server)
     return server
@@ -293,14 +306,18 @@ def _spawn(kind, argv, env, port, password, data_dir, log_path, detach, wait=Tru
     return server
 
 
-def start_server(data_dir=None, detach=False):
-    """Start the preferred test server in ``data_dir`` (a new temp dir by default)."""
+def start_server(data_dir=None, detach=False, tls_pem=None):
+    """Start the preferred test server in ``data_dir`` (a new temp dir by default).
+
+    ``tls_pem``: a PEM file with certificate and key; the server then also accepts TLS
+    connections on ``Server.tls_port``.
+    """
     data_dir = data_dir or tempfile.mkdtemp(prefix="dbops-testserver-")
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     mongod = find_mongod()
     if mongod:
-        return start_mongod(mongod, data_dir, detach=detach)
-    return start_ferretdb(data_dir, detach=detach)
+        return start_mongod(mongod, data_dir, detach=detach, tls_pem=tls_pem)
+    return start_ferretdb(data_dir, detach=detach, tls_pem=tls_pem)
 
 
 # --------------------------------------------------------------------------- command line

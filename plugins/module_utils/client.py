@@ -148,6 +148,10 @@ def connect(options, **overrides):
         else:
             client = pymongo.MongoClient(options.login_host or "localhost",
                                          int(options.login_port or 27017), **kwargs)
+    except OSError as exc:  # pymongo opens the TLS files while validating the options
+        raise ConnectionFailure(
+            "cannot read %s for the TLS connection to %s: %s; check tls_ca_file and "
+            "tls_certificate_key_file" % (exc.filename, target, exc.strerror or exc))
     except (pymongo_errors.InvalidURI, pymongo_errors.ConfigurationError, ValueError, TypeError) as exc:
         raise ConnectionFailure(
             "malformed connection settings for %s: %s; check uri (mongodb://host:port/?options, "
