@@ -283,6 +283,16 @@ def test_missing_backup_location_fails_before_reading(dataset, tmp_path):
         run_dump(dataset, path=str(blocker / "backup"), db="dumptest_b")
 
 
+def test_unwritable_backup_location_fails_with_the_cause(dataset):
+    """/proc refuses new directories even to root: the same path an unwritable mount takes."""
+    with pytest.raises(DumpFailed) as failure:
+        run_dump(dataset, path="/proc/dbops-backup-test", db="dumptest_b")
+    message = failure.value.message
+    assert message.startswith("writing the backup to /proc/dbops-backup-test.partial failed")
+    assert "run the dump again" in message
+    assert not os.path.exists("/proc/dbops-backup-test")
+
+
 def test_disk_full_fails_cleanly(server, dataset, tmp_path):
     """A file-size limit (as a full disk) stops the dump; nothing that looks complete remains."""
     script = r'''
