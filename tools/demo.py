@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """The main job on a local default: start the test server, load sample data, run backup.yml.
 
 The URI (with generated credentials) reaches ansible-playbook through the environment,

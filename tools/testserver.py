@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Start and stop the local test server that the demo and the tests use.
 
 Order of preference (DESIGN.md, "Test bed"):

@@ -86,6 +86,7 @@ options:
     default: 10
 requirements:
   - pymongo >= 4.6 on the host that runs the module
+  - fastcrc >= 0.5 on the host that runs the module
 notes:
   - Set the connection once for every module of the collection with C(module_defaults) and the
     action group C(group/dbops.mongodb_backup.mongodb).

@@ -16,8 +16,11 @@ import os
 import threading
 from collections import OrderedDict
 
-import bson
-from bson.int64 import Int64
+try:
+    import bson
+    from bson.int64 import Int64
+except ImportError:  # pragma: no cover - reported by the module wrapper
+    bson = Int64 = None
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import (
     BsonStream, Crc64, Truncated, check_length, create_output_file, open_maybe_gzip,

@@ -18,8 +18,17 @@ import os
 import struct
 import zlib
 
-import bson
-from fastcrc import crc64 as _fastcrc64
+try:
+    import bson
+except ImportError:  # pragma: no cover - reported by the module wrapper
+    bson = None
+
+try:
+    from fastcrc import crc64 as _fastcrc64
+    FASTCRC_IMPORT_ERROR = None
+except ImportError as exc:  # pragma: no cover - reported by the module wrapper
+    _fastcrc64 = None
+    FASTCRC_IMPORT_ERROR = exc
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 

@@ -12,6 +12,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
 
@@ -55,6 +56,9 @@ class MongoDBModule(AnsibleModule):
         if client_utils.PYMONGO_IMPORT_ERROR is not None:
             self.fail_json(msg=missing_required_lib("pymongo"),
                            exception=str(client_utils.PYMONGO_IMPORT_ERROR))
+        if bsonio.FASTCRC_IMPORT_ERROR is not None:
+            self.fail_json(msg=missing_required_lib("fastcrc"),
+                           exception=str(bsonio.FASTCRC_IMPORT_ERROR))
 
     @property
     def connection_options(self):

@@ -21,11 +21,14 @@ import threading
 import uuid
 from urllib.parse import quote_plus
 
-import bson
-from bson import json_util
-from bson.code import Code
-from bson.int64 import Int64
-from bson.json_util import CANONICAL_JSON_OPTIONS, JSONOptions
+try:
+    import bson
+    from bson import json_util
+    from bson.code import Code
+    from bson.int64 import Int64
+    from bson.json_util import CANONICAL_JSON_OPTIONS, JSONOptions
+except ImportError:  # pragma: no cover - reported by the module wrapper
+    bson = json_util = Code = Int64 = CANONICAL_JSON_OPTIONS = JSONOptions = None
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import (
     create_output_file, open_maybe_gzip, GZIP_ERRORS, CORRUPT_HINT)
@@ -42,7 +45,7 @@ MAX_DB_NAME_BYTES = 63
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 PRELUDE_NAMES = ("prelude.json", "prelude.json.gz")
 
-_LOAD_OPTIONS = JSONOptions(document_class=dict)
+_LOAD_OPTIONS = JSONOptions(document_class=dict) if JSONOptions else None
 _ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _VERSION_RE = re.compile(r"^\s*r?(\d+)\.(\d+)(?:\.(\d+))?")
 
@@ -170,8 +173,8 @@ def _go_double(value):
     sign = "-" if math.copysign(1.0, value) < 0 else ""
     if value == 0:
         return sign + "0.0"
-    mantissa, _, exp_text = repr(abs(value)).partition("e")
-    int_part, _, frac_part = mantissa.partition(".")
+    mantissa, dummy, exp_text = repr(abs(value)).partition("e")
+    int_part, dummy, frac_part = mantissa.partition(".")
     digits = int_part + frac_part
     stripped = digits.lstrip("0")
     point = len(int_part) + int(exp_text or 0) - (len(digits) - len(stripped))

@@ -28,9 +28,11 @@ extends_documentation_fragment:
   - dbops.mongodb_backup.connection
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Lists the namespaces it would dump with their estimated sizes and writes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   path:
@@ -141,7 +143,7 @@ seealso:
     description: The MongoDB Database Tools program whose output format this module writes.
     link: https://www.mongodb.com/docs/database-tools/mongodump/
 author:
-  - dbops.mongodb_backup contributors
+  - dbops.mongodb_backup contributors (!UNKNOWN)
 '''
 
 EXAMPLES = r'''

@@ -121,8 +121,8 @@ def test_gzip_directory_files_are_separate_gzip_streams(dataset, tmp_path):
 
 def test_query_dumps_only_matching_documents(dataset, tmp_path):
     target = tmp_path / "query"
-    _, result = run_dump(dataset, path=str(target), db="dumptest_a", collection="events",
-                         query='{"kind": "k1", "n": {"$gte": 300}}')
+    dummy, result = run_dump(dataset, path=str(target), db="dumptest_a", collection="events",
+                             query='{"kind": "k1", "n": {"$gte": 300}}')
     expected = list(dataset.dumptest_a.events.find({"kind": "k1", "n": {"$gte": 300}}))
     assert [ns["namespace"] for ns in result["namespaces"]] == ["dumptest_a.events"]
     assert sorted(d["n"] for d in documents_in(target / "dumptest_a" / "events.bson")) == \
@@ -132,8 +132,8 @@ def test_query_dumps_only_matching_documents(dataset, tmp_path):
 
 def test_namespace_patterns_include_and_exclude(dataset, tmp_path):
     target = tmp_path / "patterns"
-    _, result = run_dump(dataset, path=str(target), ns_include=["dumptest_*.*"],
-                         ns_exclude=["dumptest_a.ev*", "*.empty"])
+    dummy, result = run_dump(dataset, path=str(target), ns_include=["dumptest_*.*"],
+                             ns_exclude=["dumptest_a.ev*", "*.empty"])
     assert sorted(ns["namespace"] for ns in result["namespaces"]) == ["dumptest_a.people", "dumptest_b.things"]
 
 
@@ -142,8 +142,8 @@ def test_namespace_patterns_include_and_exclude(dataset, tmp_path):
 @pytest.mark.parametrize("use_gzip", [False, True])
 def test_archive_holds_every_namespace_with_valid_crcs(dataset, tmp_path, use_gzip):
     target = tmp_path / ("full.archive.gz" if use_gzip else "full.archive")
-    _, result = run_dump(dataset, archive=str(target), ns_include=["dumptest_*.*"], gzip=use_gzip,
-                         num_parallel_collections=3)
+    dummy, result = run_dump(dataset, archive=str(target), ns_include=["dumptest_*.*"], gzip=use_gzip,
+                             num_parallel_collections=3)
     raw = target.read_bytes()
     assert raw[:2] == b"\x1f\x8b" if use_gzip else raw[:4] == bytes.fromhex("6de29981")
     with open(target, "rb") as handle:
@@ -180,7 +180,7 @@ def test_oplog_dump_captures_writes_made_during_the_dump(dataset, tmp_path):
     worker.start()
     try:
         time.sleep(0.2)
-        _, result = run_dump(dataset, path=str(target), oplog=True, ns_include=["dumptest_*.*"])
+        dummy, result = run_dump(dataset, path=str(target), oplog=True, ns_include=["dumptest_*.*"])
     finally:
         stop.set()
         worker.join()

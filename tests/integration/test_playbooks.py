@@ -26,7 +26,7 @@ def run_backup_playbook(server, vars_file):
                ANSIBLE_NOCOLOR="1")
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
             os.path.join(REPO, "playbooks", "backup.yml"), "-e", "@%s" % vars_file]
-    process = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     return process.returncode, process.stdout.decode("utf-8", "replace")
 
 

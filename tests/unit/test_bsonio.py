@@ -35,7 +35,7 @@ def reference_crc64_xz(data):
     crc = 0xFFFFFFFFFFFFFFFF
     for byte in data:
         crc ^= byte
-        for _ in range(8):
+        for dummy in range(8):
             crc = (crc >> 1) ^ (0xC96C5795D7870F42 if crc & 1 else 0)
     return crc ^ 0xFFFFFFFFFFFFFFFF
 
@@ -79,7 +79,7 @@ def test_crc64_empty_is_zero():
 
 def test_crc64_matches_reference_in_random_chunks():
     rng = random.Random(7)
-    data = bytes(rng.getrandbits(8) for _ in range(3000))
+    data = bytes(rng.getrandbits(8) for dummy in range(3000))
     expected = reference_crc64_xz(data)
     assert bsonio.crc64(data) == expected
     crc, pos = bsonio.Crc64(), 0
@@ -133,7 +133,7 @@ def test_streaming_reads_in_bounded_chunks():
     one = bson.encode({"_id": 0, "pad": "y" * 200})
     data = one * (20 * 1024 * 1024 // len(one))
     source = ShortReads(data, step=len(data))
-    count = sum(1 for _ in bsonio.iter_raw_documents(source, "big"))
+    count = sum(1 for dummy in bsonio.iter_raw_documents(source, "big"))
     assert count == len(data) // len(one)
     assert source.max_request <= bsonio.READ_CHUNK
 

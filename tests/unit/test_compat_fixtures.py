@@ -282,8 +282,8 @@ def test_x_fixture_is_rejected(path):
 def test_test_bar_archive_facts():
     reader, events = read_archive(td("test.bar.archive"))
     assert [entry.get("type") for entry in reader.prelude] == [None, None]
-    bar = [event[3] for event in events if event[0] == "document" and event[2] == "bar"]
-    assert len(bar) == 1 and len(bar[0]) == 35 and list(bson.decode(bar[0]))[0] == "_id"
+    bar_docs = [event[3] for event in events if event[0] == "document" and event[2] == "bar"]
+    assert len(bar_docs) == 1 and len(bar_docs[0]) == 35 and list(bson.decode(bar_docs[0]))[0] == "_id"
     assert len(archive_docs(events, "system.version")) == 1
     meta = reader.parse_metadata(reader.prelude[1])
     index = meta["indexes"][1]
@@ -296,14 +296,14 @@ def test_dump_with_oplog_archive_facts():
     assert [A.namespace(entry["db"], entry["collection"]) for entry in reader.prelude] == [
         "test.foo", ".oplog", "admin.system.version"]
     assert reader.prelude[1]["metadata"] == ""
-    foo = archive_docs(events, "foo")
-    assert sorted(item["a"] for item in foo) == list(range(1, 26))
+    foo_docs = archive_docs(events, "foo")
+    assert sorted(item["a"] for item in foo_docs) == list(range(1, 26))
     oplog = archive_docs(events, "oplog")
     assert len(oplog) == 18
     inserts = [entry for entry in oplog if entry["ns"] == "test.foo"]
     assert len(inserts) == 16 and all(entry["op"] == "i" for entry in inserts)
     assert sorted(entry["o"]["a"] for entry in inserts) == list(range(10, 26))
-    foo_ids = set(item["_id"] for item in foo)
+    foo_ids = set(item["_id"] for item in foo_docs)
     assert all(entry["o"]["_id"] in foo_ids for entry in inserts)
     others = [entry["ns"] for entry in oplog if entry["ns"] != "test.foo"]
     assert others == ["config.system.sessions"] * 2
@@ -378,7 +378,8 @@ def test_coll_mod_ttl_index_facts():
     assert [item["a"] for item in decoded(coll1.bson_path)] == list(range(10))
     indexes = coll1.metadata["indexes"]
     assert [index["name"] for index in indexes] == ["_id_", "a_1"]
-    assert indexes[1]["expireAfterSeconds"] == 1000 and type(indexes[1]["expireAfterSeconds"]) is int
+    ttl = indexes[1]["expireAfterSeconds"]
+    assert ttl == 1000 and isinstance(ttl, int) and not isinstance(ttl, bson.int64.Int64)
     ops = decoded(scan.oplog_path)
     assert ops[0]["op"] == "i" and "lsid" in ops[0] and "txnNumber" in ops[0]
     assert ops[1]["o"]["collMod"] == "coll1"

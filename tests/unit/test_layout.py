@@ -131,7 +131,7 @@ MODERN_METADATA = [
 ]
 
 
-@pytest.mark.parametrize("parts", MODERN_METADATA, ids=lambda parts: "/".join(parts))
+@pytest.mark.parametrize("parts", MODERN_METADATA, ids="/".join)
 def test_metadata_to_json_matches_mongodump_bytes(parts):
     text = open(td(*parts), "rb").read().decode("utf-8")
     meta = layout.metadata_from_json(text, "/".join(parts))
