@@ -1,0 +1,579 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The logical restore engine: mongodump directories and archives back into a server.
+
+Flow (as mongorestore): verify the source (manifest checksums, or a structural check) before
+touching the target -> plan namespaces (filters, renames) -> per collection: drop if asked,
+create with its options, insert raw BSON batches without decoding -> users and roles ->
+oplog replay -> indexes (from the metadata and the replayed oplog) -> views last.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+try:
+    from bson.raw_bson import RawBSONDocument
+    from pymongo import errors as pymongo_errors
+    from pymongo.write_concern import WriteConcern
+except ImportError:  # pragma: no cover - reported by the module wrapper
+    RawBSONDocument = WriteConcern = pymongo_errors = None
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archive as archive_format
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.dump import NamespacePattern
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
+    BackupError,
+    FormatError,
+    InvalidOption,
+)
+
+DUPLICATE_KEY = 11000
+USERS_AND_ROLES = ("$admin.system.users", "$admin.system.roles", "$admin.system.version")
+_VARIABLE = re.compile(r"\$([A-Za-z0-9_]+)\$")
+
+
+class RestoreFailed(BackupError):
+    """The restore stopped; the details say what was and was not applied."""
+
+
+class VerificationFailed(BackupError):
+    """The source does not match its manifest, or is structurally broken: nothing was written."""
+
+
+# --------------------------------------------------------------------------- options
+
+class RestoreOptions:
+    def __init__(self, source, db=None, collection=None, ns_include=None, ns_exclude=None,
+                 ns_from=None, ns_to=None, drop=False, no_index_restore=False,
+                 no_options_restore=False, num_parallel_collections=4,
+                 num_insertion_workers_per_collection=1, batch_size=1000, write_concern=None,
+                 bypass_document_validation=False, restore_users_and_roles=False,
+                 stop_on_error=False, skip_verify=False, oplog_replay=False, oplog_limit=None,
+                 oplog_file=None, oplog_apply_mode="auto"):
+        self.source = source
+        self.db = db
+        self.collection = collection
+        self.ns_include = [NamespacePattern(p, "ns_include") for p in (ns_include or [])]
+        self.ns_exclude = [NamespacePattern(p, "ns_exclude") for p in (ns_exclude or [])]
+        self.renamer = NamespaceRenamer(ns_from or [], ns_to or [])
+        self.drop = bool(drop)
+        self.no_index_restore = bool(no_index_restore)
+        self.no_options_restore = bool(no_options_restore)
+        self.num_parallel_collections = int(num_parallel_collections)
+        self.num_insertion_workers_per_collection = int(num_insertion_workers_per_collection)
+        self.batch_size = int(batch_size)
+        self.write_concern = write_concern
+        self.bypass_document_validation = bool(bypass_document_validation)
+        self.restore_users_and_roles = bool(restore_users_and_roles)
+        self.stop_on_error = bool(stop_on_error)
+        self.skip_verify = bool(skip_verify)
+        self.oplog_replay = bool(oplog_replay)
+        self.oplog_limit = oplog_limit
+        self.oplog_file = oplog_file
+        self.oplog_apply_mode = oplog_apply_mode
+        self._validate()
+
+    def _validate(self):
+        if not self.source:
+            raise InvalidOption("source is required: the dump directory or archive file to restore")
+        if self.collection and not self.db:
+            raise InvalidOption("collection %r needs db: say which database it goes to" % self.collection)
+        for name in ("num_parallel_collections", "num_insertion_workers_per_collection", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InvalidOption("%s must be at least 1" % name)
+        if (self.oplog_limit or self.oplog_file) and not self.oplog_replay:
+            raise InvalidOption("oplog_limit and oplog_file need oplog_replay: true")
+        if self.oplog_replay and (self.db or self.ns_include or self.ns_exclude or self.renamer.rules):
+            raise InvalidOption("oplog_replay restores a whole deployment to a point in time and cannot be "
+                                "combined with db, collection, ns_include, ns_exclude or ns_from/ns_to "
+                                "(as mongorestore --oplogReplay)")
+        if self.oplog_apply_mode not in ("auto", "applyops", "crud"):
+            raise InvalidOption("oplog_apply_mode must be auto, applyops or crud")
+
+
+class NamespaceRenamer:
+    """``ns_from``/``ns_to`` pairs with ``$var$`` placeholders, as mongorestore's --nsFrom/--nsTo."""
+
+    def __init__(self, sources, targets):
+        if len(sources) != len(targets):
+            raise InvalidOption("ns_from has %d patterns and ns_to %d: give them in pairs"
+                                % (len(sources), len(targets)))
+        self.rules = [self._rule(source, target) for source, target in zip(sources, targets)]
+
+    @staticmethod
+    def _rule(source, target):
+        source_vars = _VARIABLE.findall(source)
+        target_vars = _VARIABLE.findall(target)
+        if sorted(set(source_vars)) != sorted(set(target_vars)) or len(set(source_vars)) != len(source_vars):
+            raise InvalidOption("ns_from %r and ns_to %r must use the same $variables$, each once in "
+                                "ns_from (e.g. ns_from 'sales.$coll$' ns_to 'archive.$coll$')" % (source, target))
+        pattern, position = [], 0
+        for match in _VARIABLE.finditer(source):
+            pattern.append(re.escape(source[position:match.start()]))
+            pattern.append("(?P<%s>.*?)" % match.group(1))
+            position = match.end()
+        pattern.append(re.escape(source[position:]))
+        if "." not in target or target.startswith("."):
+            raise InvalidOption("ns_to %r must have the form <database>.<collection>" % target)
+        return re.compile("^" + "".join(pattern) + "$", re.DOTALL), target
+
+    def rename(self, namespace):
+        for regex, target in self.rules:
+            match = regex.match(namespace)
+            if match:
+                return _VARIABLE.sub(lambda m: match.group(m.group(1)), target)
+        return namespace
+
+
+def split_namespace(namespace):
+    db, _sep, collection = namespace.partition(".")
+    return db, collection
+
+
+# --------------------------------------------------------------------------- sources
+
+class SourceNamespace:
+    """One namespace of the source with its metadata; data is read through the source."""
+
+    def __init__(self, db, collection, coll_type, metadata, data_key, documents=None):
+        self.db = db
+        self.collection = collection
+        self.type = coll_type or "collection"
+        self.metadata = metadata or {}
+        self.data_key = data_key  # the .bson path, or the archive's stored namespace; None for views
+        self.documents = documents
+
+    @property
+    def namespace(self):
+        return "%s.%s" % (self.db, self.collection)
+
+    @property
+    def special(self):
+        return self.collection in USERS_AND_ROLES
+
+
+def open_source(path):
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "archive")):
+        return DirectorySource(path)
+    if os.path.exists(path):
+        return ArchiveSource(path)
+    raise InvalidOption("source %s does not exist; give the dump directory or archive file" % path)
+
+
+class DirectorySource:
+    kind = "directory"
+
+    def __init__(self, root):
+        self.root = root
+        self.manifest_path = manifest_utils.manifest_path(root, False)
+        self.scan = layout.scan_dump_directory(root)
+        self.server_version = (self.scan.prelude or {}).get("ServerVersion")
+
+    def namespaces(self):
+        return [SourceNamespace(e.db, e.collection, e.type, e.metadata, e.bson_path) for e in self.scan.entries]
+
+    def oplog_path(self):
+        return self.scan.oplog_path
+
+    def structural_check(self):
+        """Without a manifest: every data file must be whole, framed BSON."""
+        for entry in self.scan.entries:
+            if entry.bson_path:
+                with bsonio.open_maybe_gzip(entry.bson_path) as handle:
+                    for _doc in bsonio.iter_raw_documents(handle, entry.bson_path):
+                        pass
+
+    def iter_batches(self, item, batch_bytes):
+        with bsonio.open_maybe_gzip(item.data_key) as handle:
+            for batch in bsonio.read_batches(handle, item.data_key, batch_bytes=batch_bytes):
+                yield batch
+
+
+class ArchiveSource:
+    kind = "archive"
+
+    def __init__(self, path):
+        self.root = path
+        self.manifest_path = manifest_utils.manifest_path(path, True)
+        with archive_format.open_archive_for_read(path) as handle:
+            reader = archive_format.ArchiveReader(handle, path)
+            self.header = reader.header
+            self.prelude = reader.prelude
+            self._metadata = [(entry, reader.parse_metadata(entry)) for entry in reader.prelude]
+        self.server_version = self.header.get("server_version")
+
+    def namespaces(self):
+        items = []
+        for entry, metadata in self._metadata:
+            if entry["db"] == "" and entry["collection"] == "oplog":
+                continue
+            stored = archive_format.data_collection(entry, self.server_version) or entry["collection"]
+            items.append(SourceNamespace(entry["db"], entry["collection"], entry.get("type"), metadata,
+                                         "%s.%s" % (entry["db"], stored)))
+        return sorted(items, key=lambda item: item.namespace)
+
+    def has_oplog(self):
+        return any(e["db"] == "" and e["collection"] == "oplog" for e, _m in self._metadata)
+
+    def structural_check(self):
+        """Without a manifest: read the whole archive once, checking every CRC."""
+        with archive_format.open_archive_for_read(self.root) as handle:
+            archive_format.ArchiveReader(handle, self.root).namespaces_summary()
+
+    def iter_stream(self):
+        """(data namespace, raw document) in stream order."""
+        with archive_format.open_archive_for_read(self.root) as handle:
+            for db, coll, raw in archive_format.ArchiveReader(handle, self.root).iter_documents():
+                yield "%s.%s" % (db, coll), raw
+
+
+# --------------------------------------------------------------------------- verification
+
+def verify_source(source, skip_verify):
+    """Check the source against its manifest before anything is written. Returns what was checked."""
+    document = manifest_utils.read_manifest(source.manifest_path)
+    if skip_verify:
+        return {"verified": False, "manifest": bool(document), "reason": "skip_verify: true"}
+    if document is None:
+        try:
+            source.structural_check()
+        except FormatError as exc:
+            raise VerificationFailed("the source failed its structural check: %s; nothing was restored"
+                                     % exc.message)
+        return {"verified": True, "manifest": False, "files": 0}
+    base = source.root if source.kind == "directory" else os.path.dirname(source.root)
+    for record in document.get("files", []):
+        path = os.path.join(base, record["path"])
+        if not os.path.isfile(path):
+            raise VerificationFailed("backup file %s listed in %s is missing; the backup is incomplete, "
+                                     "restore another one (skip_verify: true overrides this, dangerously)"
+                                     % (path, source.manifest_path))
+        actual = _sha256(path)
+        if actual != record["sha256"]:
+            raise VerificationFailed("backup file %s is damaged: its sha256 is %s but the manifest %s records "
+                                     "%s; restore another backup (skip_verify: true overrides this, "
+                                     "dangerously)" % (path, actual, source.manifest_path, record["sha256"]))
+    return {"verified": True, "manifest": True, "files": len(document.get("files", [])),
+            "backup_id": document.get("backup_id"), "label": document.get("label")}
+
+
+def manifest_counts(source):
+    """Document counts per source namespace, when the backup has a manifest."""
+    try:
+        document = manifest_utils.read_manifest(source.manifest_path) or {}
+    except FormatError:
+        return {}
+    return dict((ns["namespace"], ns.get("documents")) for ns in document.get("namespaces", []))
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- plan
+
+class PlannedNamespace:
+    def __init__(self, item, target):
+        self.item = item
+        self.target = target
+
+    @property
+    def target_db(self):
+        return split_namespace(self.target)[0]
+
+    @property
+    def target_collection(self):
+        return split_namespace(self.target)[1]
+
+
+def plan_restore(source, options):
+    planned = []
+    for item in source.namespaces():
+        if item.special and not options.restore_users_and_roles:
+            continue
+        if not _selected(item, options):
+            continue
+        target = options.renamer.rename(item.namespace)
+        if options.db and not options.renamer.rules:
+            target = "%s.%s" % (options.db, item.collection)
+        planned.append(PlannedNamespace(item, target))
+    return planned
+
+
+def _selected(item, options):
+    if options.db and item.db != options.db:
+        return False
+    if options.collection and item.collection != options.collection:
+        return False
+    if item.collection == "system.profile":  # never restored, as mongorestore
+        return False
+    namespace = item.namespace
+    if options.ns_include and not any(p.matches(namespace) for p in options.ns_include):
+        return False
+    return not any(p.matches(namespace) for p in options.ns_exclude)
+
+
+# --------------------------------------------------------------------------- restore
+
+class NamespaceProgress:
+    def __init__(self, planned):
+        self.planned = planned
+        self.inserted = 0
+        self.failed = 0
+        self.bytes = 0
+        self.indexes = 0
+        self.complete = False
+        self.lock = threading.Lock()
+
+    def describe(self):
+        return {"namespace": self.planned.target, "source_namespace": self.planned.item.namespace,
+                "type": self.planned.item.type, "inserted": self.inserted, "failed": self.failed,
+                "bytes": self.bytes, "indexes_built": self.indexes, "complete": self.complete}
+
+
+class Restorer:
+    def __init__(self, client, options, progress=None):
+        self.client = client
+        self.options = options
+        self.progress = progress or (lambda event, **details: None)
+        self.batch_bytes = 16 * 1024 * 1024
+        self.states = []
+        self._failed = threading.Event()
+
+    def _collection(self, planned):
+        collection = self.client[planned.target_db][self._data_name(planned)]
+        if self.options.write_concern:
+            collection = collection.with_options(write_concern=WriteConcern(**self.options.write_concern))
+        return collection
+
+    @staticmethod
+    def _data_name(planned):
+        item = planned.item
+        if item.type == "timeseries" and item.data_key and ".system.buckets." in item.data_key:
+            return "system.buckets." + planned.target_collection
+        return planned.target_collection
+
+    # ------------------------------------------------------------------ steps
+
+    def prepare(self, planned):
+        """Drop (when asked) and create the target with its options; views wait until the end."""
+        database = self.client[planned.target_db]
+        if self.options.drop:
+            database.drop_collection(planned.target_collection)
+        if planned.item.type == "view" or planned.item.special:
+            return
+        options = {} if self.options.no_options_restore else dict(planned.item.metadata.get("options") or {})
+        if planned.target_collection in database.list_collection_names(filter={"name": planned.target_collection}):
+            return
+        try:  # created explicitly so empty collections and their options come back too
+            database.create_collection(planned.target_collection, **options)
+        except pymongo_errors.CollectionInvalid:
+            pass
+
+    def insert_batches(self, state, batches):
+        """Insert raw batches with up to N workers; memory stays bounded by in-flight batches."""
+        collection = self._collection(state.planned)
+        workers = self.options.num_insertion_workers_per_collection
+        if workers == 1:
+            for batch in batches:
+                self._insert(collection, state, batch)
+            return
+        in_flight = threading.BoundedSemaphore(workers * 2)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = []
+            for batch in batches:
+                in_flight.acquire()
+                future = pool.submit(self._insert, collection, state, batch)
+                future.add_done_callback(lambda _f: in_flight.release())
+                futures.append(future)
+            for future in futures:
+                future.result()
+
+    def _insert(self, collection, state, raw_docs):
+        if self._failed.is_set():
+            raise _Stopped()
+        for start in range(0, len(raw_docs), self.options.batch_size):
+            chunk = raw_docs[start:start + self.options.batch_size]
+            documents = [RawBSONDocument(raw) for raw in chunk]
+            try:
+                collection.insert_many(documents, ordered=False,
+                                       bypass_document_validation=self.options.bypass_document_validation)
+                inserted, failed = len(chunk), 0
+            except pymongo_errors.BulkWriteError as exc:
+                inserted = exc.details.get("nInserted", 0)
+                failed = len(exc.details.get("writeErrors", []))
+                other = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
+                self._count(state, inserted, failed, chunk)
+                if self.options.stop_on_error or other:
+                    first = (other or exc.details["writeErrors"])[0]
+                    raise RestoreFailed("inserting into %s failed: %s (code %s); %d documents inserted there "
+                                        "so far, %d failed" % (state.planned.target, first.get("errmsg"),
+                                                               first.get("code"), state.inserted, state.failed))
+                continue
+            self._count(state, inserted, failed, chunk)
+
+    def _count(self, state, inserted, failed, chunk):
+        with state.lock:
+            state.inserted += inserted
+            state.failed += failed
+            state.bytes += sum(len(raw) for raw in chunk)
+        self.progress("batch", namespace=state.planned.target, inserted=state.inserted)
+
+    def build_indexes(self, state, extra_specs=None):
+        if self.options.no_index_restore or state.planned.item.type == "view" or state.planned.item.special:
+            return
+        specs = [dict(spec) for spec in state.planned.item.metadata.get("indexes") or []
+                 if spec.get("name") != "_id_" and spec.get("key") != {"_id": 1}]
+        specs += list(extra_specs or [])
+        if not specs:
+            return
+        for spec in specs:
+            spec.pop("ns", None)  # servers <= 4.2 recorded it; the target's namespace differs
+            spec.pop("v", None)  # the target builds its current index version
+        self.client[state.planned.target_db].command("createIndexes", self._data_name(state.planned),
+                                                     indexes=specs)
+        state.indexes = len(specs)
+
+    def create_view(self, planned):
+        options = dict(planned.item.metadata.get("options") or {})
+        database = self.client[planned.target_db]
+        if planned.target_collection in database.list_collection_names(filter={"name": planned.target_collection}):
+            return
+        database.create_collection(planned.target_collection, **options)
+
+
+class _Stopped(Exception):
+    """Another worker failed first."""
+
+
+def restore(client, options, check_mode=False, progress=None, oplog_replayer=None):
+    """Restore (or plan, in check mode) a dump. Returns (changed, result)."""
+    started = time.time()
+    source = open_source(options.source)
+    verification = verify_source(source, options.skip_verify)
+    planned = plan_restore(source, options)
+    if check_mode:
+        return True, _plan_result(client, source, planned, verification, options)
+    restorer = Restorer(client, options, progress=progress)
+    states = [NamespaceProgress(p) for p in planned]
+    try:
+        for state in states:
+            restorer.prepare(state.planned)
+        _restore_data(restorer, source, states, options)
+        oplog_result = None
+        index_catalog = {}
+        if options.oplog_replay:
+            oplog_result, index_catalog = oplog_replayer(client, source, options)
+        for state in states:
+            extra = list((index_catalog.pop(state.planned.target, {}) or {}).values())
+            restorer.build_indexes(state, extra)
+        for state in states:
+            if state.planned.item.type == "view":
+                restorer.create_view(state.planned)
+                state.complete = True
+    except BackupError as exc:
+        raise RestoreFailed(_failure_message(exc.message, states), namespaces=[s.describe() for s in states])
+    except pymongo_errors.PyMongoError as exc:
+        raise RestoreFailed(_failure_message("the restore failed: %s" % exc, states),
+                            namespaces=[s.describe() for s in states])
+    seconds = max(time.time() - started, 1e-6)
+    total_bytes = sum(s.bytes for s in states)
+    return True, {
+        "source": options.source, "format": source.kind, "verification": verification,
+        "namespaces": [s.describe() for s in states],
+        "total_inserted": sum(s.inserted for s in states),
+        "total_failed": sum(s.failed for s in states),
+        "total_bytes": total_bytes, "duration_seconds": round(seconds, 3),
+        "mb_per_second": round(total_bytes / seconds / 1e6, 2), "oplog": oplog_result,
+    }
+
+
+def _restore_data(restorer, source, states, options):
+    if source.kind == "archive":
+        _restore_archive_stream(restorer, source, states)
+        return
+    data_states = [s for s in states if s.planned.item.data_key and s.planned.item.type != "view"]
+
+    def one(state):
+        restorer.insert_batches(state, source.iter_batches(state.planned.item, restorer.batch_bytes))
+        state.complete = True
+
+    workers = max(1, min(options.num_parallel_collections, len(data_states)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_guard, restorer, one, state) for state in data_states]
+    errors = [f.exception() for f in futures if f.exception() and not isinstance(f.exception(), _Stopped)]
+    if errors:
+        raise errors[0]
+    for state in states:
+        if not state.planned.item.data_key and state.planned.item.type != "view":
+            state.complete = True
+
+
+def _guard(restorer, function, state):
+    try:
+        return function(state)
+    except BaseException:
+        restorer._failed.set()
+        raise
+
+
+def _restore_archive_stream(restorer, source, states):
+    """An archive interleaves namespaces: route each document to its namespace's batch."""
+    by_key = dict((s.planned.item.data_key, s) for s in states if s.planned.item.type != "view")
+    pending = {}
+    sizes = {}
+    for key, raw in source.iter_stream():
+        state = by_key.get(key)
+        if state is None:
+            continue
+        batch = pending.setdefault(key, [])
+        batch.append(raw)
+        sizes[key] = sizes.get(key, 0) + len(raw)
+        if len(batch) >= restorer.options.batch_size or sizes[key] >= restorer.batch_bytes:
+            restorer.insert_batches(state, [batch])
+            pending[key], sizes[key] = [], 0
+    for key, batch in pending.items():
+        if batch:
+            restorer.insert_batches(by_key[key], [batch])
+    for state in by_key.values():
+        state.complete = True
+
+
+def _failure_message(cause, states):
+    complete = [s.planned.target for s in states if s.complete]
+    incomplete = [s.planned.target for s in states if not s.complete]
+    return ("%s; namespaces restored completely: %s; not complete: %s; fix the cause and restore again "
+            "with drop: true" % (cause, ", ".join(complete) or "none", ", ".join(incomplete) or "none"))
+
+
+def _plan_result(client, source, planned, verification, options):
+    counts = manifest_counts(source)
+    existing = {}
+    namespaces = []
+    for item in planned:
+        if item.target_db not in existing:
+            existing[item.target_db] = set(client[item.target_db].list_collection_names())
+        exists = item.target_collection in existing[item.target_db]
+        action = "drop and restore" if exists and options.drop else ("conflict: exists" if exists else "create")
+        entry = {"namespace": item.target, "source_namespace": item.item.namespace,
+                 "type": item.item.type, "target_exists": exists, "action": action}
+        if counts.get(item.item.namespace) is not None:
+            entry["documents"] = counts[item.item.namespace]
+        namespaces.append(entry)
+    return {"source": options.source, "format": source.kind, "verification": verification,
+            "namespaces": namespaces}

@@ -1,0 +1,279 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: mongodb_restore
+short_description: Restore a logical MongoDB backup, optionally to a point in time
+version_added: "1.0.0"
+description:
+  - Restores a backup in mongodump directory layout or mongodump archive format, written by
+    M(dbops.mongodb_backup.mongodb_dump) or by C(mongodump), into a MongoDB deployment.
+  - Before anything is written, the source is checked. A backup with a C(manifest.json) must match
+    its per-file sha256 checksums; a missing or damaged file stops the task and is named. Real
+    mongodump output without a manifest gets a structural check (BSON framing, archive CRCs).
+  - Collections are recreated with their options, documents inserted as raw BSON without decoding,
+    indexes built after the data (and after an oplog replay), views created last.
+  - With O(oplog_replay=true) the oplog saved by an C(oplog=true) dump (or O(oplog_file)) is replayed,
+    up to O(oplog_limit) when given. The replay uses C(applyOps) where the target allows it and
+    otherwise translates entries into ordinary writes, so it also works on targets without C(applyOps).
+  - Not idempotent in general (inserting twice fails on duplicate keys); use O(drop=true) to replace
+    what is there. Oplog replay itself is idempotent.
+extends_documentation_fragment:
+  - dbops.mongodb_backup.connection
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Verifies the source and returns the plan (namespaces, targets that exist and would be dropped or conflict); writes nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+options:
+  source:
+    description:
+      - The dump directory or archive file to restore. gzip is detected from the file contents.
+    type: path
+    required: true
+  db:
+    description: Restore only this database of the source (and, without O(ns_from), into a database of that name).
+    type: str
+  collection:
+    description: Restore only this collection of O(db).
+    type: str
+  ns_include:
+    description: Restore only namespaces matching one of these C(database.collection) patterns (C(*) wildcard).
+    type: list
+    elements: str
+  ns_exclude:
+    description: Leave out namespaces matching one of these patterns.
+    type: list
+    elements: str
+  ns_from:
+    description:
+      - Rename namespaces while restoring, with C($variable$) placeholders, as C(mongorestore --nsFrom).
+        Paired in order with O(ns_to).
+    type: list
+    elements: str
+  ns_to:
+    description: Targets of O(ns_from), using the same C($variable$) names.
+    type: list
+    elements: str
+  drop:
+    description: Drop each target collection before restoring it.
+    type: bool
+    default: false
+  no_index_restore:
+    description: Do not build the indexes recorded in the backup.
+    type: bool
+    default: false
+  no_options_restore:
+    description: Create collections without their recorded options (capped, collation, validator...).
+    type: bool
+    default: false
+  num_parallel_collections:
+    description: How many collections to restore at once (directory sources).
+    type: int
+    default: 4
+  num_insertion_workers_per_collection:
+    description: Concurrent insert batches per collection.
+    type: int
+    default: 1
+  batch_size:
+    description: Documents per insert command.
+    type: int
+    default: 1000
+  write_concern:
+    description: Write concern for the inserts, for example C({w: majority, wtimeout: 60000}).
+    type: dict
+  bypass_document_validation:
+    description: Insert documents even when they fail the collection's validator.
+    type: bool
+    default: false
+  restore_users_and_roles:
+    description: Also restore the users and roles saved by a single-database dump (C(dump_users_and_roles)).
+    type: bool
+    default: false
+  stop_on_error:
+    description:
+      - Stop at the first document that cannot be inserted. Without it, duplicate-key failures are
+        counted and reported and the restore goes on, as C(mongorestore) does.
+    type: bool
+    default: false
+  skip_verify:
+    description:
+      - Do not check the source against its manifest. Dangerous, the restore may load damaged data.
+    type: bool
+    default: false
+  oplog_replay:
+    description: Replay the oplog of the backup after restoring the data (point in time).
+    type: bool
+    default: false
+  oplog_limit:
+    description:
+      - Replay only entries strictly before this time, as C(<seconds>[:<ordinal>]) or ISO-8601
+        (C(2024-05-01T12:00:00Z)). The result is the state just before that time.
+    type: str
+  oplog_file:
+    description: Replay this oplog file instead of the one in the backup.
+    type: path
+  oplog_apply_mode:
+    description:
+      - V(auto) uses C(applyOps) when the target allows it, else ordinary writes.
+      - V(applyops) requires C(applyOps). V(crud) always translates entries into ordinary writes.
+    type: str
+    choices: [auto, applyops, crud]
+    default: auto
+notes:
+  - Indexes are built after the oplog replay, so data that a later oplog entry fixes (for example a
+    duplicate that is deleted) restores cleanly.
+author:
+  - dbops.mongodb_backup contributors (!UNKNOWN)
+'''
+
+EXAMPLES = r'''
+- name: Restore last night's backup over what is there
+  dbops.mongodb_backup.mongodb_restore:
+    login_host: db1.example.com
+    login_user: restore
+    login_password: "{{ vault_mongodb_restore_password }}"
+    source: /srv/backups/mongodb/db1/nightly-2024-05-01
+    drop: true
+    oplog_replay: true
+
+- name: Restore to the state just before a bad deploy
+  dbops.mongodb_backup.mongodb_restore:
+    source: /srv/backups/mongodb/db1/nightly-2024-05-01
+    drop: true
+    oplog_replay: true
+    oplog_limit: "2024-05-01T09:41:00Z"
+
+- name: Copy one database under another name
+  dbops.mongodb_backup.mongodb_restore:
+    source: /srv/backups/mongodb/sales.archive
+    ns_from: ["sales.$coll$"]
+    ns_to: ["sales_copy.$coll$"]
+
+- name: What would a restore do?
+  dbops.mongodb_backup.mongodb_restore:
+    source: /srv/backups/mongodb/db1/nightly-2024-05-01
+    drop: true
+  check_mode: true
+'''
+
+RETURN = r'''
+namespaces:
+  description:
+    - Per target namespace, the source namespace, documents inserted and failed, bytes, indexes built
+      and whether it was restored completely. In check mode, the plan with C(target_exists) and C(action).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"namespace": "shop.orders", "source_namespace": "shop.orders", "type": "collection",
+            "inserted": 5000, "failed": 0, "bytes": 909415, "indexes_built": 1, "complete": true}]
+verification:
+  description: How the source was checked before the restore.
+  returned: always
+  type: dict
+  sample: {"verified": true, "manifest": true, "files": 5, "backup_id": "74de39da-a970-4f4f-8a09-cbc3108cf3ba"}
+total_inserted:
+  description: Documents inserted.
+  returned: success, not in check mode
+  type: int
+  sample: 7000
+total_failed:
+  description: Documents that could not be inserted (duplicate keys).
+  returned: success, not in check mode
+  type: int
+  sample: 0
+total_bytes:
+  description: BSON bytes inserted.
+  returned: success, not in check mode
+  type: int
+  sample: 1138449
+duration_seconds:
+  description: Wall-clock time of the restore.
+  returned: success, not in check mode
+  type: float
+  sample: 2.4
+mb_per_second:
+  description: Throughput in megabytes (10^6 bytes) of BSON per second.
+  returned: success, not in check mode
+  type: float
+  sample: 40.2
+oplog:
+  description: The replay result, with the oplog position reached.
+  returned: when O(oplog_replay=true)
+  type: dict
+  sample: {"applied": 5120, "last_applied": "1714521604:7", "stopped_at_limit": false, "mode_used": "crud"}
+'''
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.common import MongoDBModule
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+
+
+def run_module(module):
+    params = module.params
+    options = restore_engine.RestoreOptions(
+        source=params["source"], db=params["db"], collection=params["collection"],
+        ns_include=params["ns_include"], ns_exclude=params["ns_exclude"], ns_from=params["ns_from"],
+        ns_to=params["ns_to"], drop=params["drop"], no_index_restore=params["no_index_restore"],
+        no_options_restore=params["no_options_restore"],
+        num_parallel_collections=params["num_parallel_collections"],
+        num_insertion_workers_per_collection=params["num_insertion_workers_per_collection"],
+        batch_size=params["batch_size"], write_concern=params["write_concern"],
+        bypass_document_validation=params["bypass_document_validation"],
+        restore_users_and_roles=params["restore_users_and_roles"], stop_on_error=params["stop_on_error"],
+        skip_verify=params["skip_verify"], oplog_replay=params["oplog_replay"],
+        oplog_limit=params["oplog_limit"], oplog_file=params["oplog_file"],
+        oplog_apply_mode=params["oplog_apply_mode"])
+    client = client_utils.connect(module.connection_options)
+    try:
+        return restore_engine.restore(client, options, check_mode=module.check_mode)
+    finally:
+        client.close()
+
+
+def main():
+    module = MongoDBModule(
+        argument_spec=dict(
+            source=dict(type="path", required=True),
+            db=dict(type="str"),
+            collection=dict(type="str"),
+            ns_include=dict(type="list", elements="str"),
+            ns_exclude=dict(type="list", elements="str"),
+            ns_from=dict(type="list", elements="str"),
+            ns_to=dict(type="list", elements="str"),
+            drop=dict(type="bool", default=False),
+            no_index_restore=dict(type="bool", default=False),
+            no_options_restore=dict(type="bool", default=False),
+            num_parallel_collections=dict(type="int", default=4),
+            num_insertion_workers_per_collection=dict(type="int", default=1),
+            batch_size=dict(type="int", default=1000),
+            write_concern=dict(type="dict"),
+            bypass_document_validation=dict(type="bool", default=False),
+            restore_users_and_roles=dict(type="bool", default=False),
+            stop_on_error=dict(type="bool", default=False),
+            skip_verify=dict(type="bool", default=False),
+            oplog_replay=dict(type="bool", default=False),
+            oplog_limit=dict(type="str"),
+            oplog_file=dict(type="path"),
+            oplog_apply_mode=dict(type="str", default="auto", choices=["auto", "applyops", "crud"]),
+        ),
+        required_by={"collection": "db"},
+        required_together=[["ns_from", "ns_to"]],
+        supports_check_mode=True,
+    )
+    changed, result = module.run(run_module, module)
+    module.exit_json(changed=changed, **result)
+
+
+if __name__ == "__main__":
+    main()
