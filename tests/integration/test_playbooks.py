@@ -117,3 +117,33 @@ def test_module_wrong_password_fails_without_echoing_it(server, sample, tmp_path
     assert "authentication as user '%s'" % server.username in out
     assert "NotTheRightOne-42" not in out
     assert not archive.exists()
+
+
+def run_named_playbook(name, server, vars_file):
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), MONGODB_URI=server.uri,
+               ANSIBLE_NOCOLOR="1")
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+            os.path.join(REPO, "playbooks", name), "-e", "@%s" % vars_file]
+    process = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             check=False)
+    return process.returncode, process.stdout.decode("utf-8", "replace")
+
+
+def test_restore_playbook_restores_a_labelled_backup(server, client, sample, tmp_path):
+    backup_root = tmp_path / "root"
+    backup_root.mkdir()
+    backup_vars = tmp_path / "backup.yml"
+    backup_vars.write_text("backup_root: %s\nbackup_label: before-change\nbackup_format: archive\n" % backup_root)
+    code, out = run_named_playbook("backup.yml", server, backup_vars)
+    assert code == 0, out
+    restore_vars = tmp_path / "restore.yml"
+    restore_vars.write_text("backup_root: %s\nrestore_label: before-change\nrestore_ns_include: ['pb_shop.*']\n"
+                            "restore_ns_from: ['pb_shop.$c$']\nrestore_ns_to: ['pb_copy.$c$']\n" % backup_root)
+    try:
+        code, out = run_named_playbook("restore.yml", server, restore_vars)
+        assert code == 0, out
+        assert "Restored 400 documents into 1 namespaces" in out
+        assert sorted(d["_id"] for d in client.pb_copy.orders.find()) == list(range(400))
+        assert "total_1" in [ix["name"] for ix in client.pb_copy.orders.list_indexes()]
+    finally:
+        client.drop_database("pb_copy")
