@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Throughput and memory of the native dump engine, against two baselines on the same server.
 
 What it does (see benchmarks/README.md):
@@ -22,6 +22,7 @@ mongodump through a 0600 config file.
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import random
@@ -86,7 +87,7 @@ def order_doc(rng, i, dec):
     """About 1 KB: nested customer, an array of line sub-documents, decimals, dates."""
     lines = [{"sku": "sku-%05d" % rng.randrange(50000), "qty": rng.randrange(1, 10),
               "price": dec(rng), "options": {"gift": rng.random() < 0.1, "note": _text(rng, 3)}}
-             for _ in range(rng.randrange(1, 10))]
+             for dummy in range(rng.randrange(1, 10))]
     return {"_id": i, "placed": _date(rng), "status": rng.choice(STATUSES),
             "customer": {"id": rng.randrange(10 ** 6), "name": _text(rng, 2),
                          "address": {"street": _text(rng, 3), "city": rng.choice(CITIES),
@@ -104,7 +105,7 @@ def event_doc(rng, i, dec):
             "count": Int64(rng.randrange(1 << 40)), "value": rng.random() * 1000,
             "payload": {"path": "/%s/%s" % (rng.choice(WORDS), rng.choice(WORDS)),
                         "status": rng.choice((200, 201, 304, 404, 500)), "ms": rng.random() * 50,
-                        "flags": [rng.random() < 0.5 for _ in range(4)]},
+                        "flags": [rng.random() < 0.5 for dummy in range(4)]},
             "amount": dec(rng)}
 
 
@@ -115,11 +116,11 @@ def profile_doc(rng, i, dec):
             "born": _date(rng), "bio": _text(rng, rng.randrange(100, 500)),
             "addresses": [{"kind": rng.choice(("home", "work")), "street": _text(rng, 3),
                            "city": rng.choice(CITIES), "geo": [rng.uniform(-90, 90), rng.uniform(-180, 180)]}
-                          for _ in range(rng.randrange(1, 4))],
+                          for dummy in range(rng.randrange(1, 4))],
             "skills": rng.sample(WORDS, rng.randrange(1, 12)),
-            "scores": [rng.random() for _ in range(rng.randrange(0, 30))],
+            "scores": [rng.random() for dummy in range(rng.randrange(0, 30))],
             "history": [{"at": _date(rng), "event": rng.choice(WORDS), "amount": dec(rng)}
-                        for _ in range(rng.randrange(0, 20))],
+                        for dummy in range(rng.randrange(0, 20))],
             "avatar": Binary(rng.randbytes(rng.randrange(512, 4096))), "balance": dec(rng)}
 
 
@@ -165,7 +166,7 @@ def load_worker(uri, db, jobs, decimal_as_string, queue):
         for name, shape, target, seed in jobs:
             rng = random.Random(seed)
             make = SHAPES[shape][0]
-            dec = lambda r: _decimal(r, decimal_as_string)  # noqa: E731
+            dec = functools.partial(_decimal, as_string=decimal_as_string)
             loaded, index = 0, 0
             while loaded < target:
                 batch, size = [], 0
@@ -355,8 +356,10 @@ def run_child(args):
         from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import (
             ConnectionOptions, connect)
         client = connect(ConnectionOptions(uri=uri))  # same client options for every variant
-        measure = lambda: (child_raw_read(client, args) if variant == "raw-read"  # noqa: E731
-                           else child_native(client, args, variant.endswith("-gzip")))
+        if variant == "raw-read":
+            measure = functools.partial(child_raw_read, client, args)
+        else:
+            measure = functools.partial(child_native, client, args, variant.endswith("-gzip"))
         result = profiled(measure, args.profile) if args.profile else measure()
         client.close()
     result["child_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -573,8 +576,10 @@ def server_label(client):
 # --------------------------------------------------------------------------- main
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mb", type=int, default=1024, help="dataset size in MiB of BSON (default 1024)")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mb", type=int, default=1024,
+                        help="dataset size in MiB of BSON (default 1024)")
     parser.add_argument("--collections", type=int, default=4, help="number of collections (default 4)")
     parser.add_argument("--variants", default=",".join(ALL_VARIANTS),
                         help="comma-separated, of: %s (default: all)" % ", ".join(ALL_VARIANTS))
@@ -631,7 +636,8 @@ def benchmark(args):
     os.makedirs(work_dir, mode=0o700, exist_ok=True)
     try:
         client = pymongo.MongoClient(args.uri)
-        dataset = ensure_dataset(client, args, lambda: pymongo.MongoClient(args.uri, serverSelectionTimeoutMS=5000))
+        fresh_client = functools.partial(pymongo.MongoClient, args.uri, serverSelectionTimeoutMS=5000)
+        dataset = ensure_dataset(client, args, fresh_client)
         label = server_label(client)
         client.close()
         runs = run_rounds(variants, args, work_dir)

@@ -49,6 +49,9 @@ USERS_AND_ROLES = (("$admin.system.users", "system.users", True),
                    ("$admin.system.roles", "system.roles", True),
                    ("$admin.system.version", "system.version", False))
 _INT32 = struct.Struct("<i")
+# A server batch may reach 16 MB and the driver holds a few copies of it while we write it;
+# asking for batches of about this many bytes keeps memory bounded with 4 collections at once.
+TARGET_BATCH_BYTES = 4 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------- options
@@ -216,6 +219,14 @@ class NamespacePlan:
     @property
     def namespace(self):
         return "%s.%s" % (self.db, self.name)
+
+    @property
+    def batch_size(self):
+        """Documents per server batch for about TARGET_BATCH_BYTES, from the average size."""
+        if not self.estimated_count or not self.estimated_bytes:
+            return None
+        average = max(1, self.estimated_bytes // self.estimated_count)
+        return max(1, min(100000, TARGET_BATCH_BYTES // average))
 
     @property
     def data_name(self):
@@ -688,7 +699,7 @@ class Dumper:
             source = self.client[plan.source_db][plan.source_name]
             filter_ = plan.query or {}
             hint = None if plan.query else [("$natural", 1)]
-            cursor = source.find_raw_batches(filter_, hint=hint)
+            cursor = source.find_raw_batches(filter_, hint=hint, batch_size=plan.batch_size or 0)
             try:
                 for batch in cursor:
                     if self._failed.is_set():

@@ -152,3 +152,16 @@ def test_mongodump_uri_with_credentials_stays_out_of_argv():
 def test_mongodump_engine_missing_binary_is_a_clear_error(tmp_path):
     with pytest.raises(dump_engine.DumpFailed, match="install the MongoDB Database Tools"):
         mongodump_tool.find_binary(str(tmp_path / "no-mongodump"))
+
+
+@pytest.mark.parametrize("size, count, expected", [
+    (0, 0, None),                         # unknown: the server's default batches
+    (60000 * 100, 100, 69),               # 60 KB documents: about 4 MB per batch
+    (100 * 10 ** 6, 10 ** 6, 41943),      # 100-byte documents
+    (10 ** 9, 10 ** 9, 100000),           # tiny documents: capped
+    (40 * 1024 * 1024, 2, 1),             # documents over 4 MB: one at a time
+])
+def test_batch_size_keeps_batches_near_4_mb(size, count, expected):
+    plan = dump_engine.NamespacePlan("db", "c", "collection", {}, [], None, "db", "c",
+                                     estimated_bytes=size, estimated_count=count)
+    assert plan.batch_size == expected
