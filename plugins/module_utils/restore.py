@@ -196,8 +196,7 @@ class DirectorySource:
 
     def iter_batches(self, item, batch_bytes):
         with bsonio.open_maybe_gzip(item.data_key) as handle:
-            for batch in bsonio.read_batches(handle, item.data_key, batch_bytes=batch_bytes):
-                yield batch
+            yield from bsonio.read_batches(handle, item.data_key, batch_bytes=batch_bytes)
 
 
 class ArchiveSource:

@@ -90,7 +90,7 @@ options:
     type: int
     default: 1000
   write_concern:
-    description: Write concern for the inserts, for example C({w: majority, wtimeout: 60000}).
+    description: "Write concern for the inserts, for example C({w: majority, wtimeout: 60000})."
     type: dict
   bypass_document_validation:
     description: Insert documents even when they fail the collection's validator.

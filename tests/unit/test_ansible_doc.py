@@ -31,6 +31,7 @@ SECRET_OPTIONS = ("login_password", "uri", "tls_certificate_key_file_password")
 # Options particular to one module, on top of the connection ones.
 MODULE_OPTIONS = {
     "mongodb_dump": {"path", "archive", "oplog"},
+    "mongodb_restore": {"source", "drop", "oplog_replay", "oplog_limit"},
 }
 
 
