@@ -69,6 +69,8 @@ TRANSACTION_FIELDS = ("applyOps", "commitTransaction", "abortTransaction")
 APPLYOPS_FIELDS = ("ts", "t", "v", "op", "ns", "o", "o2", "ui", "lsid", "txnNumber", "prevOpTime",
                    "multiOpType")
 COLLMOD_DROPPED_OPTIONS = ("noPadding", "usePowerOf2Sizes")  # rejected by servers >= 4.1.11
+# Servers refuse ordinary writes to these; user and role changes need their own commands.
+CRUD_UNWRITABLE = frozenset(("admin.system.users", "admin.system.roles", "admin.system.version"))
 
 # Answers meaning "applyOps is not available here", not "this entry is wrong":
 # Unauthorized, CommandNotFound, CommandNotSupported, NotImplemented, AtlasError.
@@ -477,6 +479,10 @@ class OplogReplayer:
         return self.result()
 
     def result(self):
+        """Counts so far: ``applied`` ops (with ``applied_by_op``: i, u, d, c, and index for the
+        catalog), ``skipped`` by reason, ``transactions``, ``last_applied`` (the last top-level entry
+        whose effects are all on the target), ``first_ts``/``last_ts`` of the entries read (skipped
+        ones and the one that reached the limit included), ``index_catalog`` to build afterwards."""
         counts = self._counts
         return {
             "mode": self.mode,
@@ -493,8 +499,17 @@ class OplogReplayer:
             "first_ts": format_ts(self._seen[0]),
             "last_ts": format_ts(self._seen[1]),
             "index_catalog": self.index_catalog,
-            "warnings": list(self.warnings),
+            "warnings": self._warnings(),
         }
+
+    def _warnings(self):
+        warnings = list(self.warnings)
+        unwritable = self._counts["skipped"].get("system_collection")
+        if unwritable:
+            warnings.append("%d oplog writes to users, roles, views or admin.system.version were not "
+                            "replayed: crud mode cannot write those collections; re-create the users, roles "
+                            "and views changed in the oplog window" % unwritable)
+        return warnings
 
     # -- dispatch ------------------------------------------------------------------
 
@@ -532,6 +547,8 @@ class OplogReplayer:
         op = entry.get("op")
         if op == "c":
             self._handle_command(entry, top)
+        elif op == "i" and _split_namespace(entry.get("ns"))[1] == "system.indexes":
+            self._catalog_legacy_index(entry, top)
         elif op in ("i", "u", "d"):
             self._apply(entry, top)
         else:
@@ -607,6 +624,16 @@ class OplogReplayer:
             self.index_catalog.setdefault(namespace, {})[spec["name"]] = spec
         self._count("index")
 
+    def _catalog_legacy_index(self, entry, top):
+        """Servers before 3.2 logged an index build as an insert of its spec into system.indexes."""
+        spec = entry.get("o")
+        if not isinstance(spec, dict) or not isinstance(spec.get("ns"), str) or not isinstance(spec.get("name"), str):
+            self._fail(top, entry, "a system.indexes entry without ns or name: %r" % (spec,))
+        namespace = spec["ns"]
+        self.index_catalog.setdefault(namespace, {})[spec["name"]] = dict(
+            (k, v) for k, v in spec.items() if k != "ns")
+        self._count("index")
+
     def _drop_indexes(self, entry, top):
         """Forget the index in the catalog, and drop it on the target when it exists there."""
         command = entry["o"]
@@ -670,6 +697,8 @@ class OplogReplayer:
         elif entry["op"] == "c":
             self._flush()
             self._crud_command(entry, top)
+        elif entry.get("ns") in CRUD_UNWRITABLE or _split_namespace(entry.get("ns"))[1] == "system.views":
+            self._skip("system_collection")  # reported in the result's warnings
         else:
             found, id_value = _document_id(entry)
             if not isinstance(entry.get("o"), dict):
