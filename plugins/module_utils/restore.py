@@ -32,6 +32,8 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.dump import NamespacePattern
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import parse_oplog_limit
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError,
     FormatError,
@@ -39,7 +41,9 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
 )
 
 DUPLICATE_KEY = 11000
-USERS_AND_ROLES = ("$admin.system.users", "$admin.system.roles", "$admin.system.version")
+# Users, roles and the auth schema version: restored through _mergeAuthzCollections, never inserted.
+AUTH_COLLECTIONS = {"system.users": "users", "system.roles": "roles", "system.version": "version"}
+TEMP_USERS, TEMP_ROLES = "tempusers", "temproles"
 _VARIABLE = re.compile(r"\$([A-Za-z0-9_]+)\$")
 
 
@@ -79,7 +83,7 @@ class RestoreOptions:
         self.stop_on_error = bool(stop_on_error)
         self.skip_verify = bool(skip_verify)
         self.oplog_replay = bool(oplog_replay)
-        self.oplog_limit = oplog_limit
+        self.oplog_limit = parse_oplog_limit(oplog_limit) if oplog_limit else None
         self.oplog_file = oplog_file
         self.oplog_apply_mode = oplog_apply_mode
         self._validate()
@@ -159,8 +163,17 @@ class SourceNamespace:
         return "%s.%s" % (self.db, self.collection)
 
     @property
+    def auth_kind(self):
+        """users, roles or version for auth data (admin's, or a single-db dump's $admin.*), else None."""
+        if self.collection.startswith("$admin."):
+            return AUTH_COLLECTIONS.get(self.collection[len("$admin."):])
+        if self.db == "admin":
+            return AUTH_COLLECTIONS.get(self.collection)
+        return None
+
+    @property
     def special(self):
-        return self.collection in USERS_AND_ROLES
+        return self.auth_kind is not None
 
 
 def open_source(path):
@@ -351,7 +364,7 @@ class Restorer:
         self.options = options
         self.progress = progress or (lambda event, **details: None)
         self.batch_bytes = 16 * 1024 * 1024
-        self.states = []
+        self.auth_documents = {"users": [], "roles": [], "version": []}
         self._failed = threading.Event()
 
     def _collection(self, planned):
@@ -433,21 +446,6 @@ class Restorer:
             state.bytes += sum(len(raw) for raw in chunk)
         self.progress("batch", namespace=state.planned.target, inserted=state.inserted)
 
-    def build_indexes(self, state, extra_specs=None):
-        if self.options.no_index_restore or state.planned.item.type == "view" or state.planned.item.special:
-            return
-        specs = [dict(spec) for spec in state.planned.item.metadata.get("indexes") or []
-                 if spec.get("name") != "_id_" and spec.get("key") != {"_id": 1}]
-        specs += list(extra_specs or [])
-        if not specs:
-            return
-        for spec in specs:
-            spec.pop("ns", None)  # servers <= 4.2 recorded it; the target's namespace differs
-            spec.pop("v", None)  # the target builds its current index version
-        self.client[state.planned.target_db].command("createIndexes", self._data_name(state.planned),
-                                                     indexes=specs)
-        state.indexes = len(specs)
-
     def create_view(self, planned):
         options = dict(planned.item.metadata.get("options") or {})
         database = self.client[planned.target_db]
@@ -456,11 +454,56 @@ class Restorer:
         database.create_collection(planned.target_collection, **options)
 
 
+def merge_users_and_roles(client, auth_documents, db, drop):
+    """Load users and roles as mongorestore does: into temporary admin collections, then let the
+    server merge them with _mergeAuthzCollections (credentials stay hashed, nothing is decoded)."""
+    admin = client.admin
+    for name in (TEMP_USERS, TEMP_ROLES):
+        admin.drop_collection(name)
+    try:
+        for name, kind in ((TEMP_USERS, "users"), (TEMP_ROLES, "roles")):
+            if auth_documents[kind]:
+                admin[name].insert_many([RawBSONDocument(raw) for raw in auth_documents[kind]])
+        admin.command({"_mergeAuthzCollections": 1, "tempUsersCollection": "admin." + TEMP_USERS,
+                       "tempRolesCollection": "admin." + TEMP_ROLES, "db": db, "drop": bool(drop)})
+    finally:
+        for name in (TEMP_USERS, TEMP_ROLES):
+            admin.drop_collection(name)
+
+
+def metadata_index_catalog(states, no_index_restore):
+    """{target namespace: {index name: spec}} from the backup's metadata (the _id index aside)."""
+    catalog = {}
+    if no_index_restore:
+        return catalog
+    for state in states:
+        item = state.planned.item
+        if item.type == "view" or item.special:
+            continue
+        specs = dict((spec["name"], dict(spec)) for spec in item.metadata.get("indexes") or []
+                     if spec.get("name") != "_id_")
+        if specs:
+            catalog[state.planned.target] = specs
+    return catalog
+
+
+def source_oplog(source, options):
+    """The decoded entries to replay: oplog_file, or the oplog saved in the backup."""
+    if options.oplog_file:
+        return oplog_replay.iter_oplog_file(options.oplog_file)
+    if source.kind == "directory" and source.oplog_path():
+        return oplog_replay.iter_oplog_file(source.oplog_path())
+    if source.kind == "archive" and source.has_oplog():
+        return oplog_replay.iter_archive_oplog(source.root)
+    raise InvalidOption("oplog_replay: true, but %s holds no oplog; take the dump with oplog: true, or give "
+                        "oplog_file" % source.root)
+
+
 class _Stopped(Exception):
     """Another worker failed first."""
 
 
-def restore(client, options, check_mode=False, progress=None, oplog_replayer=None):
+def restore(client, options, check_mode=False, progress=None):
     """Restore (or plan, in check mode) a dump. Returns (changed, result)."""
     started = time.time()
     source = open_source(options.source)
@@ -474,19 +517,35 @@ def restore(client, options, check_mode=False, progress=None, oplog_replayer=Non
         for state in states:
             restorer.prepare(state.planned)
         _restore_data(restorer, source, states, options)
+        if options.restore_users_and_roles:
+            merged_db = options.db or ""
+            merge_users_and_roles(client, restorer.auth_documents, merged_db, options.drop)
+            for state in states:
+                if state.planned.item.special:
+                    state.inserted = len(restorer.auth_documents[state.planned.item.auth_kind])
+        catalog = metadata_index_catalog(states, options.no_index_restore)
         oplog_result = None
-        index_catalog = {}
         if options.oplog_replay:
-            oplog_result, index_catalog = oplog_replayer(client, source, options)
-        for state in states:
-            extra = list((index_catalog.pop(state.planned.target, {}) or {}).values())
-            restorer.build_indexes(state, extra)
+            # Indexes are built after the replay, so an oplog that fixes duplicates restores cleanly;
+            # the replay keeps the catalog current (dropIndexes, collMod, drop).
+            replayer = oplog_replay.OplogReplayer(
+                client, mode=options.oplog_apply_mode, limit=options.oplog_limit,
+                bypass_document_validation=options.bypass_document_validation,
+                index_catalog=catalog, progress=progress)
+            entries = source_oplog(source, options)
+            oplog_result = replayer.replay(entries)
+            catalog = oplog_result.pop("index_catalog")
+        if not options.no_index_restore:
+            oplog_replay.build_indexes(client, catalog)
+            for state in states:
+                state.indexes = len(catalog.get(state.planned.target, {}))
         for state in states:
             if state.planned.item.type == "view":
                 restorer.create_view(state.planned)
                 state.complete = True
     except BackupError as exc:
-        raise RestoreFailed(_failure_message(exc.message, states), namespaces=[s.describe() for s in states])
+        details = dict(exc.details, namespaces=[s.describe() for s in states])
+        raise RestoreFailed(_failure_message(exc.message, states), **details)
     except pymongo_errors.PyMongoError as exc:
         raise RestoreFailed(_failure_message("the restore failed: %s" % exc, states),
                             namespaces=[s.describe() for s in states])
@@ -506,7 +565,12 @@ def _restore_data(restorer, source, states, options):
     if source.kind == "archive":
         _restore_archive_stream(restorer, source, states)
         return
-    data_states = [s for s in states if s.planned.item.data_key and s.planned.item.type != "view"]
+    data_states = [s for s in states if s.planned.item.data_key and s.planned.item.type != "view"
+                   and not s.planned.item.special]
+    for state in states:
+        if state.planned.item.special and state.planned.item.data_key:
+            for batch in source.iter_batches(state.planned.item, restorer.batch_bytes):
+                restorer.auth_documents[state.planned.item.auth_kind].extend(batch)
 
     def one(state):
         restorer.insert_batches(state, source.iter_batches(state.planned.item, restorer.batch_bytes))
@@ -539,6 +603,9 @@ def _restore_archive_stream(restorer, source, states):
     for key, raw in source.iter_stream():
         state = by_key.get(key)
         if state is None:
+            continue
+        if state.planned.item.special:
+            restorer.auth_documents[state.planned.item.auth_kind].append(raw)
             continue
         batch = pending.setdefault(key, [])
         batch.append(raw)
