@@ -251,8 +251,10 @@ def test_duplicate_keys_are_counted_or_stop_the_restore(client, small_backup):
 
 def test_drop_replaces_existing_documents(client, small_backup):
     client.vb_dst.items.insert_many([{"_id": i, "v": "old"} for i in range(1000, 1010)])
-    _c, result = restore(client, small_backup, ns_from=["vb_src.$c$"], ns_to=["vb_dst.$c$"], drop=True)
+    _c, result = restore(client, small_backup, ns_from=["vb_src.$c$"], ns_to=["vb_dst.$c$"], drop=True,
+                         num_insertion_workers_per_collection=3, batch_size=40, write_concern={"w": 1})
     assert client.vb_dst.items.count_documents({}) == 300 and result["total_failed"] == 0
+    assert raw_documents(client, "vb_dst", "items") == raw_documents(client, "vb_src", "items")
 
 
 def test_check_mode_plans_without_writing(client, small_backup):
