@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKUP_ROOT ?= $(CURDIR)/backups
 
-.PHONY: venv server server-stop demo test unit integration sanity bench clean
+.PHONY: venv server server-stop demo test unit integration sanity bench bench-restore clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ sanity: venv
 
 bench: venv
 	$(PY) benchmarks/dump_benchmark.py
+
+bench-restore: venv
+	$(PY) benchmarks/restore_benchmark.py
 
 clean:
 	-$(PY) tools/testserver.py stop
