@@ -363,6 +363,15 @@ class HashingFile:
         self.close()
 
 
+def sha256_file(path):
+    """sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(READ_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def create_output_file(path, gzip_output=False, level=6):
     """Create (or truncate) a private file (0600) for writing; gzip it when asked.
 

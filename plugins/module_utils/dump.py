@@ -617,7 +617,7 @@ class Dumper:
     def check(self, plans):
         """What a run would do, for check mode: nothing is written."""
         parent = os.path.dirname(os.path.abspath(self.options.target))
-        self._check_parent(parent)
+        self.check_backup_location(parent)
         return {
             "namespaces": [plan.describe() for plan in plans],
             "estimated_bytes": sum(plan.estimated_bytes for plan in plans),
@@ -626,9 +626,9 @@ class Dumper:
 
     def run(self, plans):
         target = os.path.abspath(self.options.target)
-        self._check_parent(os.path.dirname(target))
+        self.check_backup_location(os.path.dirname(target))
         partial = target + ".partial"
-        _remove(partial)  # left over from a killed run: ours by name, never a complete backup
+        remove_path(partial)  # left over from a killed run: ours by name, never a complete backup
         started = time.time()
         backup_id = str(uuid.uuid4())
         try:
@@ -640,7 +640,7 @@ class Dumper:
                                       oplog_result)
             commit_backup(partial, target, self.options.is_archive, document)
         except BaseException as exc:
-            _remove(partial)
+            remove_path(partial)
             if isinstance(exc, BackupError):
                 raise
             raise self._translate(exc)
@@ -728,7 +728,7 @@ class Dumper:
 
     def _manifest(self, backup_id, started, finished, results, files, oplog_result):
         document = manifest_utils.new_manifest(
-            backup_id, self.options.label, "logical", _iso(started), _iso(finished),
+            backup_id, self.options.label, "logical", manifest_utils.iso_time(started), manifest_utils.iso_time(finished),
             self.server, self.member, self.options.describe())
         total_bytes = sum(r["bytes"] for r in results)
         seconds = max(finished - started, 1e-6)
@@ -753,7 +753,7 @@ class Dumper:
         return os.path.isdir(path) and not os.listdir(path)
 
     @staticmethod
-    def _check_parent(parent):
+    def check_backup_location(parent):
         if not os.path.isdir(parent):
             raise DumpFailed("the backup location %s does not exist or is not a directory; create it "
                              "(or mount the backup volume) first" % parent)
@@ -779,7 +779,7 @@ def commit_backup(partial, target, is_archive, document):
     """Manifest last, then one rename: a complete backup appears all at once or not at all."""
     if is_archive:
         # Drop the old manifest first: an archive without one is never taken as complete.
-        _remove(manifest_utils.manifest_path(target, True))
+        remove_path(manifest_utils.manifest_path(target, True))
         os.rename(partial, target)
         manifest_utils.write_json_atomic(manifest_utils.manifest_path(target, True), document)
         return
@@ -787,22 +787,18 @@ def commit_backup(partial, target, is_archive, document):
     old = None
     if os.path.exists(target):
         old = target + ".replaced"
-        _remove(old)
+        remove_path(old)
         os.rename(target, old)
     os.rename(partial, target)
     if old:
-        _remove(old)
+        remove_path(old)
 
 
-def _remove(path):
+def remove_path(path):
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
         os.remove(path)
-
-
-def _iso(epoch):
-    return datetime.datetime.utcfromtimestamp(epoch).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 # --------------------------------------------------------------------------- entry point

@@ -11,8 +11,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +19,7 @@ import tempfile
 import time
 import uuid
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import redact
@@ -108,26 +107,26 @@ def run(connection, options, binary, check_mode):
         raise DumpFailed("%s already holds backup %s (label %r); use another path, the same label "
                          "to keep it, or force: true to replace it"
                          % (target, existing.get("backup_id"), existing.get("label")))
-    dump_engine.Dumper._check_parent(os.path.dirname(target))
+    dump_engine.Dumper.check_backup_location(os.path.dirname(target))
     partial = target + ".partial"
     if check_mode:
         return True, {"path": target, "label": options.label,
                       "command": build_argv(binary, connection, options, partial, "<0600 config file>")}
-    dump_engine._remove(partial)
+    dump_engine.remove_path(partial)
     started = time.time()
     try:
         _run_mongodump(binary, connection, options, partial)
         files = _file_records(partial)
         finished = time.time()
         document = manifest_utils.new_manifest(
-            str(uuid.uuid4()), options.label, "logical", _iso(started), _iso(finished),
+            str(uuid.uuid4()), options.label, "logical", manifest_utils.iso_time(started), manifest_utils.iso_time(finished),
             {"tool": "mongodump"}, None, dict(options.describe(), engine="mongodump"))
         document["files"] = files
         document["totals"] = {"bytes_on_disk": sum(f["bytes"] for f in files),
                               "seconds": round(finished - started, 3)}
         dump_engine.commit_backup(partial, target, options.is_archive, document)
     except BaseException:
-        dump_engine._remove(partial)
+        dump_engine.remove_path(partial)
         raise
     return True, {"backup_id": document["backup_id"], "label": options.label, "path": target,
                   "manifest": manifest_utils.manifest_path(target, options.is_archive),
@@ -165,16 +164,8 @@ def _file_records(output):
     base = os.path.dirname(output) if os.path.isfile(output) else output
     records = []
     for path in paths:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-                digest.update(chunk)
         relative = os.path.relpath(path, base)
         if relative.endswith(".partial"):
             relative = relative[:-len(".partial")]
-        records.append({"path": relative, "bytes": os.path.getsize(path), "sha256": digest.hexdigest()})
+        records.append({"path": relative, "bytes": os.path.getsize(path), "sha256": bsonio.sha256_file(path)})
     return records
-
-
-def _iso(epoch):
-    return datetime.datetime.utcfromtimestamp(epoch).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -13,7 +13,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import hashlib
 import os
 import re
 import threading
@@ -271,13 +270,22 @@ def verify_source(source, skip_verify):
             raise VerificationFailed("backup file %s listed in %s is missing; the backup is incomplete, "
                                      "restore another one (skip_verify: true overrides this, dangerously)"
                                      % (path, source.manifest_path))
-        actual = _sha256(path)
+        actual = bsonio.sha256_file(path)
         if actual != record["sha256"]:
             raise VerificationFailed("backup file %s is damaged: its sha256 is %s but the manifest %s records "
                                      "%s; restore another backup (skip_verify: true overrides this, "
                                      "dangerously)" % (path, actual, source.manifest_path, record["sha256"]))
     return {"verified": True, "manifest": True, "files": len(document.get("files", [])),
             "backup_id": document.get("backup_id"), "label": document.get("label")}
+
+
+def manifest_counts(source):
+    """Document counts per source namespace, when the backup has a manifest."""
+    try:
+        document = manifest_utils.read_manifest(source.manifest_path) or {}
+    except FormatError:
+        return {}
+    return dict((ns["namespace"], ns.get("documents")) for ns in document.get("namespaces", []))
 
 
 def manifest_counts(source):
