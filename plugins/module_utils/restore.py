@@ -288,23 +288,6 @@ def manifest_counts(source):
     return dict((ns["namespace"], ns.get("documents")) for ns in document.get("namespaces", []))
 
 
-def manifest_counts(source):
-    """Document counts per source namespace, when the backup has a manifest."""
-    try:
-        document = manifest_utils.read_manifest(source.manifest_path) or {}
-    except FormatError:
-        return {}
-    return dict((ns["namespace"], ns.get("documents")) for ns in document.get("namespaces", []))
-
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- plan
 
 class PlannedNamespace:
