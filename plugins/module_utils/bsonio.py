@@ -30,6 +30,11 @@ except ImportError as exc:  # pragma: no cover - reported by the module wrapper
     _fastcrc64 = None
     FASTCRC_IMPORT_ERROR = exc
 
+try:
+    import zstandard  # optional: only zstd-compressed oplog slices need it
+except ImportError:  # pragma: no cover
+    zstandard = None
+
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
 MAX_BSON_SIZE = 16 * 1024 * 1024
@@ -37,6 +42,7 @@ MAX_BSON_SIZE = 16 * 1024 * 1024
 MAX_OPLOG_ENTRY_SIZE = MAX_BSON_SIZE + 16 * 1024
 MIN_BSON_SIZE = 5
 GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_CHUNK = 1024 * 1024
 WRITE_BUFFER = 1024 * 1024
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
@@ -301,20 +307,27 @@ def is_gzip_file(path):
 
 
 def open_maybe_gzip(path):
-    """Open for reading; decompress when the content starts with the gzip magic 1f 8b.
+    """Open for reading; decompress when the content starts with the gzip magic 1f 8b
+    (or the zstd magic 28 b5 2f fd, which oplog slices may use).
 
     We sniff instead of trusting the name because mongodump writes a gzipped oplog.bson
     without a .gz suffix.
     """
     raw = open(path, "rb")
     try:
-        magic = raw.read(2)
+        magic = raw.read(4)
         raw.seek(0)
     except Exception:
         raw.close()
         raise
-    if magic == GZIP_MAGIC:
+    if magic[:2] == GZIP_MAGIC:
         return _OwningGzipFile(raw, "rb")
+    if magic == ZSTD_MAGIC:
+        if zstandard is None:
+            raw.close()
+            raise FormatError("%s is zstd-compressed and the Python library zstandard is not installed; "
+                              "install the collection's requirements.txt" % path, path=path)
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
     return raw
 
 
@@ -370,6 +383,26 @@ def sha256_file(path):
         for chunk in iter(lambda: handle.read(READ_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def create_compressed_file(path, compression=None, level=None):
+    """A private file written through ``compression`` (None, "gzip" or "zstd").
+
+    Like create_output_file, the stream's ``disk`` is the HashingFile underneath.
+    """
+    if compression in (None, "none"):
+        return HashingFile(path)
+    if compression == "gzip":
+        return create_output_file(path, True, level or 6)
+    if compression == "zstd":
+        if zstandard is None:
+            raise FormatError("zstd compression needs the Python library zstandard; install the "
+                              "collection's requirements.txt, or use gzip", path=path)
+        raw = HashingFile(path)
+        stream = zstandard.ZstdCompressor(level=level or 3).stream_writer(raw, closefd=True)
+        stream.disk = raw
+        return stream
+    raise ValueError("unknown compression %r" % compression)
 
 
 def create_output_file(path, gzip_output=False, level=6):

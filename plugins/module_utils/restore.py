@@ -63,7 +63,7 @@ class RestoreOptions:
                  num_insertion_workers_per_collection=1, batch_size=1000, write_concern=None,
                  bypass_document_validation=False, restore_users_and_roles=False,
                  stop_on_error=False, skip_verify=False, oplog_replay=False, oplog_limit=None,
-                 oplog_file=None, oplog_apply_mode="auto"):
+                 oplog_file=None, oplog_apply_mode="auto", oplog_slices=None):
         self.source = source
         self.db = db
         self.collection = collection
@@ -84,6 +84,7 @@ class RestoreOptions:
         self.oplog_replay = bool(oplog_replay)
         self.oplog_limit = parse_oplog_limit(oplog_limit) if oplog_limit else None
         self.oplog_file = oplog_file
+        self.oplog_slices = list(oplog_slices or [])
         self.oplog_apply_mode = oplog_apply_mode
         self._validate()
 
@@ -95,8 +96,8 @@ class RestoreOptions:
         for name in ("num_parallel_collections", "num_insertion_workers_per_collection", "batch_size"):
             if getattr(self, name) < 1:
                 raise InvalidOption("%s must be at least 1" % name)
-        if (self.oplog_limit or self.oplog_file) and not self.oplog_replay:
-            raise InvalidOption("oplog_limit and oplog_file need oplog_replay: true")
+        if (self.oplog_limit or self.oplog_file or self.oplog_slices) and not self.oplog_replay:
+            raise InvalidOption("oplog_limit, oplog_file and oplog_slices need oplog_replay: true")
         if self.oplog_replay and (self.db or self.ns_include or self.ns_exclude or self.renamer.rules):
             raise InvalidOption("oplog_replay restores a whole deployment to a point in time and cannot be "
                                 "combined with db, collection, ns_include, ns_exclude or ns_from/ns_to "
@@ -479,15 +480,20 @@ def metadata_index_catalog(states, no_index_restore):
 
 
 def source_oplog(source, options):
-    """The decoded entries to replay: oplog_file, or the oplog saved in the backup."""
+    """The decoded entries to replay: oplog_file or the backup's own oplog, then oplog_slices in order
+    (archived slices overlap by one entry; replaying an entry twice is harmless)."""
     if options.oplog_file:
-        return oplog_replay.iter_oplog_file(options.oplog_file)
-    if source.kind == "directory" and source.oplog_path():
-        return oplog_replay.iter_oplog_file(source.oplog_path())
-    if source.kind == "archive" and source.has_oplog():
-        return oplog_replay.iter_archive_oplog(source.root)
-    raise InvalidOption("oplog_replay: true, but %s holds no oplog; take the dump with oplog: true, or give "
-                        "oplog_file" % source.root)
+        first = oplog_replay.iter_oplog_file(options.oplog_file)
+    elif source.kind == "directory" and source.oplog_path():
+        first = oplog_replay.iter_oplog_file(source.oplog_path())
+    elif source.kind == "archive" and source.has_oplog():
+        first = oplog_replay.iter_archive_oplog(source.root)
+    else:
+        raise InvalidOption("oplog_replay: true, but %s holds no oplog; take the dump with oplog: true, or "
+                            "give oplog_file" % source.root)
+    yield from first
+    for path in options.oplog_slices:
+        yield from oplog_replay.iter_oplog_file(path)
 
 
 class _Stopped(Exception):

@@ -123,6 +123,12 @@ options:
   oplog_file:
     description: Replay this oplog file instead of the one in the backup.
     type: path
+  oplog_slices:
+    description:
+      - Oplog slice files (from M(dbops.mongodb_backup.mongodb_oplog_archive)) replayed after the
+        backup's own oplog, in the order given, up to O(oplog_limit). Point-in-time restores use them.
+    type: list
+    elements: path
   oplog_apply_mode:
     description:
       - V(auto) uses C(applyOps) when the target allows it, else ordinary writes.
@@ -233,7 +239,7 @@ def run_module(module):
         restore_users_and_roles=params["restore_users_and_roles"], stop_on_error=params["stop_on_error"],
         skip_verify=params["skip_verify"], oplog_replay=params["oplog_replay"],
         oplog_limit=params["oplog_limit"], oplog_file=params["oplog_file"],
-        oplog_apply_mode=params["oplog_apply_mode"])
+        oplog_apply_mode=params["oplog_apply_mode"], oplog_slices=params["oplog_slices"])
     client = client_utils.connect(module.connection_options)
     try:
         return restore_engine.restore(client, options, check_mode=module.check_mode)
@@ -265,6 +271,7 @@ def main():
             oplog_replay=dict(type="bool", default=False),
             oplog_limit=dict(type="str"),
             oplog_file=dict(type="path"),
+            oplog_slices=dict(type="list", elements="path"),
             oplog_apply_mode=dict(type="str", default="auto", choices=["auto", "applyops", "crud"]),
         ),
         required_by={"collection": "db"},
