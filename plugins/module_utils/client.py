@@ -133,17 +133,47 @@ def _check_pymongo():
             "install the collection's requirements.txt there" % PYMONGO_IMPORT_ERROR)
 
 
-def connect(options, **overrides):
-    """A connected, authenticated MongoClient, or a ConnectionFailure that says why."""
+PINNED_DROPPED_OPTIONS = ("replicaset", "directconnection", "readpreference")
+
+
+def pinned_kwargs(options):
+    """MongoClient keyword arguments for a direct connection to one replica-set member.
+
+    Same credentials, TLS and URI options as the connection options, without the ones
+    that would make pymongo discover the replica set again.
+    """
+    kwargs = {}
+    if options.uri:
+        # Keep the URI's credentials and options (authSource, tls...) for the pinned client.
+        parsed = parse_uri(options.uri)
+        kwargs.update(dict(parsed["options"]))
+        if parsed.get("username") is not None:
+            kwargs.update(username=parsed["username"], password=parsed["password"])
+    kwargs.update(options.client_kwargs())
+    for key in list(kwargs):
+        if key.lower() in PINNED_DROPPED_OPTIONS:
+            del kwargs[key]
+    kwargs.update(directConnection=True, readPreference="secondaryPreferred")
+    return kwargs
+
+
+def connect(options, pinned_host=None, **overrides):
+    """A connected, authenticated MongoClient, or a ConnectionFailure that says why.
+
+    ``pinned_host`` ("host:port") connects to that one member only, with the same credentials.
+    """
     _check_pymongo()
     if options.read_preference and options.read_preference not in READ_PREFERENCES:
         raise InvalidOption("read_preference %r is not one of %s" % (
             options.read_preference, ", ".join(READ_PREFERENCES)))
-    target = options.describe_target()
-    kwargs = options.client_kwargs()
+    target = pinned_host or options.describe_target()
+    kwargs = pinned_kwargs(options) if pinned_host else options.client_kwargs()
     kwargs.update(overrides)
     try:
-        if options.uri:
+        if pinned_host:
+            address, _sep, port = pinned_host.rpartition(":")
+            client = pymongo.MongoClient(address.strip("[]"), int(port), **kwargs)
+        elif options.uri:
             client = pymongo.MongoClient(options.uri, **kwargs)
         else:
             client = pymongo.MongoClient(options.login_host or "localhost",
@@ -234,39 +264,3 @@ def server_facts(client):
     if build.get("ferretdbVersion"):
         facts["ferretdb_version"] = build["ferretdbVersion"]
     return facts
-
-
-def member_client(client, options, prefer_secondary):
-    """A client pinned to one member, so every read of a backup comes from the same node.
-
-    On a replica set reached through several hosts, pymongo may route each cursor to a
-    different secondary; an oplog-consistent dump must read data and oplog from one member.
-    Returns (client, address); the given client is returned unchanged when it is already
-    a single-server connection.
-    """
-    description = client.topology_description
-    if description.topology_type_name in ("Single", "Unknown", "Sharded", "LoadBalanced"):
-        return client, "%s:%s" % client.address if client.address else None
-    servers = [s for s in description.server_descriptions().values() if s.is_readable]
-    secondaries = [s for s in servers if s.server_type_name == "RSSecondary"]
-    primaries = [s for s in servers if s.server_type_name == "RSPrimary"]
-    pool = (secondaries or primaries) if prefer_secondary else (primaries or secondaries)
-    if not pool:
-        raise ConnectionFailure("no readable member found in replica set %s; check the set's health"
-                                % (description.replica_set_name or options.describe_target()))
-    chosen = min(pool, key=lambda s: s.round_trip_time or 0)
-    host, port = chosen.address
-    kwargs = {}
-    if options.uri:
-        # Keep the URI's credentials and options (authSource, tls...) for the pinned client.
-        parsed = parse_uri(options.uri)
-        kwargs.update(dict(parsed["options"]))
-        if parsed.get("username") is not None:
-            kwargs.update(username=parsed["username"], password=parsed["password"])
-    kwargs.update(options.client_kwargs())
-    for key in list(kwargs):
-        if key.lower() in ("replicaset", "directconnection", "readpreference"):
-            del kwargs[key]
-    kwargs.update(directConnection=True, readPreference="secondaryPreferred")
-    pinned = pymongo.MongoClient(host, port, **kwargs)
-    return pinned, "%s:%s" % (host, port)

@@ -108,6 +108,16 @@ options:
       - How many collections to dump at the same time.
     type: int
     default: 4
+  member:
+    description:
+      - Replica-set member (C(host:port)) to read from, instead of the automatic choice.
+      - It must be healthy and build indexes; O(max_lag_seconds) still applies.
+    type: str
+  max_lag_seconds:
+    description:
+      - On a replica set, refuse to back up from a secondary that lags the primary by more than this.
+        When every candidate lags more, the task fails and lists each member with its lag.
+    type: int
   engine:
     description:
       - V(native) uses this collection's engine.
@@ -135,8 +145,11 @@ options:
     type: bool
     default: false
 notes:
-  - On a replica set reached with several hosts, the dump reads from one member only, a secondary
-    unless O(read_preference=primary); the member is recorded in the manifest.
+  - On a replica set reached with several hosts, the dump reads from one member only, chosen with
+    C(replSetGetStatus): a hidden member if one is configured, else the healthy secondary with the least
+    replication lag (the primary when there is no healthy secondary, or with O(read_preference=primary)).
+    The member and the reason are recorded in the result. The user needs the C(clusterMonitor) role
+    (included in C(backup)) for this.
   - Files are created with mode 0600 and directories with mode 0700.
 seealso:
   - name: mongodump
@@ -267,11 +280,18 @@ member:
   returned: success, not in check mode
   type: str
   sample: db2.example.com:27017
+member_selection:
+  description: How the member was chosen on a replica set (host, state, hidden, lag_seconds, reason).
+  returned: when the deployment is a replica set reached through several hosts
+  type: dict
+  sample: {"host": "db3.example.com:27017", "state": "SECONDARY", "hidden": true, "lag_seconds": 0,
+           "reason": "hidden member"}
 '''
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.common import MongoDBModule
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import members
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongodump_tool
 
 
@@ -292,9 +312,13 @@ def run_module(module):
     client = client_utils.connect(connection)
     try:
         server = client_utils.server_facts(client)
-        reader, member = client_utils.member_client(client, connection, options.prefer_secondary)
+        reader, member, selection = members.reader_client(
+            client, connection, options.prefer_secondary, params["member"], params["max_lag_seconds"])
         try:
-            return dump_engine.dump(reader, options, server, member=member, check_mode=module.check_mode)
+            changed, result = dump_engine.dump(reader, options, server, member=member, check_mode=module.check_mode)
+            if selection:
+                result["member_selection"] = selection
+            return changed, result
         finally:
             if reader is not client:
                 reader.close()
@@ -319,6 +343,8 @@ def main():
             dump_users_and_roles=dict(type="bool", default=False),
             label=dict(type="str"),
             num_parallel_collections=dict(type="int", default=4),
+            member=dict(type="str"),
+            max_lag_seconds=dict(type="int"),
             engine=dict(type="str", default="native", choices=["native", "mongodump"]),
             mongodump_path=dict(type="path"),
             allow_empty=dict(type="bool", default=False),
