@@ -399,10 +399,22 @@ def create_compressed_file(path, compression=None, level=None):
             raise FormatError("zstd compression needs the Python library zstandard; install the "
                               "collection's requirements.txt, or use gzip", path=path)
         raw = HashingFile(path)
-        stream = zstandard.ZstdCompressor(level=level or 3).stream_writer(raw, closefd=True)
-        stream.disk = raw
-        return stream
+        return _ZstdStream(zstandard.ZstdCompressor(level=level or 3).stream_writer(raw, closefd=True), raw)
     raise ValueError("unknown compression %r" % compression)
+
+
+class _ZstdStream:
+    """A zstd writer with the HashingFile below it as ``disk`` (the C writer takes no attributes)."""
+
+    def __init__(self, writer, disk):
+        self._writer = writer
+        self.disk = disk
+
+    def write(self, data):
+        return self._writer.write(data)
+
+    def close(self):
+        self._writer.close()  # closes (and fsyncs) the HashingFile too
 
 
 def create_output_file(path, gzip_output=False, level=6):

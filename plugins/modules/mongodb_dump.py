@@ -146,7 +146,7 @@ options:
     default: false
 notes:
   - On a replica set reached with several hosts, the dump reads from one member only, chosen with
-    C(replSetGetStatus): a hidden member if one is configured, else the healthy secondary with the least
+    C(replSetGetStatus) - a hidden member if one is configured, else the healthy secondary with the least
     replication lag (the primary when there is no healthy secondary, or with O(read_preference=primary)).
     The member and the reason are recorded in the result. The user needs the C(clusterMonitor) role
     (included in C(backup)) for this.

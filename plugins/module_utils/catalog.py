@@ -1,0 +1,586 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The backup catalog: which full backups and oplog slices exist under one backup root.
+
+``<root>/catalog.json`` (0600) lists the full backups (from their manifests), the archived oplog
+slices and the oplog gaps that capture detected. It is replaced atomically (``write_json_atomic``)
+and every read-modify-write holds an exclusive ``flock`` on ``<root>/catalog.lock``, so two runs
+that register at the same time never lose an entry. Readers need no lock: they see either the old
+or the new file.
+
+Oplog timestamps are kept as ``"secs:inc"`` strings and compared as ``(secs, inc)``.
+
+Point-in-time semantics, as ``mongorestore --oplogLimit``: a target ``T`` means "every entry
+strictly before ``T`` applied". A full backup whose oplog ends at ``E`` restores the state with
+every entry up to ``E`` included, so it can serve targets after ``E``; slices ``[first, last]``
+(both inclusive, each starting at the previous slice's last entry) carry the chain forward.
+A window ``[E, L]`` says: any state from "through ``E``" to "through ``L``" can be restored.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import datetime
+import errno
+import fcntl
+import json
+import os
+import re
+import time
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import sha256_file
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
+
+CATALOG_NAME = "catalog.json"
+LOCK_NAME = "catalog.lock"
+CATALOG_FORMAT = "dbops.mongodb_backup/catalog"
+CATALOG_VERSION = 1
+LOCK_TIMEOUT = 120.0
+LOCK_POLL = 0.05
+
+_TS_RE = re.compile(r"^(\d+):(\d+)$")
+_DURATION_RE = re.compile(r"^(\d+)\s*([smhdw]?)$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class CatalogError(BackupError):
+    """The catalog cannot be read or updated, or it cannot serve the requested restore."""
+
+
+class OplogGapError(CatalogError):
+    """The chain of archived oplog from a full backup to the target is broken."""
+
+
+# --------------------------------------------------------------------------- small helpers
+
+def ts_key(value):
+    """``(secs, inc)`` from ``"secs:inc"``, a bson Timestamp, a ``{"t", "i"}`` dict or a pair."""
+    if value is None:
+        return None
+    if isinstance(value, tuple) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    if isinstance(value, dict) and "t" in value:
+        return (int(value["t"]), int(value.get("i") or 0))
+    if hasattr(value, "time") and hasattr(value, "inc"):
+        return (int(value.time), int(value.inc))
+    if isinstance(value, str):
+        match = _TS_RE.match(value.strip())
+        if match:
+            return (int(match.group(1)), int(match.group(2)))
+    raise InvalidOption("oplog timestamp %r is not valid; use secs:inc such as 1700000123:4" % (value,))
+
+
+def ts_text(value):
+    """``"secs:inc"`` for any form ``ts_key`` takes; None stays None."""
+    key = ts_key(value)
+    return None if key is None else "%d:%d" % key
+
+
+def ts_time(value):
+    """ISO-8601 UTC time (whole seconds) of an oplog timestamp; None stays None."""
+    key = ts_key(value)
+    if key is None:
+        return None
+    return datetime.datetime.utcfromtimestamp(key[0]).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _successor(key):
+    """The first timestamp after ``key``: a target there replays everything through ``key``."""
+    return (key[0], key[1] + 1)
+
+
+def parse_time(text):
+    """Epoch seconds of a time recorded by this collection (``iso_time``); None when unparsable."""
+    if not text:
+        return None
+    for pattern in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            moment = datetime.datetime.strptime(text, pattern)
+        except ValueError:
+            continue
+        return (moment - datetime.datetime(1970, 1, 1)).total_seconds()
+    return None
+
+
+def parse_duration(value):
+    """Seconds from ``26h``, ``90m``, ``2d``, ``1w``, ``45s`` or a number of seconds."""
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, int):
+        seconds = value
+    else:
+        match = _DURATION_RE.match(str(value).strip().lower()) if value is not None else None
+        if not match:
+            raise InvalidOption("duration %r is not valid; use a number of seconds or a number with a unit "
+                                "s, m, h, d or w (90m, 26h, 2d)" % (value,))
+        seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise InvalidOption("duration %r must be more than zero" % (value,))
+    return seconds
+
+
+def format_duration(seconds):
+    """``1d 2h 3m 4s`` style, for messages."""
+    seconds = int(max(seconds, 0))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            parts.append("%d%s" % (seconds // size, unit))
+            seconds %= size
+    if seconds or not parts:
+        parts.append("%ds" % seconds)
+    return " ".join(parts)
+
+
+def _now_iso():
+    return manifest_utils.iso_time(time.time())
+
+
+def _empty_document():
+    return {"format": CATALOG_FORMAT, "format_version": CATALOG_VERSION, "updated_at": None,
+            "backups": [], "slices": [], "gaps": []}
+
+
+# --------------------------------------------------------------------------- the catalog
+
+class Catalog:
+    """The catalog of one backup root. Use ``Catalog.locked(root)`` to change it, ``Catalog.load(root)`` to read."""
+
+    def __init__(self, root, document=None, writable=False):
+        self.root = os.path.abspath(root)
+        self.document = document or _empty_document()
+        self.writable = writable
+        self.changed = False
+
+    # ------------------------------------------------------------------ files
+
+    @staticmethod
+    def catalog_path(root):
+        return os.path.join(os.path.abspath(root), CATALOG_NAME)
+
+    @property
+    def path(self):
+        return self.catalog_path(self.root)
+
+    @classmethod
+    def load(cls, root):
+        """Read-only view (no lock: the file is only ever replaced whole). Empty when there is none yet."""
+        cls._check_root(root)
+        return cls(root, cls._read(cls.catalog_path(root)))
+
+    @classmethod
+    @contextlib.contextmanager
+    def locked(cls, root, timeout=LOCK_TIMEOUT):
+        """Hold the catalog lock for a read-modify-write: ``with Catalog.locked(root) as cat: ...; cat.save()``."""
+        cls._check_root(root)
+        lock_path = os.path.join(os.path.abspath(root), LOCK_NAME)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, manifest_utils.FILE_MODE)
+        except OSError as exc:
+            raise CatalogError("cannot open the catalog lock %s: %s; check the permissions of the backup root"
+                               % (lock_path, exc.strerror or exc))
+        try:
+            cls._acquire(fd, lock_path, timeout)
+            catalog = cls(root, cls._read(cls.catalog_path(root)), writable=True)
+            yield catalog
+        finally:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    @staticmethod
+    def _acquire(fd, lock_path, timeout):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise CatalogError("cannot lock the catalog %s: %s" % (lock_path, exc.strerror or exc))
+            if time.time() >= deadline:
+                raise CatalogError("the catalog lock %s is still held by another run after %d seconds; wait for "
+                                   "that run to finish (a lock left by a dead process is released by the kernel)"
+                                   % (lock_path, timeout))
+            time.sleep(LOCK_POLL)
+
+    @staticmethod
+    def _check_root(root):
+        if not os.path.isdir(root):
+            raise CatalogError("the backup root %s does not exist or is not a directory; create it or mount the "
+                               "backup volume" % root)
+
+    @staticmethod
+    def _read(path):
+        if not os.path.exists(path):
+            return _empty_document()
+        try:
+            with open(path) as handle:
+                document = json.load(handle)
+        except (OSError, ValueError) as exc:
+            raise CatalogError("the catalog %s cannot be read: %s; move it aside and register the backups "
+                               "again" % (path, exc))
+        if not isinstance(document, dict) or document.get("format") != CATALOG_FORMAT:
+            raise CatalogError("%s is not a dbops.mongodb_backup catalog; move it aside" % path)
+        for key in ("backups", "slices", "gaps"):
+            document.setdefault(key, [])
+        return document
+
+    def save(self):
+        """Write the catalog atomically (only under ``locked``)."""
+        if not self.writable:
+            raise CatalogError("the catalog of %s was opened read-only; open it with Catalog.locked to change it"
+                               % self.root)
+        self.document["updated_at"] = _now_iso()
+        manifest_utils.write_json_atomic(self.path, self.document)
+        self.changed = False
+
+    def relative(self, path):
+        """A path below the root relative to it; a path elsewhere stays absolute."""
+        absolute = os.path.abspath(os.path.join(self.root, path))
+        relative = os.path.relpath(absolute, self.root)
+        return absolute if relative == ".." or relative.startswith(".." + os.sep) else relative
+
+    def absolute(self, path):
+        return os.path.normpath(os.path.join(self.root, path))
+
+    # ------------------------------------------------------------------ records
+
+    @property
+    def backups(self):
+        return self.document["backups"]
+
+    @property
+    def slices(self):
+        return self.document["slices"]
+
+    @property
+    def gaps(self):
+        return self.document["gaps"]
+
+    def add_backup_from_manifest(self, backup_path):
+        """Register the complete backup at ``backup_path`` (a directory or an archive file).
+
+        Idempotent by backup_id: returns the record and True when it was added (or replaced an entry
+        for the same path whose backup was replaced with ``force``), False when already there.
+        """
+        absolute = os.path.abspath(os.path.join(self.root, backup_path))
+        is_archive = not os.path.isdir(absolute)
+        document = manifest_utils.read_manifest(manifest_utils.manifest_path(absolute, is_archive))
+        if document is None:
+            raise CatalogError("%s is not a complete backup: it has no manifest; only a finished backup can be "
+                               "registered (run the dump again)" % absolute)
+        record = self._backup_record(absolute, is_archive, document)
+        for existing in self.backups:
+            if existing["backup_id"] == record["backup_id"]:
+                return existing, False
+        self.document["backups"] = [b for b in self.backups if b["path"] != record["path"]] + [record]
+        self.backups.sort(key=lambda b: (b.get("finished_at") or "", b["backup_id"]))
+        self.changed = True
+        return record, True
+
+    def _backup_record(self, absolute, is_archive, document):
+        oplog = document.get("oplog") or {}
+        totals = document.get("totals") or {}
+        server = document.get("server") or {}
+        verification = document.get("verification") or {}
+        return {
+            "label": document.get("label"),
+            "backup_id": document["backup_id"],
+            "path": self.relative(absolute),
+            "format": "archive" if is_archive else "directory",
+            "started_at": document.get("started_at"),
+            "finished_at": document.get("finished_at"),
+            "replica_set": server.get("replica_set"),
+            "member": document.get("member"),
+            "oplog_start": ts_text((oplog.get("start") or {}).get("ts")),
+            "oplog_end": ts_text((oplog.get("end") or {}).get("ts")),
+            "bytes": totals.get("bytes_on_disk", 0),
+            "data_bytes": totals.get("bytes", 0),
+            "documents": totals.get("documents", 0),
+            "verified": bool(verification.get("verified", False)),
+            "verified_at": verification.get("verified_at"),
+        }
+
+    def mark_verified(self, label_or_id, verified=True, verified_at=None):
+        """Record the outcome of a test restore; returns True when the record changed."""
+        for record in self.backups:
+            if label_or_id in (record["backup_id"], record["label"]):
+                new = (bool(verified), verified_at or _now_iso())
+                if (record["verified"], record["verified_at"]) == new:
+                    return False
+                record["verified"], record["verified_at"] = new
+                self.changed = True
+                return True
+        raise CatalogError("no backup %r in the catalog %s; register it first" % (label_or_id, self.path))
+
+    def remove_backup(self, backup_id):
+        """Forget a backup (retention removed it); True when there was one."""
+        before = len(self.backups)
+        self.document["backups"] = [b for b in self.backups if b["backup_id"] != backup_id]
+        self.changed |= len(self.backups) != before
+        return len(self.backups) != before
+
+    def add_slice(self, replica_set, first_ts, last_ts, file, entries=0, sha256=None, created_at=None, **fields):
+        """Register an archived oplog slice ``[first_ts, last_ts]`` (both inclusive); idempotent by file.
+
+        ``bytes`` (or ``size``) and ``sha256`` are computed from the file when not given; other keyword
+        fields (such as ``compression``) are kept in the record as they are.
+        """
+        first, last = ts_key(first_ts), ts_key(last_ts)
+        if first > last:
+            raise InvalidOption("oplog slice %s: first timestamp %s is after the last %s"
+                                % (file, ts_text(first), ts_text(last)))
+        relative = self.relative(file)
+        for existing in self.slices:
+            if existing["file"] == relative:
+                return existing, False
+        absolute = self.absolute(relative)
+        size = fields.pop("bytes", fields.pop("size", None))
+        if size is None or sha256 is None:
+            try:
+                size = os.path.getsize(absolute) if size is None else size
+                sha256 = sha256_file(absolute) if sha256 is None else sha256
+            except OSError as exc:
+                raise CatalogError("oplog slice %s cannot be read: %s" % (absolute, exc.strerror or exc))
+        record = dict(fields)
+        record.update({"replica_set": replica_set, "first_ts": ts_text(first), "last_ts": ts_text(last),
+                       "entries": int(entries), "file": relative, "bytes": int(size), "sha256": sha256,
+                       "created_at": created_at or _now_iso()})
+        self.slices.append(record)
+        self.slices.sort(key=lambda s: (s["replica_set"] or "", ts_key(s["first_ts"]), ts_key(s["last_ts"])))
+        self.changed = True
+        return record, True
+
+    def remove_slice(self, file):
+        relative = self.relative(file)
+        before = len(self.slices)
+        self.document["slices"] = [s for s in self.slices if s["file"] != relative]
+        self.changed |= len(self.slices) != before
+        return len(self.slices) != before
+
+    def record_gap(self, replica_set, last_archived_ts, oldest_available_ts, detected_at=None):
+        """Record that the oplog entries after ``last_archived_ts`` up to ``oldest_available_ts`` are lost.
+
+        ``oldest_available_ts`` may be None (the oplog was empty when capture looked).
+        """
+        if last_archived_ts is None:
+            raise InvalidOption("an oplog gap of %s needs the last archived timestamp" % replica_set)
+        record = {"replica_set": replica_set, "last_archived_ts": ts_text(last_archived_ts),
+                  "oldest_available_ts": ts_text(oldest_available_ts), "detected_at": detected_at or _now_iso()}
+        for existing in self.gaps:
+            if all(existing[k] == record[k] for k in ("replica_set", "last_archived_ts", "oldest_available_ts")):
+                return existing, False
+        self.gaps.append(record)
+        self.changed = True
+        return record, True
+
+    # ------------------------------------------------------------------ queries
+
+    def replica_sets(self):
+        names = set(b["replica_set"] for b in self.backups if b.get("oplog_end"))
+        names.update(s["replica_set"] for s in self.slices)
+        return sorted(names, key=lambda n: n or "")
+
+    def _slices_of(self, replica_set):
+        return sorted((s for s in self.slices if s["replica_set"] == replica_set),
+                      key=lambda s: (ts_key(s["first_ts"]), ts_key(s["last_ts"])))
+
+    def _gaps_of(self, replica_set):
+        return sorted((g for g in self.gaps if g["replica_set"] == replica_set),
+                      key=lambda g: ts_key(g["last_archived_ts"]))
+
+    def last_archived_ts(self, replica_set):
+        """Where oplog capture resumes, or None when there is nothing to continue from.
+
+        The newest slice's last_ts, else the newest backup's oplog end. When a recorded gap broke the chain
+        at or after the newest slice and a full backup ends later, that backup's end: a new full backup is
+        how an operator starts a new chain after a gap, and capture must not report the same gap forever.
+        """
+        slice_ends = [ts_key(s["last_ts"]) for s in self.slices if s["replica_set"] == replica_set]
+        backup_ends = [ts_key(b["oplog_end"]) for b in self.backups
+                       if b["replica_set"] == replica_set and b.get("oplog_end")]
+        if not slice_ends:
+            return ts_text(max(backup_ends)) if backup_ends else None
+        newest_slice = max(slice_ends)
+        broken = any(ts_key(g["last_archived_ts"]) >= newest_slice for g in self._gaps_of(replica_set))
+        if broken and backup_ends and max(backup_ends) > newest_slice:
+            return ts_text(max(backup_ends))
+        return ts_text(newest_slice)
+
+    def _chain(self, replica_set, start, until=None):
+        """Follow the slices from ``start``: (end reached, slices used, the gap that stopped it or None).
+
+        With ``until`` the walk stops as soon as the chain reaches it (the slices after are not needed).
+        """
+        end, used = start, []
+        for record in self._slices_of(replica_set):
+            if until is not None and end >= until:
+                break
+            first, last = ts_key(record["first_ts"]), ts_key(record["last_ts"])
+            if last <= end:
+                continue
+            if first > end:
+                break
+            used.append(record)
+            end = last
+        for gap in self._gaps_of(replica_set):
+            lost_after = ts_key(gap["last_archived_ts"])
+            if start <= lost_after < end:
+                kept = [s for s in used if ts_key(s["first_ts"]) <= lost_after]
+                return lost_after, kept, gap
+        return end, used, None
+
+    def windows(self, replica_set=None):
+        """Restorable point-in-time windows: one per full backup with an oplog end, oldest first."""
+        result = []
+        for backup in self.backups:
+            if not backup.get("oplog_end") or (replica_set is not None and backup["replica_set"] != replica_set):
+                continue
+            start = ts_key(backup["oplog_end"])
+            end, used, gap = self._chain(backup["replica_set"], start)
+            result.append({
+                "replica_set": backup["replica_set"], "backup_label": backup["label"],
+                "backup_id": backup["backup_id"],
+                "start_ts": ts_text(start), "start_time": ts_time(start),
+                "end_ts": ts_text(end), "end_time": ts_time(end),
+                "seconds": end[0] - start[0], "slices": len(used),
+                "stopped_by_gap": gap,
+            })
+        result.sort(key=lambda w: (w["replica_set"] or "", ts_key(w["start_ts"])))
+        return result
+
+    def _plan_replica_set(self, replica_set):
+        if replica_set is not None:
+            return replica_set
+        names = self.replica_sets()
+        if len(names) > 1:
+            raise InvalidOption("the catalog %s holds backups of several replica sets (%s); set replica_set to "
+                                "the one to restore" % (self.path, ", ".join(str(n) for n in names)))
+        return names[0] if names else None
+
+    def restore_plan(self, target_ts, replica_set=None):
+        """The newest full backup and the slices that restore ``replica_set`` to ``target_ts`` (exclusive).
+
+        The backup's oplog must end strictly before the target (it restores everything through its
+        end); the slices must cover every entry from there up to the target without a gap.
+        """
+        target = ts_key(target_ts)
+        replica_set = self._plan_replica_set(replica_set)
+        candidates = [b for b in self.backups if b["replica_set"] == replica_set and b.get("oplog_end")]
+        before = [b for b in candidates if ts_key(b["oplog_end"]) < target]
+        where = "replica set %s" % replica_set if replica_set else "this deployment"
+        if not before:
+            if candidates:
+                oldest = min(candidates, key=lambda b: ts_key(b["oplog_end"]))
+                raise CatalogError(
+                    "no full backup of %s in %s ends before the target %s (%s); the oldest, %s, ends at %s (%s): "
+                    "choose a later target" % (where, self.root, ts_text(target), ts_time(target), oldest["label"],
+                                               oldest["oplog_end"], ts_time(oldest["oplog_end"])))
+            raise CatalogError("no full backup with an oplog (oplog: true) of %s is registered in %s; take one and "
+                               "register it" % (where, self.path))
+        backup = max(before, key=lambda b: (ts_key(b["oplog_end"]), b.get("finished_at") or ""))
+        start = ts_key(backup["oplog_end"])
+        needed = (target[0], target[1] - 1) if target[1] > 0 else (target[0] - 1, 0xFFFFFFFF)
+        end, used, gap = self._chain(replica_set, start, until=needed)
+        if gap is not None and end < needed:
+            raise OplogGapError(
+                "oplog gap on %s: the entries after %s (the last archived, %s) up to %s were lost, so the target "
+                "%s (%s) cannot be reached from the full backup %s (oplog end %s); choose a target at or before "
+                "%s, or take a new full backup to start a new chain"
+                % (where, gap["last_archived_ts"], ts_time(gap["last_archived_ts"]),
+                   gap["oldest_available_ts"] or "the oldest entry then available",
+                   ts_text(target), ts_time(target), backup["label"], backup["oplog_end"], gap["last_archived_ts"]),
+                gap=gap, last_archived_ts=gap["last_archived_ts"])
+        if end < needed:
+            raise OplogGapError(
+                "the archived oplog of %s does not reach the target %s (%s): from the full backup %s (oplog end %s) "
+                "the slices run without a break only up to %s (%s); choose a target at or before %s, check the "
+                "oplog capture, or take a new full backup"
+                % (where, ts_text(target), ts_time(target), backup["label"], backup["oplog_end"], ts_text(end),
+                   ts_time(end), ts_text(end)),
+                last_archived_ts=ts_text(end))
+        return {
+            "replica_set": replica_set,
+            "target_ts": ts_text(target), "target_time": ts_time(target), "oplog_limit": ts_text(target),
+            "backup": dict(backup, absolute_path=self.absolute(backup["path"])),
+            "slices": [dict(s, path=self.absolute(s["file"])) for s in used],
+            "reaches_ts": ts_text(end),
+        }
+
+    def summary(self, now=None):
+        """What mongodb_backup_info returns, without the max_age check."""
+        now = time.time() if now is None else now
+        backups = []
+        for record in self.backups:
+            finished = parse_time(record.get("finished_at"))
+            backups.append(dict(record, absolute_path=self.absolute(record["path"]),
+                                age_seconds=None if finished is None else int(now - finished)))
+        last = max(backups, key=lambda b: parse_time(b.get("finished_at")) or 0) if backups else None
+        per_set = {}
+        for record in self.slices:
+            entry = per_set.setdefault(record["replica_set"] or "", {"count": 0, "bytes": 0, "entries": 0,
+                                                                     "first_ts": None, "last_ts": None})
+            entry["count"] += 1
+            entry["bytes"] += record["bytes"]
+            entry["entries"] += record.get("entries") or 0
+            if entry["first_ts"] is None or ts_key(record["first_ts"]) < ts_key(entry["first_ts"]):
+                entry["first_ts"] = record["first_ts"]
+            if entry["last_ts"] is None or ts_key(record["last_ts"]) > ts_key(entry["last_ts"]):
+                entry["last_ts"] = record["last_ts"]
+        slice_bytes = sum(s["bytes"] for s in self.slices)
+        backup_bytes = sum(b["bytes"] or 0 for b in self.backups)
+        return {
+            "catalog": self.path,
+            "backups": backups,
+            "slices": {"count": len(self.slices), "bytes": slice_bytes, "replica_sets": per_set},
+            "gaps": list(self.gaps),
+            "windows": self.windows(),
+            "last_backup": None if last is None else {
+                "label": last["label"], "backup_id": last["backup_id"], "finished_at": last["finished_at"],
+                "age_seconds": last["age_seconds"], "verified": last["verified"], "path": last["absolute_path"]},
+            "backup_bytes": backup_bytes,
+            "total_bytes": backup_bytes + slice_bytes,
+        }
+
+
+def check_max_age(summary, max_age, now=None):
+    """None when the newest backup is recent enough, else the failure message."""
+    limit = parse_duration(max_age)
+    last = summary["last_backup"]
+    if last is None:
+        return "no complete backup is registered in the catalog %s, so none is younger than max_age %s; check " \
+               "the backup schedule" % (summary["catalog"], max_age)
+    age = last["age_seconds"]
+    if age is None:
+        return "the newest backup %s has no readable finish time; check its manifest" % last["label"]
+    if age > limit:
+        return ("newest complete backup %s finished at %s, %s ago, older than max_age %s; check the backup schedule"
+                % (last["label"], last["finished_at"], format_duration(age), max_age))
+    return None
+
+
+def verify_slices(root, plan):
+    """Check the sha256 of every slice file of a restore plan; raise naming the first bad one.
+
+    pitr_restore calls this before it writes anything to the target. Returns the number of slices checked.
+    """
+    for record in plan["slices"]:
+        path = os.path.normpath(os.path.join(os.path.abspath(root), record["file"]))
+        if not os.path.isfile(path):
+            raise CatalogError("oplog slice %s (%s to %s) is missing; restore it from the off-site copy or choose "
+                               "a target before %s" % (path, record["first_ts"], record["last_ts"], record["first_ts"]))
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            raise CatalogError("oplog slice %s cannot be read: %s" % (path, exc.strerror or exc))
+        if digest != record["sha256"]:
+            raise CatalogError("oplog slice %s is corrupt: its sha256 is %s, the catalog recorded %s; restore it "
+                               "from the off-site copy or choose a target before %s"
+                               % (path, digest, record["sha256"], record["first_ts"]))
+    return len(plan["slices"])

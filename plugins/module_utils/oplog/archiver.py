@@ -1,0 +1,239 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Continuous oplog archiving: copy new oplog entries into slice files listed in the catalog.
+
+Each run copies from the last archived timestamp (inclusive, so consecutive slices overlap by
+one entry and a chain is easy to check) up to the majority-committed last write, into slices
+of at most ``span_seconds`` each. A slice is written to ``*.partial``, renamed when complete and
+only then recorded in the catalog, so a killed run leaves no half slice behind. If the oldest
+entry still in the oplog is newer than the last archived one, entries were lost: the gap is
+recorded in the catalog and the run fails, advising a new full backup.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import time
+
+try:
+    from bson import Timestamp
+    from pymongo import errors as pymongo_errors
+except ImportError:  # pragma: no cover - reported by the module wrapper
+    Timestamp = pymongo_errors = None
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import format_ts
+
+SLICE_DIR = "oplog"
+EXTENSIONS = {"gzip": ".bson.gz", "zstd": ".bson.zst", "none": ".bson"}
+
+
+class OplogGap(BackupError):
+    """Entries between the last archived one and the oldest still in the oplog are gone."""
+
+
+class ArchiveFailed(BackupError):
+    """The archiving run failed; complete slices written before the failure stay recorded."""
+
+
+class ArchiveOptions:
+    def __init__(self, backup_root, replica_set=None, span_seconds=600, compression="gzip",
+                 compression_level=None, start_from_backup=None):
+        if not os.path.isdir(backup_root or ""):
+            raise InvalidOption("backup_root %s does not exist or is not a directory; create it or mount "
+                                "the backup volume" % backup_root)
+        if int(span_seconds) < 1:
+            raise InvalidOption("slice span must be at least one second")
+        if compression not in EXTENSIONS:
+            raise InvalidOption("compression must be one of %s" % ", ".join(sorted(EXTENSIONS)))
+        self.backup_root = backup_root
+        self.replica_set = replica_set
+        self.span_seconds = int(span_seconds)
+        self.compression = compression
+        self.compression_level = compression_level
+        self.start_from_backup = start_from_backup
+
+
+def majority_commit_point(client, oplog):
+    """The newest timestamp a majority has: hello.lastWrite, else replSetGetStatus, else the newest
+    entry (servers without replica-set status, such as FerretDB, have nothing better)."""
+    hello = client.admin.command("hello")
+    majority = ((hello.get("lastWrite") or {}).get("majorityOpTime") or {}).get("ts")
+    if majority is not None:
+        return majority, "hello.lastWrite.majorityOpTime"
+    try:
+        status = client.admin.command("replSetGetStatus")
+        committed = ((status.get("optimes") or {}).get("lastCommittedOpTime") or {}).get("ts")
+        if committed is not None:
+            return committed, "replSetGetStatus.optimes.lastCommittedOpTime"
+    except pymongo_errors.OperationFailure:
+        pass
+    newest = oplog.find_one({}, {"ts": 1}, sort=[("$natural", -1)])
+    return (newest["ts"] if newest else None), "newest oplog entry (no majority commit point reported)"
+
+
+def _oldest(oplog):
+    entry = oplog.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
+    return entry["ts"] if entry else None
+
+
+def _parse_ts(text):
+    secs, _sep, inc = text.partition(":")
+    return Timestamp(int(secs), int(inc or 0))
+
+
+class SliceWriter:
+    """Writes one slice file at a time into <root>/oplog/<replica set>/."""
+
+    def __init__(self, root, replica_set, options):
+        self.root = root
+        self.directory = os.path.join(root, SLICE_DIR, replica_set)
+        self.options = options
+        self.stream = None
+        self.first = self.last = None
+        self.entries = 0
+        for name in os.listdir(self.directory) if os.path.isdir(self.directory) else []:
+            if name.endswith(".partial"):  # left by a killed run, never recorded
+                os.remove(os.path.join(self.directory, name))
+
+    def write(self, raw_batch, first_ts, last_ts, count):
+        if self.stream is None:
+            if not os.path.isdir(self.directory):
+                os.makedirs(self.directory, mode=manifest_utils.DIR_MODE)
+            self.partial = os.path.join(self.directory, "slice-%d-%d.partial" % (first_ts.time, first_ts.inc))
+            self.stream = bsonio.create_compressed_file(self.partial, self.options.compression,
+                                                        self.options.compression_level)
+            self.first = first_ts
+        self.stream.write(raw_batch)
+        self.last = last_ts
+        self.entries += count
+
+    def close(self):
+        """Finish the open slice: rename it into place; returns its catalog record (or None)."""
+        if self.stream is None:
+            return None
+        disk = self.stream.disk
+        self.stream.close()
+        name = "%d-%d_%d-%d%s" % (self.first.time, self.first.inc, self.last.time, self.last.inc,
+                                  EXTENSIONS[self.options.compression])
+        final = os.path.join(self.directory, name)
+        os.rename(self.partial, final)
+        record = {"first_ts": format_ts(self.first), "last_ts": format_ts(self.last), "entries": self.entries,
+                  "file": os.path.relpath(final, self.root), "bytes": disk.size, "sha256": disk.sha256,
+                  "compression": self.options.compression}
+        self.stream, self.first, self.last, self.entries = None, None, None, 0
+        return record
+
+
+def archive_oplog(client, options, server, check_mode=False):
+    """One archiving run. Returns (changed, result)."""
+    replica_set = options.replica_set or server.get("replica_set")
+    if not replica_set:
+        raise InvalidOption("oplog archiving needs a replica set: %s is a %s; set replica_set if the "
+                            "server does not report one" % (server.get("address"), server.get("topology")))
+    oplog = client.local["oplog.rs"]
+    started = time.time()
+    # The catalog is locked only to read where to start and to record each slice, so a long run
+    # never blocks a backup registering itself.
+    start = _start_ts(catalog_utils.Catalog.load(options.backup_root), options, replica_set)
+    end, end_source = majority_commit_point(client, oplog)
+    oldest = _oldest(oplog)
+    if oldest is None or oldest > start:
+        _record_gap(options.backup_root, replica_set, start, oldest)
+        raise OplogGap("oplog gap on replica set %s: the oldest entry still in the oplog is %s, newer than "
+                       "the last archived %s, so the entries in between are lost; take a new full backup "
+                       "(with oplog: true) and archive from it" % (replica_set, format_ts(oldest), format_ts(start)))
+    result = {"replica_set": replica_set, "start": format_ts(start), "end": format_ts(end),
+              "end_source": end_source, "slices": [], "entries": 0, "bytes": 0}
+    if end is None or end <= start:
+        result["msg"] = "nothing new to archive after %s" % format_ts(start)
+        return False, result
+    if check_mode:
+        result["estimated_entries"] = oplog.count_documents({"ts": {"$gt": start, "$lte": end}})
+        return True, result
+    _copy(oplog, options, replica_set, start, end, result)
+    if _oldest(oplog) > start:  # the oplog rolled past our start while we copied
+        _record_gap(options.backup_root, replica_set, start, _oldest(oplog))
+        raise OplogGap("oplog gap on replica set %s: the oplog rolled over while archiving from %s; the "
+                       "slices written are kept but the chain is broken; take a new full backup"
+                       % (replica_set, format_ts(start)))
+    seconds = max(time.time() - started, 1e-6)
+    result.update(duration_seconds=round(seconds, 3), entries_per_second=round(result["entries"] / seconds, 1),
+                  mb_per_second=round(result["bytes"] / seconds / 1e6, 2))
+    return True, result
+
+
+def _start_ts(catalog, options, replica_set):
+    if options.start_from_backup:
+        found = manifest_utils.read_manifest(manifest_utils.manifest_path(
+            options.start_from_backup, os.path.isfile(options.start_from_backup)))
+        if not found or not found.get("oplog"):
+            raise InvalidOption("start_from_backup %s is not a complete backup taken with oplog: true"
+                                % options.start_from_backup)
+        return _parse_ts(found["oplog"]["end"]["ts"])
+    last = catalog.last_archived_ts(replica_set)
+    if last is None:
+        raise InvalidOption("nothing to continue from for replica set %s: the catalog in %s has no full backup "
+                            "with an oplog and no slice; run a full backup with oplog: true first (or give "
+                            "start_from_backup)" % (replica_set, options.backup_root))
+    return _parse_ts(last) if isinstance(last, str) else last
+
+
+def _record_gap(root, replica_set, start, oldest):
+    with catalog_utils.Catalog.locked(root) as catalog:
+        catalog.record_gap(replica_set, format_ts(start), format_ts(oldest) if oldest else None)
+        catalog.save()
+
+
+def _copy(oplog, options, replica_set, start, end, result):
+    """Stream [start, end] into slices; each complete slice is recorded before the next begins."""
+    writer = SliceWriter(options.backup_root, replica_set, options)
+    slice_start = None
+    previous = None  # (raw, ts) of the last entry written: each slice repeats it, so the chain overlaps
+    cursor = oplog.find_raw_batches({"ts": {"$gte": start, "$lte": end}}, sort=[("$natural", 1)])
+    try:
+        for batch in cursor:
+            for raw, ts in _split_by_slice(batch):
+                if slice_start is not None and ts.time >= slice_start + options.span_seconds:
+                    _finish_slice(options.backup_root, writer, replica_set, result)
+                    writer.write(previous[0], previous[1], previous[1], 1)
+                    slice_start = ts.time
+                if slice_start is None:
+                    slice_start = ts.time
+                writer.write(raw, ts, ts, 1)
+                previous = (raw, ts)
+    except pymongo_errors.PyMongoError as exc:
+        raise ArchiveFailed("reading the oplog of %s failed after %d entries: %s; complete slices are kept, "
+                            "run the archiving again" % (replica_set, result["entries"], exc))
+    finally:
+        cursor.close()
+    _finish_slice(options.backup_root, writer, replica_set, result)
+
+
+def _split_by_slice(batch):
+    """(raw entry, ts) for each entry of a raw batch; only ``ts`` is decoded."""
+    from bson import decode
+    position = 0
+    while position < len(batch):
+        length = int.from_bytes(batch[position:position + 4], "little")
+        raw = batch[position:position + length]
+        position += length
+        yield raw, decode(raw)["ts"]
+
+
+def _finish_slice(root, writer, replica_set, result):
+    record = writer.close()
+    if record is None:
+        return
+    with catalog_utils.Catalog.locked(root) as catalog:
+        catalog.add_slice(replica_set=replica_set, **record)
+        catalog.save()
+    result["slices"].append(record)
+    result["entries"] += record["entries"]
+    result["bytes"] += record["bytes"]

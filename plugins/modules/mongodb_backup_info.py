@@ -1,0 +1,250 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: mongodb_backup_info
+short_description: Report the backups, oplog slices and point-in-time windows of a backup root
+version_added: "1.0.0"
+description:
+  - Reads the catalog (C(catalog.json)) of a backup root and returns its full backups, archived oplog
+    slices, recorded oplog gaps, the point-in-time windows that can be restored, the newest backup and
+    its age, and the space used.
+  - With O(max_age) the task fails when the newest complete backup is older, so a scheduled job
+    alerts when backups stop.
+  - With O(target_time) it also returns the restore plan for that time, the newest full backup that
+    ends before it and the oplog slices that reach it, and fails when no backup or an oplog gap
+    makes the time unreachable.
+  - With O(register_backups) it first adds complete backups (directories or archives with their
+    manifest) to the catalog. The catalog is replaced atomically under an exclusive lock, so runs
+    that register at the same time lose nothing. Idempotent by backup id.
+  - Needs no connection to MongoDB.
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Reports what O(register_backups) would add, and the result as if it had been added, without writing the catalog.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+options:
+  backup_root:
+    description:
+      - Directory that holds the backups and their catalog C(catalog.json). It must exist.
+    type: path
+    required: true
+  replica_set:
+    description:
+      - Report the windows of this replica set only, and plan O(target_time) for it.
+      - Needed for O(target_time) when the root holds backups of several replica sets.
+    type: str
+  max_age:
+    description:
+      - Fail when the newest complete backup finished longer ago than this, or when there is none.
+      - A number of seconds, or a number with a unit C(s), C(m), C(h), C(d) or C(w), such as C(90m), C(26h) or C(2d).
+    type: str
+  target_time:
+    description:
+      - Plan a point-in-time restore to this time and return it as RV(restore_plan).
+      - An ISO-8601 time (C(2024-05-01T12:00:00Z)) or an oplog timestamp C(<seconds>[:<increment>]).
+        As C(mongorestore --oplogLimit), the entries before it are applied and the entry at it is not.
+    type: str
+  register_backups:
+    description:
+      - Paths of complete backups (directories, or archive files with their C(.manifest.json)) to add to the
+        catalog first. A backup already registered (same backup id) is left alone.
+      - Relative paths are taken from O(backup_root).
+    type: list
+    elements: path
+    default: []
+notes:
+  - The catalog and its lock file C(catalog.lock) are created with mode 0600.
+  - Times are UTC.
+seealso:
+  - module: dbops.mongodb_backup.mongodb_dump
+  - module: dbops.mongodb_backup.mongodb_restore
+author:
+  - dbops.mongodb_backup contributors (!UNKNOWN)
+'''
+
+EXAMPLES = r'''
+- name: Register last night's backup in the catalog of its root
+  dbops.mongodb_backup.mongodb_backup_info:
+    backup_root: /backups/mongodb
+    register_backups:
+      - /backups/mongodb/db1/nightly-2024-05-01
+
+- name: Alert when the newest backup is older than 26 hours
+  dbops.mongodb_backup.mongodb_backup_info:
+    backup_root: /backups/mongodb
+    max_age: 26h
+
+- name: Which backup and oplog slices restore rs0 to noon
+  dbops.mongodb_backup.mongodb_backup_info:
+    backup_root: /backups/mongodb
+    replica_set: rs0
+    target_time: "2024-05-01T12:00:00Z"
+  register: pitr
+
+- name: Show the restorable windows
+  ansible.builtin.debug:
+    msg: "{{ pitr.windows | map(attribute='start_time') | zip(pitr.windows | map(attribute='end_time')) | list }}"
+'''
+
+RETURN = r'''
+catalog:
+  description: Path of the catalog file.
+  returned: always
+  type: str
+  sample: /backups/mongodb/catalog.json
+registered:
+  description: Labels of the backups O(register_backups) added (would add in check mode).
+  returned: always
+  type: list
+  elements: str
+  sample: [nightly-2024-05-01]
+backups:
+  description:
+    - The full backups in the catalog, oldest first. C(path) is relative to O(backup_root), C(absolute_path) is not.
+    - C(oplog_start) and C(oplog_end) are C(secs:inc) timestamps, null for a backup without oplog.
+    - C(bytes) is the size on disk, C(data_bytes) the uncompressed BSON size.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"label": "nightly-2024-05-01", "backup_id": "0b6f0f8e-2f63-4a43-9d0e-5b0d9a1b2c3d",
+            "path": "db1/nightly-2024-05-01", "absolute_path": "/backups/mongodb/db1/nightly-2024-05-01",
+            "format": "directory", "started_at": "2024-05-01T00:00:00.000000Z",
+            "finished_at": "2024-05-01T00:03:12.000000Z", "replica_set": "rs0", "member": "db2:27017",
+            "oplog_start": "1714521600:1", "oplog_end": "1714521792:7", "bytes": 20971520,
+            "data_bytes": 73400320, "documents": 120000, "verified": false, "verified_at": null,
+            "age_seconds": 3600}]
+slices:
+  description: Count and size of the archived oplog slices, in total and per replica set.
+  returned: always
+  type: dict
+  sample: {"count": 24, "bytes": 1048576, "replica_sets": {"rs0": {"count": 24, "bytes": 1048576, "entries": 5000,
+           "first_ts": "1714521792:7", "last_ts": "1714608000:3"}}}
+gaps:
+  description: Oplog gaps detected by capture, the entries after C(last_archived_ts) up to C(oldest_available_ts) being lost.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"replica_set": "rs0", "last_archived_ts": "1700000001:4", "oldest_available_ts": "1700000123:1",
+            "detected_at": "2024-05-01T00:00:00.000000Z"}]
+windows:
+  description:
+    - Restorable point-in-time windows, one per full backup with an oplog, from the end of its oplog through the
+      archived slices that follow it without a break. Any time inside a window can be restored.
+    - C(stopped_by_gap) is the recorded gap that ends the window early, or null.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"replica_set": "rs0", "backup_label": "nightly-2024-05-01", "backup_id": "0b6f0f8e",
+            "start_ts": "1714521792:7", "start_time": "2024-05-01T00:03:12Z", "end_ts": "1714608000:3",
+            "end_time": "2024-05-02T00:00:00Z", "seconds": 86208, "slices": 24, "stopped_by_gap": null}]
+last_backup:
+  description: The newest full backup by finish time, and how old it is; null when there is none.
+  returned: always
+  type: dict
+  sample: {"label": "nightly-2024-05-01", "backup_id": "0b6f0f8e", "finished_at": "2024-05-01T00:03:12.000000Z",
+           "age_seconds": 3600, "verified": false, "path": "/backups/mongodb/db1/nightly-2024-05-01"}
+backup_bytes:
+  description: Size on disk of the full backups.
+  returned: always
+  type: int
+  sample: 20971520
+total_bytes:
+  description: Size on disk of the full backups and the oplog slices.
+  returned: always
+  type: int
+  sample: 22020096
+restore_plan:
+  description:
+    - With O(target_time), the newest full backup that ends before it and the oplog slices, in order, that bring it
+      to the target. Pass C(oplog_limit) to the restore.
+  returned: when O(target_time) is set
+  type: dict
+  sample: {"replica_set": "rs0", "target_ts": "1714564800:0", "target_time": "2024-05-01T12:00:00Z",
+           "oplog_limit": "1714564800:0", "reaches_ts": "1714566000:2",
+           "backup": {"label": "nightly-2024-05-01", "absolute_path": "/backups/mongodb/db1/nightly-2024-05-01"},
+           "slices": [{"file": "oplog/rs0/1714521792-7.bson.gz", "path": "/backups/mongodb/oplog/rs0/1714521792-7.bson.gz",
+                       "first_ts": "1714521792:7", "last_ts": "1714525392:1", "sha256": "9f86d08..."}]}
+'''
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import timestamps
+
+
+def register(module, root, paths):
+    """Add the backups to the catalog (in memory only in check mode); returns the catalog and the labels added."""
+    if not paths:
+        return catalog_utils.Catalog.load(root), []
+    if module.check_mode:
+        catalog = catalog_utils.Catalog.load(root)
+        added = [record["label"] for record, new in (catalog.add_backup_from_manifest(p) for p in paths) if new]
+        return catalog, added
+    with catalog_utils.Catalog.locked(root) as catalog:
+        added = [record["label"] for record, new in (catalog.add_backup_from_manifest(p) for p in paths) if new]
+        if catalog.changed:
+            catalog.save()
+    return catalog, added
+
+
+def run_module(module, result):
+    params = module.params
+    root = params["backup_root"]
+    if params["max_age"] is not None:
+        catalog_utils.parse_duration(params["max_age"])  # a typo fails before anything is written
+    target = None
+    if params["target_time"] is not None:
+        if timestamps.Timestamp is None:
+            module.fail_json(msg=missing_required_lib("pymongo"))
+        target = timestamps.parse_oplog_limit(params["target_time"])
+    catalog, added = register(module, root, params["register_backups"])
+    now = time.time()
+    result.update(catalog.summary(now=now), registered=added, changed=bool(added))
+    if params["replica_set"] is not None:
+        result["windows"] = catalog.windows(params["replica_set"])
+    if target is not None:
+        result["restore_plan"] = catalog.restore_plan(target, params["replica_set"])
+    if params["max_age"] is not None:
+        failure = catalog_utils.check_max_age(result, params["max_age"], now=now)
+        if failure:
+            result["max_age_seconds"] = catalog_utils.parse_duration(params["max_age"])
+            module.fail_json(msg=failure, **result)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            backup_root=dict(type="path", required=True),
+            replica_set=dict(type="str"),
+            max_age=dict(type="str"),
+            target_time=dict(type="str"),
+            register_backups=dict(type="list", elements="path", default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    result = dict(changed=False)
+    try:
+        run_module(module, result)
+    except BackupError as exc:  # the one place an engine error becomes a failed task, with what was gathered
+        result.update(exc.details)
+        result.update(msg=exc.message)
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: mongodb_oplog_archive
+short_description: Archive new oplog entries of a replica set into slice files
+version_added: "1.0.0"
+description:
+  - Copies the oplog entries written since the last archived one (from the backup catalog, or from
+    the end of a given full backup) up to the majority-committed last write, into slice files of at
+    most O(slice_span_minutes) each, compressed, each recorded in the catalog of O(backup_root) with
+    its sha256 and timestamp range.
+  - Meant to run every few minutes (AWX schedule or cron). Running it again soon after captures only
+    what is new; a killed run leaves no half slice in the catalog.
+  - Detects a gap. When the oldest entry still in the oplog is newer than the last archived one,
+    entries were lost; the gap is recorded in the catalog, so restorable windows are reported
+    correctly, and the task fails advising a new full backup.
+extends_documentation_fragment:
+  - dbops.mongodb_backup.connection
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Reports the range and the number of entries it would archive; writes nothing.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+options:
+  backup_root:
+    description:
+      - Directory holding the backups and the catalog; slices go to C(<backup_root>/oplog/<replica set>/).
+      - The replica set is the one the server reports (or O(replica_set)).
+    type: path
+    required: true
+  slice_span_minutes:
+    description: Longest time span of one slice file.
+    type: int
+    default: 10
+  compression:
+    description: Compression of the slice files.
+    type: str
+    choices: [gzip, zstd, none]
+    default: gzip
+  compression_level:
+    description: Compression level (gzip 1-9, zstd 1-22); the library default when not set.
+    type: int
+  start_from_backup:
+    description:
+      - Start at the end of the oplog of this full backup (directory or archive) instead of the
+        catalog's last archived timestamp. For the first run after a full backup that is not in the catalog.
+    type: path
+notes:
+  - Reads from a secondary when O(read_preference) says so; the oplog must be readable by the user
+    (the C(backup) role can read it).
+author:
+  - dbops.mongodb_backup contributors (!UNKNOWN)
+'''
+
+EXAMPLES = r'''
+- name: Archive the oplog every few minutes (schedule this task)
+  dbops.mongodb_backup.mongodb_oplog_archive:
+    login_host: db1.example.com
+    login_user: backup
+    login_password: "{{ vault_mongodb_backup_password }}"
+    read_preference: secondaryPreferred
+    backup_root: /srv/backups/mongodb/rs0
+    compression: zstd
+'''
+
+RETURN = r'''
+replica_set:
+  description: The replica set archived.
+  returned: always
+  type: str
+  sample: rs0
+start:
+  description: The last archived timestamp this run started from (inclusive).
+  returned: always
+  type: str
+  sample: "1714521600:1"
+end:
+  description: The majority-committed timestamp this run archived up to (inclusive).
+  returned: always
+  type: str
+  sample: "1714522200:4"
+end_source:
+  description: Where the end came from (hello.lastWrite, replSetGetStatus, or the newest entry).
+  returned: always
+  type: str
+  sample: hello.lastWrite.majorityOpTime
+slices:
+  description: The slice files written, with their range, entries, size and sha256.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"first_ts": "1714521600:1", "last_ts": "1714522200:4", "entries": 5120,
+            "file": "oplog/rs0/1714521600-1_1714522200-4.bson.gz", "bytes": 210233, "sha256": "9f2c..."}]
+entries:
+  description: Oplog entries written (slices repeat their predecessor's last entry).
+  returned: always
+  type: int
+  sample: 5120
+bytes:
+  description: Bytes written to disk.
+  returned: always
+  type: int
+  sample: 210233
+entries_per_second:
+  description: Archiving rate.
+  returned: when something was archived
+  type: float
+  sample: 25000.0
+mb_per_second:
+  description: Throughput in megabytes (10^6 bytes) on disk per second.
+  returned: when something was archived
+  type: float
+  sample: 1.05
+'''
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.common import MongoDBModule
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import members
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import archiver
+
+
+def run_module(module):
+    params = module.params
+    options = archiver.ArchiveOptions(
+        params["backup_root"], replica_set=params["replica_set"], span_seconds=params["slice_span_minutes"] * 60,
+        compression=params["compression"], compression_level=params["compression_level"],
+        start_from_backup=params["start_from_backup"])
+    connection = module.connection_options
+    client = client_utils.connect(connection)
+    try:
+        server = client_utils.server_facts(client)
+        reader, member, _selection = members.reader_client(
+            client, connection, connection.read_preference not in (None, "primary"))
+        try:
+            changed, result = archiver.archive_oplog(reader, options, server, check_mode=module.check_mode)
+        finally:
+            if reader is not client:
+                reader.close()
+        result["member"] = member
+        return changed, result
+    finally:
+        client.close()
+
+
+def main():
+    module = MongoDBModule(
+        argument_spec=dict(
+            backup_root=dict(type="path", required=True),
+            slice_span_minutes=dict(type="int", default=10),
+            compression=dict(type="str", default="gzip", choices=["gzip", "zstd", "none"]),
+            compression_level=dict(type="int"),
+            start_from_backup=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    changed, result = module.run(run_module, module)
+    module.exit_json(changed=changed, **result)
+
+
+if __name__ == "__main__":
+    main()
