@@ -168,6 +168,8 @@ restore_plan:
   description:
     - With O(target_time), the newest full backup that ends before it and the oplog slices, in order, that bring it
       to the target. Pass C(oplog_limit) to the restore.
+    - Every slice of the plan is checked against its recorded sha256 first (C(slices_verified)); a missing or
+      corrupt slice fails the task, so a point-in-time restore refuses before writing anything.
   returned: when O(target_time) is set
   type: dict
   sample: {"replica_set": "rs0", "target_ts": "1714564800:0", "target_time": "2024-05-01T12:00:00Z",
@@ -217,7 +219,10 @@ def run_module(module, result):
     if params["replica_set"] is not None:
         result["windows"] = catalog.windows(params["replica_set"])
     if target is not None:
-        result["restore_plan"] = catalog.restore_plan(target, params["replica_set"])
+        plan = catalog.restore_plan(target, params["replica_set"])
+        # A plan is only offered once every slice it needs matches its recorded sha256.
+        plan["slices_verified"] = catalog_utils.verify_slices(root, plan)
+        result["restore_plan"] = plan
     if params["max_age"] is not None:
         failure = catalog_utils.check_max_age(result, params["max_age"], now=now)
         if failure:
