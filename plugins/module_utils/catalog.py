@@ -431,7 +431,7 @@ class Catalog:
             end = last
         for gap in self._gaps_of(replica_set):
             lost_after = ts_key(gap["last_archived_ts"])
-            if start <= lost_after < end:
+            if start <= lost_after <= end:  # a gap right at the end is what stopped the chain
                 kept = [s for s in used if ts_key(s["first_ts"]) <= lost_after]
                 return lost_after, kept, gap
         return end, used, None

@@ -69,3 +69,30 @@ def test_backup_archive_and_restore_to_points_in_time(private_server, tmp_path):
     code, out = playbook("pitr_restore.yml", private_server, dict(common, target_time=last_target), tmp_path)
     assert code != 0 and "is corrupt" in out, out
     assert client.shop.orders.find_one({"_id": "marker"}) is not None
+
+
+def test_gap_is_detected_reported_and_refused(private_server, tmp_path):
+    client = private_server.client()
+    root = tmp_path / "backups"
+    root.mkdir()
+    common = {"backup_root": str(root)}
+    write(client, 0, 50)
+    code, out = playbook("backup.yml", private_server, dict(common, backup_label="full-1", backup_oplog=True), tmp_path)
+    assert code == 0, out
+    write(client, 50, 20)
+    code, out = playbook("oplog_archive.yml", private_server, common, tmp_path)
+    assert code == 0, out
+    write(client, 70, 20)
+    # the capped oplog rolls over: entries after the last archived one are lost
+    newest = client.local["oplog.rs"].find_one({}, sort=[("$natural", -1)])["ts"]
+    client.local["oplog.rs"].delete_many({"ts": {"$lt": newest}})
+    write(client, 90, 10)
+    _state, target = state_and_target(client)
+    code, out = playbook("oplog_archive.yml", private_server, common, tmp_path)
+    assert code != 0 and "oplog gap" in out and "take a new full backup" in out, out
+    catalog = json.loads((root / "localhost" / "catalog.json").read_text())
+    assert catalog["gaps"], "the gap was not recorded"
+    client.shop.orders.insert_one({"_id": "marker"})
+    code, out = playbook("pitr_restore.yml", private_server, dict(common, target_time=target), tmp_path)
+    assert code != 0 and "oplog gap" in out, out
+    assert client.shop.orders.find_one({"_id": "marker"}) is not None  # the target was not touched
