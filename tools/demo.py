@@ -31,7 +31,8 @@ def main():
                 os.path.join(ROOT, "playbooks", "backup.yml"),
                 "-e", "backup_root=%s" % args.backup_root]
     subprocess.run(playbook, env=env, cwd=ROOT, check=True)
-    backups = sorted(glob.glob(os.path.join(args.backup_root, "localhost", "*")), key=os.path.getmtime)
+    manifests = glob.glob(os.path.join(args.backup_root, "localhost", "*", "manifest.json"))
+    backups = sorted((os.path.dirname(m) for m in manifests), key=os.path.getmtime)
     print("stop the server with: make server-stop")
     print("backup written to %s" % backups[-1])
 
