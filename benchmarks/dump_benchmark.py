@@ -28,7 +28,6 @@ import os
 import random
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,6 @@ INSERT_BATCH_BYTES = 4 * 1024 * 1024
 PROGRESS_EVERY = 10.0  # seconds between loading progress lines
 STATE_FILE = os.path.join(ROOT, ".cache", "benchmark", "server.json")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-INT32 = struct.Struct("<i")
 
 
 def log(message):
@@ -278,18 +276,10 @@ def ensure_dataset(client, args, make_client):
 
 # --------------------------------------------------------------------------- children
 
-def count_documents(raw_batch):
-    """Documents in concatenated BSON, from the length prefixes only (as the engine does)."""
-    count, position, end = 0, 0, len(raw_batch)
-    while position < end:
-        position += INT32.unpack_from(raw_batch, position)[0]
-        count += 1
-    return count
-
-
 def child_raw_read(client, args):
     """The baseline: read every document raw, collections in parallel, write nothing."""
     from concurrent.futures import ThreadPoolExecutor
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.dump import count_documents
     database = client[args.db]
 
     def read(name):
@@ -411,20 +401,29 @@ def measure(variant, args, work_dir, profile=None):
         argv.append("--archive")
     if profile:
         argv += ["--profile", profile]
+    result, _usage = run_measured_child(argv, args.uri, variant)
+    for name in os.listdir(work_dir):  # dump output is measured, then removed
+        remove(os.path.join(work_dir, name))
+    return result
+
+
+def run_measured_child(argv, uri, label):
+    """Run a measuring child (URI in $BENCH_URI); (its last JSON line with peak_rss_mb, rusage).
+
+    Also used by restore_benchmark.py.
+    """
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                               env=dict(os.environ, BENCH_URI=args.uri))
+                               env=dict(os.environ, BENCH_URI=uri))
     output = process.stdout.read()
     process.stdout.close()
     _pid, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)  # already reaped by wait4
     if process.returncode != 0:
-        raise SystemExit("the %s child failed (exit status %d)" % (variant, process.returncode))
+        raise SystemExit("the %s child failed (exit status %d)" % (label, process.returncode))
     result = json.loads(output.decode().strip().splitlines()[-1])
     # ru_maxrss of wait4 is the child's peak (or its largest descendant's: mongodump), in KiB.
     result["peak_rss_mb"] = usage.ru_maxrss / 1024.0
-    for name in os.listdir(work_dir):  # dump output is measured, then removed
-        remove(os.path.join(work_dir, name))
-    return result
+    return result, usage
 
 
 def remove(path):

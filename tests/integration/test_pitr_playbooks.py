@@ -1,23 +1,14 @@
 """End to end through ansible-playbook: full backup, oplog archiving, point-in-time restores."""
 
 import json
-import os
-import subprocess
-import sys
 
-from conftest import REPO
+from conftest import run_project_playbook
 
 
 def playbook(name, server, extra_vars, tmp_path):
     vars_file = tmp_path / ("%s.vars.json" % name)
     vars_file.write_text(json.dumps(extra_vars))
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), MONGODB_URI=server.uri,
-               ANSIBLE_NOCOLOR="1")
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            os.path.join(REPO, "playbooks", name), "-e", "@%s" % vars_file]
-    process = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             check=False)
-    return process.returncode, process.stdout.decode("utf-8", "replace")
+    return run_project_playbook(name, server, vars_file)
 
 
 def write(client, start, count):

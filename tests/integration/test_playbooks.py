@@ -3,12 +3,10 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO, run_playbook
+from conftest import run_playbook, run_project_playbook
 
 
 @pytest.fixture
@@ -20,22 +18,12 @@ def sample(client):
     client.drop_database("pb_shop")
 
 
-def run_backup_playbook(server, vars_file):
-    """playbooks/backup.yml as an operator runs it: variables from a file, the URI from the environment."""
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), MONGODB_URI=server.uri,
-               ANSIBLE_NOCOLOR="1")
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            os.path.join(REPO, "playbooks", "backup.yml"), "-e", "@%s" % vars_file]
-    process = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-    return process.returncode, process.stdout.decode("utf-8", "replace")
-
-
 def test_backup_playbook_backs_up_and_is_idempotent_by_label(server, sample, tmp_path):
     backup_root = tmp_path / "root"
     backup_root.mkdir()
     vars_file = tmp_path / "vars.yml"
     vars_file.write_text("backup_root: %s\nbackup_label: weekly-1\n" % backup_root)
-    code, out = run_backup_playbook(server, vars_file)
+    code, out = run_project_playbook("backup.yml", server, vars_file)
     assert code == 0, out
     assert "written to %s/localhost/weekly-1" % backup_root in out
     manifest = json.loads((backup_root / "localhost" / "weekly-1" / "manifest.json").read_text())
@@ -44,7 +32,7 @@ def test_backup_playbook_backs_up_and_is_idempotent_by_label(server, sample, tmp
     assert (backup_root / "localhost" / "weekly-1" / "pb_shop" / "orders.bson.gz").exists()
     assert server.password not in out  # the generated password never shows
 
-    code, out = run_backup_playbook(server, vars_file)
+    code, out = run_project_playbook("backup.yml", server, vars_file)
     assert code == 0, out
     assert "already complete at" in out
     assert re.search(r"localhost\s+: ok=\d+\s+changed=0 ", out), out
@@ -53,7 +41,7 @@ def test_backup_playbook_backs_up_and_is_idempotent_by_label(server, sample, tmp
 def test_backup_playbook_refuses_a_missing_backup_root(server, tmp_path):
     vars_file = tmp_path / "vars.yml"
     vars_file.write_text("backup_root: %s\n" % (tmp_path / "not-mounted"))
-    code, out = run_backup_playbook(server, vars_file)
+    code, out = run_project_playbook("backup.yml", server, vars_file)
     assert code != 0
     assert "does not exist or is not a directory; create it or mount the backup volume" in out
 
@@ -119,28 +107,18 @@ def test_module_wrong_password_fails_without_echoing_it(server, sample, tmp_path
     assert not archive.exists()
 
 
-def run_named_playbook(name, server, vars_file):
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), MONGODB_URI=server.uri,
-               ANSIBLE_NOCOLOR="1")
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            os.path.join(REPO, "playbooks", name), "-e", "@%s" % vars_file]
-    process = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             check=False)
-    return process.returncode, process.stdout.decode("utf-8", "replace")
-
-
 def test_restore_playbook_restores_a_labelled_backup(server, client, sample, tmp_path):
     backup_root = tmp_path / "root"
     backup_root.mkdir()
     backup_vars = tmp_path / "backup.yml"
     backup_vars.write_text("backup_root: %s\nbackup_label: before-change\nbackup_format: archive\n" % backup_root)
-    code, out = run_named_playbook("backup.yml", server, backup_vars)
+    code, out = run_project_playbook("backup.yml", server, backup_vars)
     assert code == 0, out
     restore_vars = tmp_path / "restore.yml"
     restore_vars.write_text("backup_root: %s\nrestore_label: before-change\nrestore_ns_include: ['pb_shop.*']\n"
                             "restore_ns_from: ['pb_shop.$c$']\nrestore_ns_to: ['pb_copy.$c$']\n" % backup_root)
     try:
-        code, out = run_named_playbook("restore.yml", server, restore_vars)
+        code, out = run_project_playbook("restore.yml", server, restore_vars)
         assert code == 0, out
         assert "Restored 400 documents into 1 namespaces" in out
         assert sorted(d["_id"] for d in client.pb_copy.orders.find()) == list(range(400))
