@@ -791,10 +791,15 @@ def test_protocol_auto_falls_back_to_crud_when_applyops_is_not_found():
                  Timestamp(10, 2), o2={"_id": 2})]
     result, received = _run_against_mock({"applyOps": refuse, "update": upsert, "find": find}, ops, mode="auto")
     names = [name for name, _doc in received if name not in ("hello", "ismaster", "endSessions")]
-    assert names == ["applyOps", "find", "update"]
+    # pre-images of the updates, then which final documents exist: new ones are inserted,
+    # existing ones replaced
+    assert names == ["applyOps", "find", "find", "insert", "update"]
     assert result["mode_used"] == "crud" and result["applied"] == 2 and "CommandNotFound" in result["warnings"][0]
     assert "59" in result["warnings"][0]
+    insert = [doc for name, doc in received if name == "insert"][0]
+    assert [dict(d) for d in insert["documents"]] == [{"_id": 1, "total": 5}]
     update = [doc for name, doc in received if name == "update"][0]
     assert update["ordered"] is False
-    assert [dict(u["u"]) for u in update["updates"]] == [{"_id": 1, "total": 5}, {"_id": 2, "total": 7}]
+    assert [dict(u["u"]) for u in update["updates"]] == [{"_id": 2, "total": 7}]
+    assert [dict(u["q"]) for u in update["updates"]] == [{"_id": 2}]
     assert all(u["upsert"] is True for u in update["updates"])

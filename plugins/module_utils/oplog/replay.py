@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
     bson = CodecOptions = AS_DICT = None
 
 try:
-    from pymongo import DeleteOne, ReplaceOne
+    from pymongo import DeleteOne, InsertOne, ReplaceOne
     from pymongo import errors as pymongo_errors
 except ImportError:  # pragma: no cover - reported by the module wrapper
     DeleteOne = ReplaceOne = pymongo_errors = None
@@ -52,6 +52,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timesta
 
 MODES = ("auto", "applyops", "crud")
 DEFAULT_BATCH_SIZE = 1000
+WRITE_CHUNK = 90  # statements per write command (see MongoTarget.write)
 
 # config.* is skipped except these (mongo-tools common/dumprestore/config.go).
 KEPT_CONFIG_COLLECTIONS = frozenset(("chunks", "collections", "databases", "settings", "shards",
@@ -277,17 +278,40 @@ class MongoTarget:
         return list(self._collection(namespace).find({"_id": {"$in": ids}}))
 
     def write(self, namespace, writes, ordered=False):
-        """``writes``: (_id, document or DELETED) pairs; documents replace with upsert."""
-        requests = []
-        for id_value, state in writes:
-            selector = {"_id": {"$eq": id_value}}  # $eq: an _id that is a document may hold $-keys
+        """``writes``: (_id, document or DELETED) pairs, applied as final states.
+
+        One query finds which documents exist: new ones are inserted, existing ones replaced
+        (with upsert, in case of a concurrent delete), and deletes of absent ones are skipped;
+        inserts cost much less than upserts. A BulkWriteError's indexes refer to ``writes``.
+        """
+        collection = self._collection(namespace)
+        existing = set(_key(doc["_id"]) for doc in
+                       collection.find({"_id": {"$in": [id_value for id_value, _state in writes]}}, {"_id": 1}))
+        requests, origins = [], []
+        for position, (id_value, state) in enumerate(writes):
+            # A plain _id lets compatible servers (FerretDB) use their index; $eq only where the
+            # _id is a document, which may hold $-keys.
+            selector = {"_id": {"$eq": id_value}} if isinstance(id_value, dict) else {"_id": id_value}
+            present = _key(id_value) in existing
             if state is DELETED:
+                if not present:
+                    continue
                 requests.append(DeleteOne(selector))
-            else:
+            elif present:
                 requests.append(ReplaceOne(selector, state, upsert=True))
-        # None, not False: some compatible servers reject an explicit bypassDocumentValidation
-        self._collection(namespace).bulk_write(requests, ordered=ordered,
-                                               bypass_document_validation=self._bypass or None)
+            else:
+                requests.append(InsertOne(state))
+            origins.append(position)
+        # Small bulks: FerretDB 1.x deadlocks on an update command of 100 or more statements.
+        for start in range(0, len(requests), WRITE_CHUNK):
+            try:
+                # None, not False: some compatible servers reject an explicit bypassDocumentValidation
+                collection.bulk_write(requests[start:start + WRITE_CHUNK], ordered=ordered,
+                                      bypass_document_validation=self._bypass or None)
+            except pymongo_errors.BulkWriteError as exc:
+                for error in exc.details.get("writeErrors") or []:
+                    error["index"] = origins[start + error.get("index", 0)]
+                raise
 
     def create_collection(self, database, command):
         """Run a create command; False when the collection already exists."""
