@@ -19,16 +19,15 @@ import os
 import time
 
 try:
-    from bson import Timestamp
     from pymongo import errors as pymongo_errors
 except ImportError:  # pragma: no cover - reported by the module wrapper
-    Timestamp = pymongo_errors = None
+    pymongo_errors = None
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import format_ts
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import format_ts, parse_oplog_limit
 
 SLICE_DIR = "oplog"
 EXTENSIONS = {"gzip": ".bson.gz", "zstd": ".bson.zst", "none": ".bson"}
@@ -81,11 +80,6 @@ def majority_commit_point(client, oplog):
 def _oldest(oplog):
     entry = oplog.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
     return entry["ts"] if entry else None
-
-
-def _parse_ts(text):
-    secs, _sep, inc = text.partition(":")
-    return Timestamp(int(secs), int(inc or 0))
 
 
 class SliceWriter:
@@ -176,13 +170,13 @@ def _start_ts(catalog, options, replica_set):
         if not found or not found.get("oplog"):
             raise InvalidOption("start_from_backup %s is not a complete backup taken with oplog: true"
                                 % options.start_from_backup)
-        return _parse_ts(found["oplog"]["end"]["ts"])
+        return parse_oplog_limit(found["oplog"]["end"]["ts"])
     last = catalog.last_archived_ts(replica_set)
     if last is None:
         raise InvalidOption("nothing to continue from for replica set %s: the catalog in %s has no full backup "
                             "with an oplog and no slice; run a full backup with oplog: true first (or give "
                             "start_from_backup)" % (replica_set, options.backup_root))
-    return _parse_ts(last) if isinstance(last, str) else last
+    return parse_oplog_limit(last)
 
 
 def _record_gap(root, replica_set, start, oldest):
