@@ -574,6 +574,19 @@ def server_label(client):
 
 # --------------------------------------------------------------------------- main
 
+def add_server_arguments(parser):
+    """Options every benchmark shares: which server, its dataset, where the results go."""
+    parser.add_argument("--uri", default=os.environ.get("MONGODB_URI"),
+                        help="use this server (default $MONGODB_URI) instead of starting one")
+    parser.add_argument("--reuse-server", action="store_true", help="use the server kept by --keep-server")
+    parser.add_argument("--keep-server", action="store_true",
+                        help="leave the server started here running, with its data, for --reuse-server")
+    parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --uri")
+    parser.add_argument("--reload", action="store_true", help="load the dataset even if already loaded")
+    parser.add_argument("--load-workers", type=int, default=2, help="loader processes (default 2)")
+    parser.add_argument("--json-out", help="write the results as JSON to this file")
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -588,15 +601,7 @@ def parse_args(argv=None):
                         help="collections read at once, by the dump and the baselines (default 4)")
     parser.add_argument("--archive", action="store_true", help="dump to an archive file, not a directory")
     parser.add_argument("--db", default="dbops_bench", help="database to load and dump (default dbops_bench)")
-    parser.add_argument("--uri", default=os.environ.get("MONGODB_URI"),
-                        help="use this server (default $MONGODB_URI) instead of starting one")
-    parser.add_argument("--reuse-server", action="store_true", help="use the server kept by --keep-server")
-    parser.add_argument("--keep-server", action="store_true",
-                        help="leave the server started here running, with its data, for --reuse-server")
-    parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --uri")
-    parser.add_argument("--reload", action="store_true", help="load the dataset even if already loaded")
-    parser.add_argument("--load-workers", type=int, default=2, help="loader processes (default 2)")
-    parser.add_argument("--json-out", help="write the results as JSON to this file")
+    add_server_arguments(parser)
     parser.add_argument("--profile", help="after measuring, profile one native run (cProfile, all "
                                           "threads) and save the stats to this file")
     parser.add_argument("--work-dir", help="where dumps are written (default: a new temp dir, removed)")

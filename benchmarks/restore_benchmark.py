@@ -898,15 +898,7 @@ def parse_args(argv=None):
                              "default 300)")
     parser.add_argument("--skip-restore", action="store_true", help="only the oplog part")
     parser.add_argument("--skip-oplog", action="store_true", help="only the restore part")
-    parser.add_argument("--uri", default=os.environ.get("MONGODB_URI"),
-                        help="use this server (default $MONGODB_URI) instead of starting one")
-    parser.add_argument("--reuse-server", action="store_true", help="use the server kept by --keep-server")
-    parser.add_argument("--keep-server", action="store_true",
-                        help="leave the server started here running, with its data, for --reuse-server")
-    parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --uri")
-    parser.add_argument("--reload", action="store_true", help="load the dataset even if already loaded")
-    parser.add_argument("--load-workers", type=int, default=2, help="loader processes (default 2)")
-    parser.add_argument("--json-out", help="write the results as JSON to this file")
+    dump_benchmark.add_server_arguments(parser)
     parser.add_argument("--profile", help="after measuring, profile one native restore (cProfile, all threads) "
                                           "and save the stats to this file")
     parser.add_argument("--work-dir", help="where the dump and the oplog go (default: a new temp dir, removed)")
