@@ -19,7 +19,6 @@ What it does (see benchmarks/README.md, "Restore benchmark"):
        replay              OplogReplayer(mode="crud").replay(iter_oplog_file(...)) into a fresh db
        replay-engine       the same with a target that sends nothing (the engine's own cost)
        mongorestore-oplog  real mongorestore --oplogReplay, when it is on PATH
-       replay-plain-id     on request: the replay with {_id: v} selectors instead of {_id: {$eq: v}}
   5. print medians, ratios and PASS/FAIL/SKIP against the targets; write JSON with --json-out.
 
 Targets (from the issue): native time <= 1.2 x raw-insert time; faster than mongorestore;
@@ -55,8 +54,7 @@ from dump_benchmark import (  # noqa: E402
 collection_link = dump_benchmark.collection_link
 
 RESTORE_VARIANTS = ("raw-insert", "native", "mongorestore")
-OPLOG_VARIANTS = ("replay", "replay-engine", "mongorestore-oplog", "replay-plain-id")
-DEFAULT_VARIANTS = RESTORE_VARIANTS + OPLOG_VARIANTS[:3]  # replay-plain-id is an experiment: on request
+OPLOG_VARIANTS = ("replay", "replay-engine", "mongorestore-oplog")
 CHILD_VARIANTS = RESTORE_VARIANTS + OPLOG_VARIANTS
 TIME_RATIO_TARGET = 1.2
 RSS_TARGET_MB = 300
@@ -523,28 +521,6 @@ class NullTarget:
         return None
 
 
-def plain_id_target(replay_module, client):
-    """An experiment, not the engine: replay.MongoTarget whose writes select a document by
-    ``{_id: value}`` instead of ``{_id: {$eq: value}}`` when the _id is not a document (the $eq
-    is only needed for _ids that are documents, which may hold $-keys). FerretDB pushes only the
-    plain form down to SQLite; with $eq every write scans the whole collection."""
-    from pymongo import DeleteOne, ReplaceOne
-
-    class PlainIdTarget(replay_module.MongoTarget):
-        def write(self, namespace, writes, ordered=False):
-            requests = []
-            for id_value, state in writes:
-                selector = {"_id": {"$eq": id_value}} if isinstance(id_value, dict) else {"_id": id_value}
-                if state is replay_module.DELETED:
-                    requests.append(DeleteOne(selector))
-                else:
-                    requests.append(ReplaceOne(selector, state, upsert=True))
-            self._collection(namespace).bulk_write(requests, ordered=ordered,
-                                                   bypass_document_validation=self._bypass or None)
-
-    return PlainIdTarget(client)
-
-
 class ReplayProgress:
     """A log line every PROGRESS_EVERY seconds of a long replay (called after every flush)."""
 
@@ -572,8 +548,7 @@ def child_replay(client, args, variant):
     """OplogReplayer in crud mode over the oplog file, into the (fresh) target database."""
     replay_module = engine_modules()[3]
     null_target = variant == "replay-engine"
-    target = NullTarget() if null_target else (plain_id_target(replay_module, client)
-                                               if variant == "replay-plain-id" else None)
+    target = NullTarget() if null_target else None
     batch = ENGINE_REPLAY_BATCH if null_target else args.replay_batch_size
     started = time.perf_counter()
     replayer = replay_module.OplogReplayer(client, mode="crud", batch_size=batch, target=target,
@@ -742,11 +717,6 @@ def oplog_checks(oplog, replays, mongorestore_available):
         if replay.get("verified") is not None:
             rows.append(("replayed state", replay["verified"], "= workload's final state",
                          "PASS" if replay["verified_ok"] else "FAIL"))
-        if "replay-plain-id" in replays:
-            other = replays["replay-plain-id"]
-            rows.append(("replay-plain-id / replay ops/s", "%.2fx (%.0f vs %.0f ops/s)" % (
-                other["ops_per_second"] / replay["ops_per_second"], other["ops_per_second"], replay["ops_per_second"]),
-                "-", "info (experiment: plain _id selectors)"))
         if "mongorestore-oplog" in replays:
             ours, theirs = replay["ops_per_second"], replays["mongorestore-oplog"]["ops_per_second"]
             value = ours / theirs
@@ -829,9 +799,6 @@ def print_oplog_report(oplog, replays, check_rows, context):
               "statements; the engine's default batch is %d)" % (replays["replay"]["batch_size"], ENGINE_REPLAY_BATCH))
     print("peak RSS: each child's own VmHWM (wait4's ru_maxrss: %s MB)"
           % ", ".join("%.1f" % r["wait4_maxrss_mb"] for r in replays.values()))
-    if "replay-plain-id" in replays:
-        print("replay-plain-id: an experiment, the replay with writes selecting {_id: value} instead of "
-              "{_id: {$eq: value}} (what FerretDB can push down to SQLite)")
     if "replay-engine" in replays:
         print("replay-engine: the same replay with a target that sends nothing (decode, rules, window, "
               "encoding): the engine's own ceiling")
@@ -869,8 +836,8 @@ def parse_args(argv=None):
                         help="dataset size in MiB of BSON (default 200; 1024 as the dump benchmark takes long "
                              "to load and restore on FerretDB)")
     parser.add_argument("--collections", type=int, default=4, help="number of collections (default 4)")
-    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                        help="comma-separated, of: %s (default: all but replay-plain-id)" % ", ".join(CHILD_VARIANTS))
+    parser.add_argument("--variants", default=",".join(CHILD_VARIANTS),
+                        help="comma-separated, of: %s (default: all)" % ", ".join(CHILD_VARIANTS))
     parser.add_argument("--rounds", type=int, default=2, help="measured restores per variant (default 2)")
     parser.add_argument("--parallel", type=int, default=4,
                         help="collections restored at once, by the engine and the baselines (default 4)")

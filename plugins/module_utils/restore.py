@@ -63,7 +63,7 @@ class RestoreOptions:
                  num_insertion_workers_per_collection=1, batch_size=1000, write_concern=None,
                  bypass_document_validation=False, restore_users_and_roles=False,
                  stop_on_error=False, skip_verify=False, oplog_replay=False, oplog_limit=None,
-                 oplog_file=None, oplog_apply_mode="auto", oplog_slices=None):
+                 oplog_file=None, oplog_apply_mode="auto", oplog_slices=None, drop_extra_collections=False):
         self.source = source
         self.db = db
         self.collection = collection
@@ -86,6 +86,7 @@ class RestoreOptions:
         self.oplog_file = oplog_file
         self.oplog_slices = list(oplog_slices or [])
         self.oplog_apply_mode = oplog_apply_mode
+        self.drop_extra_collections = bool(drop_extra_collections)
         self._validate()
 
     def _validate(self):
@@ -102,6 +103,11 @@ class RestoreOptions:
             raise InvalidOption("oplog_replay restores a whole deployment to a point in time and cannot be "
                                 "combined with db, collection, ns_include, ns_exclude or ns_from/ns_to "
                                 "(as mongorestore --oplogReplay)")
+        if self.drop_extra_collections and (not self.drop or self.db or self.ns_include or self.ns_exclude
+                                            or self.renamer.rules):
+            raise InvalidOption("drop_extra_collections returns the whole deployment to the backup: it needs "
+                                "drop: true and cannot be combined with db, collection, ns_include, ns_exclude "
+                                "or ns_from/ns_to")
         if self.oplog_apply_mode not in ("auto", "applyops", "crud"):
             raise InvalidOption("oplog_apply_mode must be auto, applyops or crud")
 
@@ -506,11 +512,13 @@ def restore(client, options, check_mode=False, progress=None):
     source = open_source(options.source)
     verification = verify_source(source, options.skip_verify)
     planned = plan_restore(source, options)
+    extra = extra_collections(client, planned) if options.drop_extra_collections else []
     if check_mode:
-        return True, _plan_result(client, source, planned, verification, options)
+        return True, dict(_plan_result(client, source, planned, verification, options), extra_collections=extra)
     restorer = Restorer(client, options, progress=progress)
     states = [NamespaceProgress(p) for p in planned]
     try:
+        drop_extra(client, extra, planned)
         for state in states:
             restorer.prepare(state.planned)
         _restore_data(restorer, source, states, options)
@@ -555,6 +563,7 @@ def restore(client, options, check_mode=False, progress=None):
         "total_failed": sum(s.failed for s in states),
         "total_bytes": total_bytes, "duration_seconds": round(seconds, 3),
         "mb_per_second": round(total_bytes / seconds / 1e6, 2), "oplog": oplog_result,
+        "dropped_extra_collections": extra,
     }
 
 
@@ -615,6 +624,35 @@ def _restore_archive_stream(restorer, source, states):
             restorer.insert_batches(by_key[key], [batch])
     for state in by_key.values():
         state.complete = True
+
+
+# Never dropped as "extra": the server's own databases and collections.
+INTERNAL_DATABASES = ("admin", "local", "config")
+
+
+def extra_collections(client, planned):
+    """User collections and views on the target that the restore does not write: those the
+    deployment did not have when the backup was taken (sorted "db.collection" names)."""
+    restored = set(item.target for item in planned)
+    extra = []
+    for database in client.list_database_names():
+        if database in INTERNAL_DATABASES:
+            continue
+        for collection in client[database].list_collection_names():
+            namespace = "%s.%s" % (database, collection)
+            if not collection.startswith("system.") and namespace not in restored:
+                extra.append(namespace)
+    return sorted(extra)
+
+
+def drop_extra(client, extra, planned):
+    """Drop the extra collections; a database the backup does not have at all is dropped whole."""
+    restored_databases = set(item.target_db for item in planned)
+    for namespace in extra:
+        database, _dot, collection = namespace.partition(".")
+        client[database].drop_collection(collection)
+    for database in set(n.partition(".")[0] for n in extra) - restored_databases:
+        client.drop_database(database)  # FerretDB keeps a database whose collections are all gone
 
 
 def _failure_message(cause, states):

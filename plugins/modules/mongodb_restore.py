@@ -69,6 +69,17 @@ options:
     description: Drop each target collection before restoring it.
     type: bool
     default: false
+  drop_extra_collections:
+    description:
+      - Also drop every user collection and view of the target that the backup does not contain,
+        so that the whole deployment returns to the backup (and, with O(oplog_replay), to the state
+        just before O(oplog_limit)). Collections the replayed oplog creates are created again by the
+        replay; those created later are gone.
+      - The databases C(admin), C(local) and C(config) and C(system.*) collections are never dropped.
+      - Needs O(drop=true) and a whole-deployment restore (no O(db), O(ns_include), O(ns_exclude) or
+        O(ns_from)). In check mode the result lists what would be dropped.
+    type: bool
+    default: false
   no_index_restore:
     description: Do not build the indexes recorded in the backup.
     type: bool
@@ -213,6 +224,18 @@ mb_per_second:
   returned: success, not in check mode
   type: float
   sample: 40.2
+dropped_extra_collections:
+  description: The collections and views that O(drop_extra_collections=true) dropped before the restore.
+  returned: success, not in check mode
+  type: list
+  elements: str
+  sample: ["shop.created_after_the_backup"]
+extra_collections:
+  description: In check mode with O(drop_extra_collections=true), what would be dropped.
+  returned: check mode
+  type: list
+  elements: str
+  sample: ["shop.created_after_the_backup"]
 oplog:
   description: The replay result, with the oplog position reached.
   returned: when O(oplog_replay=true)
@@ -239,7 +262,8 @@ def run_module(module):
         restore_users_and_roles=params["restore_users_and_roles"], stop_on_error=params["stop_on_error"],
         skip_verify=params["skip_verify"], oplog_replay=params["oplog_replay"],
         oplog_limit=params["oplog_limit"], oplog_file=params["oplog_file"],
-        oplog_apply_mode=params["oplog_apply_mode"], oplog_slices=params["oplog_slices"])
+        oplog_apply_mode=params["oplog_apply_mode"], oplog_slices=params["oplog_slices"],
+        drop_extra_collections=params["drop_extra_collections"])
     client = client_utils.connect(module.connection_options)
     try:
         return restore_engine.restore(client, options, check_mode=module.check_mode)
@@ -258,6 +282,7 @@ def main():
             ns_from=dict(type="list", elements="str"),
             ns_to=dict(type="list", elements="str"),
             drop=dict(type="bool", default=False),
+            drop_extra_collections=dict(type="bool", default=False),
             no_index_restore=dict(type="bool", default=False),
             no_options_restore=dict(type="bool", default=False),
             num_parallel_collections=dict(type="int", default=4),

@@ -1,6 +1,10 @@
 """End to end through ansible-playbook: full backup, oplog archiving, point-in-time restores."""
 
 import json
+import threading
+import time
+
+import bson
 
 from conftest import run_project_playbook
 
@@ -26,40 +30,155 @@ def state_and_target(client):
     return list(client.shop.orders.find().sort("_id", 1)), "%d:%d" % (newest.time, newest.inc + 1)
 
 
+class Workload(threading.Thread):
+    """Writes continuously (inserts, $set/$inc/$unset/$push updates, replacements, upserts, deletes)
+    to collections keyed by int, ObjectId and string _ids, in two databases. Once ``notes`` is set,
+    it also writes to crm.notes, a collection that did not exist at the full backup.
+
+    ``checkpoint()`` holds the writer between two writes and returns every collection as it is
+    then, with the target that restores exactly that state (just after the newest oplog entry).
+    """
+
+    COLLECTIONS = (("shop", "orders"), ("shop", "events"), ("crm", "users"))
+    COMPARED = COLLECTIONS + (("crm", "notes"),)
+
+    def __init__(self, client):
+        super().__init__(daemon=True)
+        self.client = client
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.notes = threading.Event()
+        self.error = None
+        self.operations = 0
+        self.event_ids = []
+        for database, collection in self.COLLECTIONS:  # all exist before the full backup
+            client[database][collection].insert_one({"_id": "seed", "n": 0})
+
+    def run(self):
+        n = 0
+        try:
+            while not self.stopping.is_set():
+                with self.lock:
+                    self.write(n)
+                    self.operations += 1
+                n += 1
+                time.sleep(0.01)
+        except Exception as exc:  # reported by stop()
+            self.error = exc
+
+    def write(self, n):
+        orders, events, users = (self.client[d][c] for d, c in self.COLLECTIONS)
+        kind = n % 6
+        if kind == 0:
+            orders.insert_one({"_id": n, "total": n, "lines": [{"sku": "a%d" % n, "qty": 1}]})
+        elif kind == 1:
+            orders.update_one({"_id": n - 7}, {"$set": {"total": -n}, "$inc": {"edits": 1}})
+        elif kind == 2:
+            event_id = bson.ObjectId()
+            self.event_ids.append(event_id)
+            events.insert_one({"_id": event_id, "n": n, "tags": ["new"]})
+            if self.notes.is_set():
+                self.client.crm.notes.insert_one({"_id": n, "text": "note %d" % n})
+        elif kind == 3:
+            if self.event_ids:
+                events.update_one({"_id": self.event_ids[n % len(self.event_ids)]},
+                                  {"$push": {"tags": "seen-%d" % n}, "$unset": {"n": ""}})
+            users.update_one({"_id": "user-%d" % (n % 13)}, {"$set": {"last": n}, "$inc": {"visits": 1}},
+                             upsert=True)
+        elif kind == 4:
+            orders.replace_one({"_id": n - 16}, {"total": 0, "replaced_at": n})
+        else:
+            orders.delete_one({"_id": n - 23})
+            if n % 4 == 1 and self.event_ids:
+                events.delete_one({"_id": self.event_ids.pop(0)})
+
+    def checkpoint(self):
+        with self.lock:
+            newest = self.client.local["oplog.rs"].find_one({}, sort=[("$natural", -1)])["ts"]
+            return snapshot(self.client), "%d:%d" % (newest.time, newest.inc + 1)
+
+    def stop(self):
+        self.stopping.set()
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+
+def snapshot(client):
+    return dict(("%s.%s" % (d, c), list(client[d][c].find().sort("_id", 1))) for d, c in Workload.COMPARED)
+
+
+def wait_for_writes(workload, count):
+    wanted = workload.operations + count
+    while workload.operations < wanted:
+        assert workload.is_alive(), workload.error
+        time.sleep(0.05)
+
+
 def test_backup_archive_and_restore_to_points_in_time(private_server, tmp_path):
     client = private_server.client()
     root = tmp_path / "backups"
     root.mkdir()
     common = {"backup_root": str(root)}
-    write(client, 0, 100)
-    code, out = playbook("backup.yml", private_server, dict(common, backup_label="full-1", backup_oplog=True), tmp_path)
-    assert code == 0, out
-    write(client, 100, 40)
-    first_state, first_target = state_and_target(client)
-    write(client, 140, 40)
+    workload = Workload(private_server.client())
+    workload.start()
+    targets = {}
+    try:
+        wait_for_writes(workload, 30)
+        code, out = playbook("backup.yml", private_server, dict(common, backup_label="full-1"), tmp_path)
+        assert code == 0, out
+        wait_for_writes(workload, 20)
+        targets["just after the full backup, before any slice"] = workload.checkpoint()
+        workload.notes.set()  # a collection the full backup does not have
+        for run in range(3):
+            wait_for_writes(workload, 30)
+            if run == 1:
+                targets["inside a later slice"] = workload.checkpoint()
+            code, out = playbook("oplog_archive.yml", private_server, common, tmp_path)
+            assert code == 0, out
+    finally:
+        workload.stop()
+    targets["at the very end of the archived oplog"] = workload.checkpoint()
     code, out = playbook("oplog_archive.yml", private_server, common, tmp_path)
     assert code == 0, out
-    write(client, 180, 40)
-    last_state, last_target = state_and_target(client)
-    code, out = playbook("oplog_archive.yml", private_server, common, tmp_path)
-    assert code == 0, out
-    code, out = playbook("backup.yml", private_server, dict(common, backup_label="full-1", backup_oplog=True), tmp_path)
+
+    catalog = json.loads((root / "localhost" / "catalog.json").read_text())
+    backup, slices = catalog["backups"][0], catalog["slices"]
+    assert len(slices) >= 4
+    assert backup["oplog_start"] != backup["oplog_end"], "the workload did not write during the full backup"
+    end_state, end_target = targets["at the very end of the archived oplog"]
+    last_ts = tuple(int(p) for p in slices[-1]["last_ts"].split(":"))
+    assert end_target == "%d:%d" % (last_ts[0], last_ts[1] + 1)  # the archived window ends at the newest entry
+
+    code, out = playbook("backup.yml", private_server, dict(common, backup_label="full-1"), tmp_path)
     assert code == 0 and "already complete at" in out, out  # same label: nothing changes
 
-    for state, target in ((first_state, first_target), (last_state, last_target)):
-        write(client, 1000, 5)  # drift that the restore must undo
+    # A full backup is consistent only at the end of its own oplog: a target inside the dump is refused.
+    client.shop.orders.insert_one({"_id": "marker"})
+    code, out = playbook("pitr_restore.yml", private_server, dict(common, target_time=backup["oplog_end"]), tmp_path)
+    assert code != 0 and "restores only to the end of its own oplog" in out and "full-1" in out, out
+    assert client.shop.orders.find_one({"_id": "marker"}) is not None
+
+    for name, (state, target) in targets.items():
+        client.shop.orders.insert_one({"_id": "drift-%s" % target})  # drift that the restore must undo
+        client.crm.users.delete_many({})
+        client.shop.created_after_the_target.insert_one({"_id": 1})
         code, out = playbook("pitr_restore.yml", private_server, dict(common, target_time=target), tmp_path)
         assert code == 0, out
-        assert list(client.shop.orders.find().sort("_id", 1)) == state, "restore to %s" % target
+        assert "replayed the oplog to just before %s" % target in out, out
+        restored = snapshot(client)
+        assert "shop.created_after_the_target" not in client.shop.list_collection_names()
+        for namespace in state:
+            assert restored[namespace] == state[namespace], "%s differs after the restore %s (%s)" % (
+                namespace, name, target)
 
     # a corrupt slice: refused before anything is written
-    catalog = json.loads((root / "localhost" / "catalog.json").read_text())
-    slice_path = root / "localhost" / catalog["slices"][-1]["file"]
+    slice_path = root / "localhost" / slices[-1]["file"]
     slice_path.write_bytes(slice_path.read_bytes()[:-5] + b"XXXXX")
-    client.shop.orders.insert_one({"_id": "marker"})
-    code, out = playbook("pitr_restore.yml", private_server, dict(common, target_time=last_target), tmp_path)
+    client.shop.orders.insert_one({"_id": "marker-2"})
+    code, out = playbook("pitr_restore.yml", private_server, dict(common, target_time=end_target), tmp_path)
     assert code != 0 and "is corrupt" in out, out
-    assert client.shop.orders.find_one({"_id": "marker"}) is not None
+    assert client.shop.orders.find_one({"_id": "marker-2"}) is not None
 
 
 def test_gap_is_detected_reported_and_refused(private_server, tmp_path):

@@ -267,6 +267,32 @@ def test_check_mode_plans_without_writing(client, small_backup):
     assert list(client.vb_dst.items.find()) == [{"_id": "keep"}]
 
 
+@pytest.mark.parametrize("options", [{}, {"drop": True, "ns_include": ["a.*"]}, {"drop": True, "db": "a"},
+                                     {"drop": True, "ns_from": ["a.$c$"], "ns_to": ["b.$c$"]}])
+def test_drop_extra_collections_needs_drop_and_a_whole_deployment(tmp_path, options):
+    with pytest.raises(InvalidOption, match="drop_extra_collections returns the whole deployment to the backup"):
+        restore_engine.RestoreOptions(source=str(tmp_path), drop_extra_collections=True, **options)
+
+
+def test_drop_extra_collections_returns_the_deployment_to_the_backup(private_server, tmp_path):
+    client = private_server.client()
+    client.keep.items.insert_many([{"_id": i} for i in range(20)])
+    dump(client, path=str(tmp_path / "full"))
+    client.keep.items.insert_one({"_id": "later"})
+    client.keep.later.insert_one({"_id": 1})
+    client.newdb.things.insert_one({"_id": 1})
+
+    _c, plan = restore(client, tmp_path / "full", check_mode=True, drop=True, drop_extra_collections=True)
+    assert plan["extra_collections"] == ["keep.later", "newdb.things"]
+    assert sorted(client.keep.list_collection_names()) == ["items", "later"]  # check mode drops nothing
+
+    _c, result = restore(client, tmp_path / "full", drop=True, drop_extra_collections=True)
+    assert result["dropped_extra_collections"] == ["keep.later", "newdb.things"]
+    assert client.keep.list_collection_names() == ["items"] and "newdb" not in client.list_database_names()
+    assert sorted(d["_id"] for d in client.keep.items.find()) == list(range(20))
+    private_server.client().admin.command("ping")  # admin (users) untouched: logging in still works
+
+
 def test_unreachable_target_is_a_connection_error():
     import testserver
     port = testserver.free_port()

@@ -282,15 +282,16 @@ class MongoTarget:
 
         One query finds which documents exist: new ones are inserted, existing ones replaced
         (with upsert, in case of a concurrent delete), and deletes of absent ones are skipped;
-        inserts cost much less than upserts. A BulkWriteError's indexes refer to ``writes``.
+        inserts cost much less than upserts, and one ``$in`` query less than one query per _id on
+        servers that scan the collection for every query (FerretDB v1 with SQLite).
+        A BulkWriteError's indexes refer to ``writes``.
         """
         collection = self._collection(namespace)
         existing = set(_key(doc["_id"]) for doc in
                        collection.find({"_id": {"$in": [id_value for id_value, _state in writes]}}, {"_id": 1}))
         requests, origins = [], []
         for position, (id_value, state) in enumerate(writes):
-            # A plain _id lets compatible servers (FerretDB) use their index; $eq only where the
-            # _id is a document, which may hold $-keys.
+            # $eq only where the _id is a document, which may hold $-keys.
             selector = {"_id": {"$eq": id_value}} if isinstance(id_value, dict) else {"_id": id_value}
             present = _key(id_value) in existing
             if state is DELETED:
