@@ -171,7 +171,7 @@ def child(args):
         plan = catalog.restore_plan("%d:%d" % (secs, inc + 1), facts["replica_set"])
         catalog_utils.verify_slices(args.root, plan)
         _changed, result = restore_engine.restore(client, restore_engine.RestoreOptions(
-            source=plan["backup"]["absolute_path"], drop=True, oplog_replay=True,
+            source=plan["backup"]["absolute_path"], drop=True, drop_extra_collections=True, oplog_replay=True,
             oplog_slices=[s["path"] for s in plan["slices"]], oplog_limit=plan["oplog_limit"]), progress=progress)
         figures = {"entries": result["oplog"]["entries"], "applied": result["oplog"]["applied"],
                    "documents": result["total_inserted"], "bytes": result["total_bytes"],

@@ -81,13 +81,17 @@ class MemoryTarget:
         coll = self.collections.get(namespace, {})
         return [coll[key_of(i)] for i in ids if key_of(i) in coll]
 
+    def seed(self, namespace, *documents):
+        for document in documents:
+            self._coll(namespace)[key_of(document["_id"])] = document
+
     def write(self, namespace, writes, ordered=False):
         if self.fail_unordered and not ordered and len(writes) > 1:
             raise pymongo_errors.BulkWriteError({"writeErrors": [{"index": 1, "code": 11000,
                                                                   "errmsg": "E11000 duplicate key"}]})
         self.writes.append((namespace, ordered, len(writes)))
         coll = self._coll(namespace)
-        for id_value, state in writes:
+        for id_value, state, _inserted in writes:
             if state is replay.DELETED:
                 coll.pop(key_of(id_value), None)
             else:
@@ -342,7 +346,7 @@ def test_retryable_writes_are_applied_directly():
     with open(os.path.join(base, "timeseries_test", "system.buckets.foo_ts.bson"), "rb") as handle:
         buckets = bson.decode_all(handle.read(), AS_DICT)
     namespace = "timeseries_test.system.buckets.foo_ts"
-    target.write(namespace, [(b["_id"], b) for b in buckets])
+    target.seed(namespace, *buckets)
     entries = list(replay.iter_oplog_file(os.path.join(base, "oplog.bson")))
     assert all("lsid" in e and "txnNumber" in e for e in entries)
 
@@ -414,7 +418,7 @@ def test_batched_crud_equals_one_by_one(batch_size):
 
 def test_window_fetches_only_documents_whose_first_op_is_a_diff():
     target = MemoryTarget()
-    target.write("db.c", [(1, {"_id": 1, "a": 1}), (3, {"_id": 3})])
+    target.seed("db.c", {"_id": 1, "a": 1}, {"_id": 3})
     ops = [entry("u", "db.c", {"$v": 2, "diff": {"u": {"a": 2}}}, o2={"_id": 1}),
            entry("i", "db.c", {"_id": 2, "a": 0}),
            entry("u", "db.c", {"$v": 2, "diff": {"u": {"a": 5}}}, o2={"_id": 2}),
@@ -458,12 +462,12 @@ def test_a_bad_update_stops_after_writing_what_came_before():
 def test_ferretdb_full_image_updates_are_replacements():
     """FerretDB logs {$v:1, $set: <post-image>}; as a $set it would keep removed fields."""
     target = MemoryTarget()
-    target.write("db.c", [(1, {"_id": 1, "gone": True, "a": 1})])
+    target.seed("db.c", {"_id": 1, "gone": True, "a": 1})
     ferret = entry("u", "db.c", {"$v": 1, "$set": {"_id": 1, "a": 2}}, o2={"_id": 1}, _id=bson.ObjectId())
     mongo = entry("u", "db.c", {"$v": 1, "$set": {"_id": 1, "a": 3}}, o2={"_id": 1})
     replayer(target, mode="crud").replay([ferret])
     assert target.docs("db.c") == [{"_id": 1, "a": 2}]
-    target.write("db.c", [(1, {"_id": 1, "gone": True, "a": 1})])
+    target.seed("db.c", {"_id": 1, "gone": True, "a": 1})
     replayer(target, mode="crud").replay([mongo])
     assert target.docs("db.c") == [{"_id": 1, "gone": True, "a": 3}]
 
@@ -529,7 +533,7 @@ def test_create_loses_record_ids_replicated():
 
 def test_applyops_rerun_tolerates_what_an_earlier_replay_did():
     target = MemoryTarget()
-    target.write("db.a", [(1, {"_id": 1})])
+    target.seed("db.a", {"_id": 1})
     result = replayer(target, mode="applyops").replay([
         entry("c", "db.$cmd", {"create": "a"}),
         entry("c", "admin.$cmd", {"renameCollection": "db.gone", "to": "db.x"}),
@@ -565,7 +569,7 @@ def test_auto_mode_keeps_applyops_when_it_works_and_reports_real_errors():
 
 def test_crud_commands():
     target = MemoryTarget()
-    target.write("db.a", [(1, {"_id": 1})])
+    target.seed("db.a", {"_id": 1})
     ops = [entry("c", "db.$cmd", {"create": "b", "capped": True, "size": 4096}),
            entry("c", "admin.$cmd", {"renameCollection": "db.a", "to": "db.r", "dropTarget": UUID}),
            entry("c", "db.$cmd", {"collMod": "r", "validator": {}}),
@@ -774,11 +778,12 @@ def test_protocol_applyops_sends_one_reduced_entry_per_command():
                                                     "ns": "shop.orders", "o": {"_id": 1, "total": 5}}]
 
 
+def _refuse_applyops(request):
+    request.command_err(code=59, errmsg="no such command: 'applyOps'", codeName="CommandNotFound")
+
+
 @pytest.mark.protocol
 def test_protocol_auto_falls_back_to_crud_when_applyops_is_not_found():
-    def refuse(request):
-        request.command_err(code=59, errmsg="no such command: 'applyOps'", codeName="CommandNotFound")
-
     def upsert(request):
         request.reply({"ok": 1, "n": 2, "nModified": 0})
 
@@ -789,11 +794,11 @@ def test_protocol_auto_falls_back_to_crud_when_applyops_is_not_found():
     ops = [entry("i", "shop.orders", {"_id": 1, "total": 5}, Timestamp(10, 1)),
            entry("u", "shop.orders", {"$v": 2, "diff": {"d": {"note": False}, "u": {"total": 7}}},
                  Timestamp(10, 2), o2={"_id": 2})]
-    result, received = _run_against_mock({"applyOps": refuse, "update": upsert, "find": find}, ops, mode="auto")
+    result, received = _run_against_mock({"applyOps": _refuse_applyops, "update": upsert, "find": find}, ops, mode="auto")
     names = [name for name, _doc in received if name not in ("hello", "ismaster", "endSessions")]
-    # pre-images of the updates, then which final documents exist: new ones are inserted,
-    # existing ones replaced
-    assert names == ["applyOps", "find", "find", "insert", "update"]
+    # the pre-image of the diff update, then no other query: the inserted document is inserted,
+    # the updated one replaced
+    assert names == ["applyOps", "find", "insert", "update"]
     assert result["mode_used"] == "crud" and result["applied"] == 2 and "CommandNotFound" in result["warnings"][0]
     assert "59" in result["warnings"][0]
     insert = [doc for name, doc in received if name == "insert"][0]
@@ -803,3 +808,41 @@ def test_protocol_auto_falls_back_to_crud_when_applyops_is_not_found():
     assert [dict(u["u"]) for u in update["updates"]] == [{"_id": 2, "total": 7}]
     assert [dict(u["q"]) for u in update["updates"]] == [{"_id": 2}]
     assert all(u["upsert"] is True for u in update["updates"])
+
+
+@pytest.mark.protocol
+def test_protocol_insert_of_an_existing_id_becomes_a_replacement():
+    """The dump (or an earlier replay) already holds document 2: its insert fails on _id and is
+    sent again as a replacement; document 1 is not sent twice."""
+    def insert(request):
+        request.reply({"ok": 1, "n": 1, "writeErrors": [
+            {"index": 1, "code": 11000, "keyPattern": {"_id": 1}, "keyValue": {"_id": 2},
+             "errmsg": "E11000 duplicate key error collection: shop.orders index: _id_ dup key: { _id: 2 }"}]})
+
+    def update(request):
+        request.reply({"ok": 1, "n": 1, "nModified": 1})
+
+    ops = [entry("i", "shop.orders", {"_id": n, "total": n}, Timestamp(10, n)) for n in (1, 2)]
+    result, received = _run_against_mock({"applyOps": _refuse_applyops, "insert": insert, "update": update},
+                                         ops, mode="auto")
+    names = [name for name, _doc in received if name not in ("hello", "ismaster", "endSessions")]
+    assert names == ["applyOps", "insert", "update"] and result["applied"] == 2
+    update_doc = [doc for name, doc in received if name == "update"][0]
+    assert [(dict(u["q"]), dict(u["u"]), u["upsert"]) for u in update_doc["updates"]] == [
+        ({"_id": 2}, {"_id": 2, "total": 2}, True)]
+
+
+@pytest.mark.protocol
+def test_protocol_duplicate_on_a_unique_index_stops_the_replay():
+    """A duplicate on another unique index is a real conflict: not retried, reported with the entry."""
+    def insert(request):
+        request.reply({"ok": 1, "n": 0, "writeErrors": [
+            {"index": 0, "code": 11000, "keyPattern": {"email": 1}, "keyValue": {"email": "a@b"},
+             "errmsg": "E11000 duplicate key error collection: shop.users index: email_1 dup key"}]})
+
+    ops = [entry("i", "shop.users", {"_id": 1, "email": "a@b"}, Timestamp(10, 1))]
+    with pytest.raises(replay.ReplayError) as failure:
+        _run_against_mock({"applyOps": _refuse_applyops, "insert": insert}, ops, mode="auto")
+    message = failure.value.message
+    assert "op=i ns=shop.users ts=10:1" in message and "email_1 dup key" in message
+    assert "no entry was applied" in message

@@ -25,7 +25,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 try:
     import bson
@@ -38,7 +38,7 @@ try:
     from pymongo import DeleteOne, InsertOne, ReplaceOne
     from pymongo import errors as pymongo_errors
 except ImportError:  # pragma: no cover - reported by the module wrapper
-    DeleteOne = ReplaceOne = pymongo_errors = None
+    DeleteOne = InsertOne = ReplaceOne = pymongo_errors = None
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.archive import (
     ArchiveReader, OPLOG_COLLECTION, OPLOG_DB, open_archive_for_read)
@@ -258,6 +258,37 @@ def iter_archive_oplog(path):
 
 # --------------------------------------------------------------------------- the target
 
+class Write(namedtuple("Write", "id_value state inserted")):
+    """One document's state to write: a document, or DELETED; ``inserted`` when the window
+    inserted the document (so it most likely does not exist on the target yet)."""
+
+    __slots__ = ()
+
+
+DUPLICATE_KEY = 11000
+
+
+def _selector(id_value):
+    # $eq only where the _id is a document, which may hold $-keys.
+    return {"_id": {"$eq": id_value}} if isinstance(id_value, dict) else {"_id": id_value}
+
+
+def _write_request(write):
+    if write.state is DELETED:
+        return DeleteOne(_selector(write.id_value))
+    if write.inserted:
+        return InsertOne(write.state)
+    return ReplaceOne(_selector(write.id_value), write.state, upsert=True)
+
+
+def _existing_id(error, request):
+    """True when an insert failed only because a document with its _id exists."""
+    if error.get("code") != DUPLICATE_KEY or not isinstance(request, InsertOne):
+        return False
+    pattern = error.get("keyPattern")
+    return pattern is None or list(pattern) == ["_id"]
+
+
 class MongoTarget:
     """The server side of the replay, through pymongo. Tests may pass another object with
     the same methods as ``OplogReplayer(target=...)``."""
@@ -278,41 +309,40 @@ class MongoTarget:
         return list(self._collection(namespace).find({"_id": {"$in": ids}}))
 
     def write(self, namespace, writes, ordered=False):
-        """``writes``: (_id, document or DELETED) pairs, applied as final states.
+        """Apply ``writes`` (``Write`` tuples, final states) to one namespace, no query first.
 
-        One query finds which documents exist: new ones are inserted, existing ones replaced
-        (with upsert, in case of a concurrent delete), and deletes of absent ones are skipped;
-        inserts cost much less than upserts, and one ``$in`` query less than one query per _id on
-        servers that scan the collection for every query (FerretDB v1 with SQLite).
-        A BulkWriteError's indexes refer to ``writes``.
+        A document the window inserted is inserted: much cheaper than an upsert, and when its _id
+        exists already (the dump or an earlier replay holds it) it is replaced instead. Other
+        states are replacements with upsert, deletions plain deletes. A BulkWriteError's indexes
+        refer to ``writes``.
         """
         collection = self._collection(namespace)
-        existing = set(_key(doc["_id"]) for doc in
-                       collection.find({"_id": {"$in": [id_value for id_value, _state in writes]}}, {"_id": 1}))
-        requests, origins = [], []
-        for position, (id_value, state) in enumerate(writes):
-            # $eq only where the _id is a document, which may hold $-keys.
-            selector = {"_id": {"$eq": id_value}} if isinstance(id_value, dict) else {"_id": id_value}
-            present = _key(id_value) in existing
-            if state is DELETED:
-                if not present:
-                    continue
-                requests.append(DeleteOne(selector))
-            elif present:
-                requests.append(ReplaceOne(selector, state, upsert=True))
-            else:
-                requests.append(InsertOne(state))
-            origins.append(position)
+        requests = [_write_request(write) for write in writes]
         # Small bulks: FerretDB 1.x deadlocks on an update command of 100 or more statements.
         for start in range(0, len(requests), WRITE_CHUNK):
+            self._bulk_write(collection, writes, requests, list(range(start, min(start + WRITE_CHUNK, len(requests)))),
+                             ordered)
+
+    def _bulk_write(self, collection, writes, requests, positions, ordered):
+        """Send ``requests[p] for p in positions``; inserts that hit their own _id become replacements."""
+        while positions:
             try:
                 # None, not False: some compatible servers reject an explicit bypassDocumentValidation
-                collection.bulk_write(requests[start:start + WRITE_CHUNK], ordered=ordered,
+                collection.bulk_write([requests[p] for p in positions], ordered=ordered,
                                       bypass_document_validation=self._bypass or None)
+                return
             except pymongo_errors.BulkWriteError as exc:
-                for error in exc.details.get("writeErrors") or []:
-                    error["index"] = origins[start + error.get("index", 0)]
-                raise
+                errors = exc.details.get("writeErrors") or []
+                failed = [positions[error.get("index", 0)] for error in errors]
+                if not errors or not all(_existing_id(error, requests[p]) for error, p in zip(errors, failed)):
+                    for error, position in zip(errors, failed):
+                        error["index"] = position
+                    raise
+                for position in failed:
+                    requests[position] = ReplaceOne(_selector(writes[position].id_value), writes[position].state,
+                                                    upsert=True)
+                # unordered: the others went through; ordered: the bulk stopped at its first failure
+                positions = positions[positions.index(failed[0]):] if ordered else failed
 
     def create_collection(self, database, command):
         """Run a create command; False when the collection already exists."""
@@ -810,7 +840,7 @@ class OplogReplayer:
             self._fail(item.top, item.entry, "the update cannot be applied (%s)" % exc,
                        self._last_top_before(window, index))
         try:
-            self._write_final(states)
+            self._write_final(window, states)
         except pymongo_errors.BulkWriteError:
             # An unordered bulk can trip over a unique index that the original order never did;
             # writing each op's own result in oplog order reproduces that order exactly.
@@ -833,10 +863,13 @@ class OplogReplayer:
                     fetched[(namespace, _key(document["_id"]))] = document
         return fetched
 
-    def _write_final(self, states):
+    def _write_final(self, window, states):
+        inserted = {}  # did the window's first op on the document insert it?
+        for item in window.items:
+            inserted.setdefault(item.key, item.entry["op"] == "i")
         per_namespace = OrderedDict()
         for item, state in states.values():
-            per_namespace.setdefault(item.namespace, []).append((item.id_value, state))
+            per_namespace.setdefault(item.namespace, []).append(Write(item.id_value, state, inserted[item.key]))
         for namespace, writes in per_namespace.items():
             self._target.write(namespace, writes, ordered=False)
 
@@ -850,7 +883,8 @@ class OplogReplayer:
                 end += 1
             run = steps[position:end]
             try:
-                self._target.write(namespace, [(window.items[i].id_value, s) for i, s in run], ordered=True)
+                writes = [Write(window.items[i].id_value, state, window.items[i].entry["op"] == "i") for i, state in run]
+                self._target.write(namespace, writes, ordered=True)
             except pymongo_errors.PyMongoError as exc:
                 failed = run[0][0]
                 if isinstance(exc, pymongo_errors.BulkWriteError):
