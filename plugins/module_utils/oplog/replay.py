@@ -320,8 +320,8 @@ class MongoTarget:
         requests = [_write_request(write) for write in writes]
         # Small bulks: FerretDB 1.x deadlocks on an update command of 100 or more statements.
         for start in range(0, len(requests), WRITE_CHUNK):
-            self._bulk_write(collection, writes, requests, list(range(start, min(start + WRITE_CHUNK, len(requests)))),
-                             ordered)
+            chunk = list(range(start, min(start + WRITE_CHUNK, len(requests))))
+            self._bulk_write(collection, writes, requests, chunk, ordered)
 
     def _bulk_write(self, collection, writes, requests, positions, ordered):
         """Send ``requests[p] for p in positions``; inserts that hit their own _id become replacements."""
