@@ -235,8 +235,9 @@ def main():
     print("pitr restore: %(documents)d documents + %(entries)d oplog entries (%(applied)d applied) in %(seconds).1f s "
           "= %(entries_per_second).0f entries/s, peak RSS %(peak_rss_mb).0f MB" % report["pitr"])
     for phase in ("archive", "pitr"):
+        busiest = list(report[phase]["commands"].items())[:6]
         print("  %s commands: %s" % (phase, ", ".join("%s %d in %.1f s" % (name, c["count"], c["seconds"])
-                                                         for name, c in list(report[phase]["commands"].items())[:6])))
+                                                      for name, c in busiest)))
     print("  data restored by %(data_seconds).0f s, last oplog window written at %(replay_ends_at).0f s, "
           "then index builds; every collection as at the target: %(matches_source)s" % report["pitr"])
     if not report["pitr"]["matches_source"]:

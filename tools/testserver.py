@@ -143,12 +143,13 @@ class Server:
         options.update(kwargs)
         return pymongo.MongoClient(self.host, self.port, **options)
 
-    def ensure_oplog(self, size_bytes=256 * 1024 * 1024):
+    def ensure_oplog(self, size_bytes=256 * 1024 * 1024, max_entries=None):
         """FerretDB writes oplog entries once the capped local.oplog.rs exists."""
         client = self.client()
         try:
             if "oplog.rs" not in client.local.list_collection_names():
-                client.local.create_collection("oplog.rs", capped=True, size=size_bytes)
+                limits = {"max": max_entries} if max_entries else {}
+                client.local.create_collection("oplog.rs", capped=True, size=size_bytes, **limits)
         finally:
             client.close()
 
@@ -217,7 +218,7 @@ def _wait_ready(server):
     raise RuntimeError("test server (%s) did not become ready: %s\n%s" % (server.kind, last_error, tail))
 
 
-def start_ferretdb(data_dir, detach=False, tls_pem=None):
+def start_ferretdb(data_dir, detach=False, tls_pem=None, capped_cleanup_seconds=None):
     binary = build_ferretdb()
     port = free_port()
     password = secrets.token_urlsafe(18)
@@ -244,6 +245,8 @@ def start_ferretdb(data_dir, detach=False, tls_pem=None):
     os.makedirs(os.path.join(data_dir, "db"), exist_ok=True)
     # The password goes through the environment, never argv.
     env = dict(os.environ, DO_NOT_TRACK="1", FERRETDB_SETUP_PASSWORD=password)
+    if capped_cleanup_seconds:  # FerretDB trims capped collections in the background, every minute by default
+        env["FERRETDB_TEST_CAPPED_CLEANUP_INTERVAL"] = "%ds" % capped_cleanup_seconds
     server = _spawn("ferretdb", argv, env, port, password, data_dir, log_path, detach, wait=False)
     server.tls_port = tls_port
     _wait_ready(server)
@@ -306,18 +309,19 @@ def _spawn(kind, argv, env, port, password, data_dir, log_path, detach, wait=Tru
     return server
 
 
-def start_server(data_dir=None, detach=False, tls_pem=None):
+def start_server(data_dir=None, detach=False, tls_pem=None, capped_cleanup_seconds=None):
     """Start the preferred test server in ``data_dir`` (a new temp dir by default).
 
     ``tls_pem``: a PEM file with certificate and key; the server then also accepts TLS
-    connections on ``Server.tls_port``.
+    connections on ``Server.tls_port``. ``capped_cleanup_seconds``: how often FerretDB trims
+    capped collections (mongod trims at once).
     """
     data_dir = data_dir or tempfile.mkdtemp(prefix="dbops-testserver-")
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     mongod = find_mongod()
     if mongod:
         return start_mongod(mongod, data_dir, detach=detach, tls_pem=tls_pem)
-    return start_ferretdb(data_dir, detach=detach, tls_pem=tls_pem)
+    return start_ferretdb(data_dir, detach=detach, tls_pem=tls_pem, capped_cleanup_seconds=capped_cleanup_seconds)
 
 
 # --------------------------------------------------------------------------- command line

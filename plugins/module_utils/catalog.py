@@ -480,8 +480,9 @@ class Catalog:
                 oldest = min(candidates, key=lambda b: ts_key(b["oplog_end"]))
                 raise CatalogError(
                     "no full backup of %s in %s ends before the target %s (%s); the oldest, %s, ends at %s (%s), and a "
-                    "full backup restores only to the end of its own oplog: choose a later target" % (where, self.root, ts_text(target), ts_time(target), oldest["label"],
-                                               oldest["oplog_end"], ts_time(oldest["oplog_end"])))
+                    "full backup restores only to the end of its own oplog: choose a later target"
+                    % (where, self.root, ts_text(target), ts_time(target), oldest["label"], oldest["oplog_end"],
+                       ts_time(oldest["oplog_end"])))
             raise CatalogError("no full backup with an oplog (oplog: true) of %s is registered in %s; take one and "
                                "register it" % (where, self.path))
         backup = max(before, key=lambda b: (ts_key(b["oplog_end"]), b.get("finished_at") or ""))

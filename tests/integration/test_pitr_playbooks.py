@@ -5,8 +5,10 @@ import threading
 import time
 
 import bson
+import pytest
 
-from conftest import run_project_playbook
+import testserver
+from conftest import run_playbook, run_project_playbook
 
 
 def playbook(name, server, extra_vars, tmp_path):
@@ -181,28 +183,71 @@ def test_backup_archive_and_restore_to_points_in_time(private_server, tmp_path):
     assert client.shop.orders.find_one({"_id": "marker-2"}) is not None
 
 
-def test_gap_is_detected_reported_and_refused(private_server, tmp_path):
-    client = private_server.client()
+@pytest.fixture
+def small_oplog_server(tmp_path_factory):
+    """A server whose oplog keeps only its newest 60 entries, trimmed every second."""
+    server = testserver.start_server(str(tmp_path_factory.mktemp("small-oplog")), capped_cleanup_seconds=1)
+    try:
+        if server.kind == "mongod":
+            pytest.skip("mongod's oplog cannot be capped below 990 MB: a rollover cannot be forced quickly")
+        server.ensure_oplog(max_entries=60)
+        yield server
+    finally:
+        server.stop()
+
+
+def ts_tuple(text):
+    return tuple(int(part) for part in text.split(":"))
+
+
+def wait_for_rollover(client, past_ts, timeout=30):
+    """Until the oldest entry left in the oplog is newer than ``past_ts``."""
+    deadline = time.time() + timeout
+    while client.local["oplog.rs"].find_one({}, sort=[("$natural", 1)])["ts"] <= past_ts:
+        assert time.time() < deadline, "the capped oplog was not trimmed"
+        time.sleep(0.5)
+
+
+def test_gap_is_detected_reported_and_refused(small_oplog_server, tmp_path):
+    server = small_oplog_server
+    client = server.client()
     root = tmp_path / "backups"
     root.mkdir()
     common = {"backup_root": str(root)}
-    write(client, 0, 50)
-    code, out = playbook("backup.yml", private_server, dict(common, backup_label="full-1", backup_oplog=True), tmp_path)
+    write(client, 0, 20)
+    code, out = playbook("backup.yml", server, dict(common, backup_label="full-1"), tmp_path)
     assert code == 0, out
-    write(client, 50, 20)
-    code, out = playbook("oplog_archive.yml", private_server, common, tmp_path)
+    write(client, 20, 10)
+    code, out = playbook("oplog_archive.yml", server, common, tmp_path)
     assert code == 0, out
-    write(client, 70, 20)
-    # the capped oplog rolls over: entries after the last archived one are lost
-    newest = client.local["oplog.rs"].find_one({}, sort=[("$natural", -1)])["ts"]
-    client.local["oplog.rs"].delete_many({"ts": {"$lt": newest}})
-    write(client, 90, 10)
+    archived = client.local["oplog.rs"].find_one({}, sort=[("$natural", -1)])["ts"]
+    write(client, 30, 60)  # far more than the oplog keeps: entries after the archived one roll off
+    wait_for_rollover(client, archived)
     _state, target = state_and_target(client)
-    code, out = playbook("oplog_archive.yml", private_server, common, tmp_path)
+    code, out = playbook("oplog_archive.yml", server, common, tmp_path)
     assert code != 0 and "oplog gap" in out and "take a new full backup" in out, out
-    catalog = json.loads((root / "localhost" / "catalog.json").read_text())
-    assert catalog["gaps"], "the gap was not recorded"
+
+    info_file = tmp_path / "info.json"
+    code, out = run_playbook(INFO_PLAYBOOK % {"root": root / "localhost", "out": info_file}, tmp_path)
+    assert code == 0, out
+    info = json.loads(info_file.read_text())
+    assert info["gaps"] and info["gaps"][0]["last_archived_ts"] == "%d:%d" % (archived.time, archived.inc)
+    assert info["windows"] and all(ts_tuple(w["end_ts"]) <= (archived.time, archived.inc) for w in info["windows"])
+
     client.shop.orders.insert_one({"_id": "marker"})
-    code, out = playbook("pitr_restore.yml", private_server, dict(common, target_time=target), tmp_path)
+    code, out = playbook("pitr_restore.yml", server, dict(common, target_time=target), tmp_path)
     assert code != 0 and "oplog gap" in out, out
     assert client.shop.orders.find_one({"_id": "marker"}) is not None  # the target was not touched
+
+
+INFO_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - dbops.mongodb_backup.mongodb_backup_info:
+        backup_root: "%(root)s"
+      register: info
+    - ansible.builtin.copy:
+        content: "{{ info | to_json }}"
+        dest: "%(out)s"
+"""
