@@ -70,12 +70,12 @@ def run_playbook(playbook_text, tmp_path, server=None, extra_env=None, check=Fal
     return process.returncode, process.stdout.decode("utf-8", "replace")
 
 
-def run_project_playbook(name, server, vars_file):
+def run_project_playbook(name, server, vars_file, check=False):
     """One of playbooks/*.yml as an operator runs it: variables from a file, the URI from the environment."""
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), MONGODB_URI=server.uri,
                ANSIBLE_NOCOLOR="1")
     argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            os.path.join(REPO, "playbooks", name), "-e", "@%s" % vars_file]
+            os.path.join(REPO, "playbooks", name), "-e", "@%s" % vars_file] + (["--check"] if check else [])
     process = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              check=False)
     return process.returncode, process.stdout.decode("utf-8", "replace")

@@ -11,10 +11,10 @@ import testserver
 from conftest import run_playbook, run_project_playbook
 
 
-def playbook(name, server, extra_vars, tmp_path):
+def playbook(name, server, extra_vars, tmp_path, check=False):
     vars_file = tmp_path / ("%s.vars.json" % name)
     vars_file.write_text(json.dumps(extra_vars))
-    return run_project_playbook(name, server, vars_file)
+    return run_project_playbook(name, server, vars_file, check=check)
 
 
 def write(client, start, count):
@@ -159,6 +159,14 @@ def test_backup_archive_and_restore_to_points_in_time(private_server, tmp_path):
     client.shop.orders.insert_one({"_id": "marker"})
     code, out = playbook("pitr_restore.yml", private_server, dict(common, target_time=backup["oplog_end"]), tmp_path)
     assert code != 0 and "restores only to the end of its own oplog" in out and "full-1" in out, out
+    assert client.shop.orders.find_one({"_id": "marker"}) is not None
+
+    # check mode plans and says what it would drop, and writes nothing
+    client.shop.created_after_the_target.insert_one({"_id": "check"})
+    code, out = playbook("pitr_restore.yml", private_server, dict(common, target_time=end_target), tmp_path,
+                         check=True)
+    assert code == 0 and "(check mode, nothing was written)" in out, out
+    assert "dropped first: crm.notes, shop.created_after_the_target" in out, out
     assert client.shop.orders.find_one({"_id": "marker"}) is not None
 
     for name, (state, target) in targets.items():
