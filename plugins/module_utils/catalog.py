@@ -88,9 +88,10 @@ def ts_time(value):
     return datetime.datetime.utcfromtimestamp(key[0]).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _successor(key):
-    """The first timestamp after ``key``: a target there replays everything through ``key``."""
-    return (key[0], key[1] + 1)
+def check_backup_root(root):
+    if not os.path.isdir(root or ""):
+        raise CatalogError("the backup root %s does not exist or is not a directory; create it or mount the "
+                           "backup volume" % root)
 
 
 def parse_time(text):
@@ -169,14 +170,14 @@ class Catalog:
     @classmethod
     def load(cls, root):
         """Read-only view (no lock: the file is only ever replaced whole). Empty when there is none yet."""
-        cls._check_root(root)
+        check_backup_root(root)
         return cls(root, cls._read(cls.catalog_path(root)))
 
     @classmethod
     @contextlib.contextmanager
     def locked(cls, root, timeout=LOCK_TIMEOUT):
         """Hold the catalog lock for a read-modify-write: ``with Catalog.locked(root) as cat: ...; cat.save()``."""
-        cls._check_root(root)
+        check_backup_root(root)
         lock_path = os.path.join(os.path.abspath(root), LOCK_NAME)
         try:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, manifest_utils.FILE_MODE)
@@ -208,12 +209,6 @@ class Catalog:
                                    "that run to finish (a lock left by a dead process is released by the kernel)"
                                    % (lock_path, timeout))
             time.sleep(LOCK_POLL)
-
-    @staticmethod
-    def _check_root(root):
-        if not os.path.isdir(root):
-            raise CatalogError("the backup root %s does not exist or is not a directory; create it or mount the "
-                               "backup volume" % root)
 
     @staticmethod
     def _read(path):
@@ -307,25 +302,6 @@ class Catalog:
             "verified_at": verification.get("verified_at"),
         }
 
-    def mark_verified(self, label_or_id, verified=True, verified_at=None):
-        """Record the outcome of a test restore; returns True when the record changed."""
-        for record in self.backups:
-            if label_or_id in (record["backup_id"], record["label"]):
-                new = (bool(verified), verified_at or _now_iso())
-                if (record["verified"], record["verified_at"]) == new:
-                    return False
-                record["verified"], record["verified_at"] = new
-                self.changed = True
-                return True
-        raise CatalogError("no backup %r in the catalog %s; register it first" % (label_or_id, self.path))
-
-    def remove_backup(self, backup_id):
-        """Forget a backup (retention removed it); True when there was one."""
-        before = len(self.backups)
-        self.document["backups"] = [b for b in self.backups if b["backup_id"] != backup_id]
-        self.changed |= len(self.backups) != before
-        return len(self.backups) != before
-
     def add_slice(self, replica_set, first_ts, last_ts, file, entries=0, sha256=None, created_at=None, **fields):
         """Register an archived oplog slice ``[first_ts, last_ts]`` (both inclusive); idempotent by file.
 
@@ -356,13 +332,6 @@ class Catalog:
         self.slices.sort(key=lambda s: (s["replica_set"] or "", ts_key(s["first_ts"]), ts_key(s["last_ts"])))
         self.changed = True
         return record, True
-
-    def remove_slice(self, file):
-        relative = self.relative(file)
-        before = len(self.slices)
-        self.document["slices"] = [s for s in self.slices if s["file"] != relative]
-        self.changed |= len(self.slices) != before
-        return len(self.slices) != before
 
     def record_gap(self, replica_set, last_archived_ts, oldest_available_ts, detected_at=None):
         """Record that the oplog entries after ``last_archived_ts`` up to ``oldest_available_ts`` are lost.

@@ -44,9 +44,7 @@ class ArchiveFailed(BackupError):
 class ArchiveOptions:
     def __init__(self, backup_root, replica_set=None, span_seconds=600, compression="gzip",
                  compression_level=None, start_from_backup=None):
-        if not os.path.isdir(backup_root or ""):
-            raise InvalidOption("backup_root %s does not exist or is not a directory; create it or mount "
-                                "the backup volume" % backup_root)
+        catalog_utils.check_backup_root(backup_root)  # before connecting to anything
         if int(span_seconds) < 1:
             raise InvalidOption("slice span must be at least one second")
         if compression not in EXTENSIONS:
