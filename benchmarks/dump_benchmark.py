@@ -448,23 +448,25 @@ def run_rounds(variants, args, work_dir):
     return runs
 
 
+def summarize_rounds(results, totals):
+    """One variant's rounds: median seconds, throughput from uncompressed BSON bytes (a round's
+    own counts, else ``totals`` = (bytes, documents)), max peak RSS."""
+    seconds = statistics.median(r["seconds"] for r in results)
+    size = results[-1]["bytes"] if results[-1]["bytes"] is not None else totals[0]
+    docs = results[-1]["documents"] if results[-1]["documents"] is not None else totals[1]
+    return {
+        "rounds": len(results), "seconds": round(seconds, 3),
+        "round_seconds": [round(r["seconds"], 3) for r in results],
+        "bytes": size, "documents": docs,
+        "mb_per_second": round(size / seconds / 1e6, 2),
+        "docs_per_second": round(docs / seconds, 1),
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
+    }
+
+
 def summarize(runs, dataset_totals):
-    """Median seconds per variant, throughput from uncompressed BSON bytes, max peak RSS."""
-    summary = {}
-    for variant, results in runs.items():
-        seconds = statistics.median(r["seconds"] for r in results)
-        size = results[-1]["bytes"] if results[-1]["bytes"] is not None else dataset_totals[0]
-        docs = results[-1]["documents"] if results[-1]["documents"] is not None else dataset_totals[1]
-        summary[variant] = {
-            "rounds": len(results), "seconds": round(seconds, 3),
-            "round_seconds": [round(r["seconds"], 3) for r in results],
-            "bytes": size, "documents": docs,
-            "mb_per_second": round(size / seconds / 1e6, 2),
-            "docs_per_second": round(docs / seconds, 1),
-            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
-            "bytes_on_disk": results[-1]["bytes_on_disk"],
-        }
-    return summary
+    return dict((variant, dict(summarize_rounds(results, dataset_totals), bytes_on_disk=results[-1]["bytes_on_disk"]))
+                for variant, results in runs.items())
 
 
 def checks(summary, mongodump_available):

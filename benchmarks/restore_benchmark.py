@@ -492,9 +492,9 @@ class NullTarget:
 
     def write(self, namespace, writes, ordered=False):
         import bson
-        for id_value, state in writes:
+        for write in writes:  # replay.Write tuples
             self.writes += 1
-            bson.encode({"_id": id_value} if not isinstance(state, dict) else state)
+            bson.encode({"_id": write.id_value} if not isinstance(write.state, dict) else write.state)
 
     def create_collection(self, database, command):
         return True
@@ -656,19 +656,11 @@ def summarize(runs, totals):
     """Median seconds per variant, throughput from the dump's BSON bytes, max peak RSS."""
     summary = {}
     for variant, results in runs.items():
-        seconds = statistics.median(r["seconds"] for r in results)
-        size = results[-1]["bytes"] if results[-1]["bytes"] is not None else totals[0]
-        docs = results[-1]["documents"] if results[-1]["documents"] is not None else totals[1]
-        summary[variant] = {
-            "rounds": len(results), "seconds": round(seconds, 3),
-            "round_seconds": [round(r["seconds"], 3) for r in results],
-            "bytes": size, "documents": docs,
-            "mb_per_second": round(size / seconds / 1e6, 2),
-            "docs_per_second": round(docs / seconds, 1),
-            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results), 1),
-            "cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in results), 1),
-            "wait4_maxrss_mb": round(max(r["wait4_maxrss_mb"] for r in results), 1),
-        }
+        summary[variant] = dump_benchmark.summarize_rounds(results, totals)
+        summary[variant].update(
+            cpu_seconds=round(statistics.median(r["cpu_seconds"] for r in results), 1),
+            wait4_maxrss_mb=round(max(r["wait4_maxrss_mb"] for r in results), 1))
+        size, docs = summary[variant]["bytes"], summary[variant]["documents"]
         if "index_seconds" in results[0]:
             summary[variant]["index_seconds"] = round(statistics.median(r["index_seconds"] for r in results), 3)
             summary[variant]["verify_seconds"] = round(statistics.median(r["verify_seconds"] for r in results), 3)
