@@ -409,6 +409,7 @@ class DirectoryOutput:
     """A dump directory in mongodump layout, built inside ``<path>.partial``."""
 
     def __init__(self, root, options, server_version):
+        self.db = options.db
         self.writer = layout.DirectoryWriter(root, gzip=options.gzip, gzip_level=options.gzip_level,
                                              server_version=server_version)
 
@@ -428,7 +429,11 @@ class DirectoryOutput:
         return self._sink(self.writer.open_oplog())
 
     def finish(self, server_version):
-        self.writer.write_prelude(server_version, TOOL_VERSION)
+        # As mongodump: a single-database dump keeps its prelude in <root>/<db>/, and writes
+        # none when nothing was dumped there.
+        if self.db and not os.path.isdir(os.path.join(self.writer.root, self.db)):
+            return
+        self.writer.write_prelude(server_version, TOOL_VERSION, db=self.db)
 
     def file_records(self):
         return self.writer.file_records()
