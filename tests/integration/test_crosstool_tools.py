@@ -375,3 +375,174 @@ def test_our_restore_reads_mongodump_output_byte_equal(mongo_tools, server, sour
     assert_same_data(client, SOURCE_DB, target)
     for name in client[SOURCE_DB].list_collection_names():
         assert index_specs(client, target, name) == index_specs(client, SOURCE_DB, name), name
+
+
+# --------------------------------------------------------------------------- point in time under a workload
+
+LIVE_DB = "xtool_live"
+
+
+class Writer(threading.Thread):
+    """One thread writing to LIVE_DB.w, one acknowledged write at a time, recording each as
+    (op, _id, step): the oplog holds them in this order, each entry naming its step."""
+
+    def __init__(self, client, first_id):
+        super().__init__(daemon=True)
+        self.collection = client[LIVE_DB].w
+        self.log = []
+        self.next_id = first_id
+        self.live = list(range(first_id))
+        self.stop_event = threading.Event()
+        self.error = None
+
+    def run(self):
+        step = 0
+        try:
+            while not self.stop_event.is_set():
+                self.write(step)
+                step += 1
+        except Exception as exc:  # reported by the test
+            self.error = exc
+
+    def write(self, step):
+        if step % 4 == 3 and len(self.live) > 10:
+            victim = self.live.pop((step * 7) % len(self.live))
+            self.collection.delete_one({"_id": victim})
+            self.log.append(("d", victim, step))
+        elif step % 2 == 1:
+            target = self.live[(step * 13) % len(self.live)]
+            self.collection.update_one({"_id": target}, {"$set": {"step": step, "v": "updated %d" % step}})
+            self.log.append(("u", target, step))
+        else:
+            self.collection.insert_one({"_id": self.next_id, "step": step, "v": "inserted %d" % step})
+            self.log.append(("i", self.next_id, step))
+            self.live.append(self.next_id)
+            self.next_id += 1
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(30)
+        assert self.error is None, self.error
+
+    def state_after(self, initial, last_step):
+        """The collection as it was once the write of ``last_step`` was made."""
+        documents = dict((doc["_id"], dict(doc)) for doc in initial)
+        for op, _id, step in self.log:
+            if step > last_step:
+                break
+            if op == "i":
+                documents[_id] = {"_id": _id, "step": step, "v": "inserted %d" % step}
+            elif op == "u":
+                documents[_id].update(step=step, v="updated %d" % step)
+            else:
+                del documents[_id]
+        return [bson.encode(documents[key]) for key in sorted(documents)]
+
+    def step_of(self, entry):
+        """The writer's step an oplog entry of LIVE_DB.w records."""
+        if entry["op"] == "d":
+            return next(step for op, _id, step in self.log if op == "d" and _id == entry["o"]["_id"])
+        o = entry["o"]
+        for fields in (o, o.get("$set"), (o.get("diff") or {}).get("u")):  # insert/replacement, $v:1, $v:2
+            if fields and "step" in fields:
+                return fields["step"]
+        raise AssertionError("no step in %r" % entry)
+
+
+def live_data(client):
+    """A static collection with a secondary index and the writer's collection, before the writer starts."""
+    client.drop_database(LIVE_DB)
+    client[LIVE_DB].static.insert_many([{"_id": n, "payload": "x" * 200, "n": n} for n in range(2000)])
+    client[LIVE_DB].static.create_index([("n", -1)], name="n_desc")
+    initial = [{"_id": n, "step": -1, "v": "initial"} for n in range(200)]
+    client[LIVE_DB].w.insert_many(initial)
+    client[LIVE_DB].w.create_index([("step", 1)])
+    return initial
+
+
+def oplog_entries(path, fmt):
+    """Decoded oplog entries of a mongodump --oplog output, read with pymongo only."""
+    if fmt == "archive":
+        with open_archive_for_read(str(path)) as handle:
+            raws = [raw for db, coll, raw in ArchiveReader(handle, str(path)).iter_documents() if db == ""]
+        return [bson.decode(raw) for raw in raws]
+    with open(os.path.join(str(path), "oplog.bson"), "rb") as handle:
+        return bson.decode_all(gunzip_if_needed(handle.read()))
+
+
+@pytest.mark.parametrize("fmt,use_gzip", [("directory", False), ("archive", True)], ids=["directory", "archive-gzip"])
+def test_mongodump_oplog_under_a_workload_restores_to_the_dumps_end(mongo_tools, private_server, server, tmp_path,
+                                                                    fmt, use_gzip):
+    """mongodump --oplog while a writer runs; our restore with oplog replay gives the state at the oplog's
+    last entry: not what the collection scan saw, not what the writer did after the dump."""
+    live = private_server.client()
+    target = server.client()
+    target.drop_database(LIVE_DB)
+    try:
+        initial = live_data(live)
+        writer = Writer(live, first_id=len(initial))
+        path = tmp_path / ("dump.archive" if fmt == "archive" else "dump")
+        output = ["--archive=%s" % path] if fmt == "archive" else ["--out=%s" % path]
+        writer.start()
+        while len(writer.log) < 20:  # the writer is under way before the dump starts
+            threading.Event().wait(0.01)
+        run = mongo_tools.run("mongodump", "--oplog", *(output + (["--gzip"] if use_gzip else [])),
+                              server=private_server)
+        steps_at_dump_end = len(writer.log)
+        while len(writer.log) < steps_at_dump_end + 20:  # and goes on after it
+            threading.Event().wait(0.01)
+        writer.stop()
+        assert run.returncode == 0, run.stderr
+
+        window = [e for e in oplog_entries(path, fmt) if e["ns"] == "%s.w" % LIVE_DB]
+        assert window, "no write of the workload fell inside the dump's oplog window"
+        last_step = writer.step_of(window[-1])
+        assert last_step < writer.log[-1][2], "the writer went on after the dump"
+
+        result = restore_foreign(target, path, oplog_replay=True)
+        assert result["total_failed"] == 0
+        assert result["oplog"]["applied"] >= len(window)
+        assert raw_documents(target, LIVE_DB, "w") == writer.state_after(initial, last_step)
+        assert raw_documents(target, LIVE_DB, "static") == raw_documents(live, LIVE_DB, "static")
+        for name in ("w", "static"):
+            assert index_specs(target, LIVE_DB, name) == index_specs(live, LIVE_DB, name)
+    finally:
+        target.drop_database(LIVE_DB)
+        target.close()
+        live.close()
+
+
+@pytest.mark.parametrize("fmt,use_gzip", [("directory", False), ("archive", True)], ids=["directory", "archive-gzip"])
+def test_our_oplog_dump_is_read_by_bsondump_and_accepted_by_mongorestore(mongo_tools, private_server, tmp_path,
+                                                                         fmt, use_gzip):
+    """Our oplog: true dump under a workload: bsondump reads every entry of oplog.bson, and
+    mongorestore --oplogReplay --dryRun (which fails when it finds no oplog) accepts the output."""
+    live = private_server.client()
+    try:
+        initial = live_data(live)
+        writer = Writer(live, first_id=len(initial))
+        writer.start()
+        while len(writer.log) < 20:
+            threading.Event().wait(0.01)
+        path = tmp_path / ("ours.archive" if fmt == "archive" else "ours")
+        try:
+            our_dump(live, oplog=True, gzip=use_gzip, **{"archive" if fmt == "archive" else "path": str(path)})
+        finally:
+            writer.stop()
+        entries = [bson.encode(entry) for entry in oplog_entries(path, fmt)]
+        assert any(bson.decode(raw)["ns"] == "%s.w" % LIVE_DB for raw in entries), "no workload write in the window"
+        if fmt == "directory":
+            with open(str(path / "oplog.bson"), "rb") as handle:
+                data = gunzip_if_needed(handle.read())
+            run = mongo_tools.run("bsondump", "--type=json", stdin=data)
+            assert run.returncode == 0, run.stderr
+            assert "%d objects found" % len(entries) in run.stderr
+            lines = run.stdout.decode("utf-8").splitlines()
+            assert [bson.encode(bson.json_util.loads(line, json_options=CANONICAL_JSON_OPTIONS))
+                    for line in lines] == entries
+        run = mongo_tools.run("mongorestore", "--dryRun", "--oplogReplay",
+                              *mongorestore_args(fmt, path, use_gzip), server=private_server)
+        assert run.returncode == 0, run.stderr
+        assert "dry run completed" in run.stderr
+    finally:
+        live.close()
