@@ -66,7 +66,7 @@ SECONDARY_INDEXES = (
 def raw_documents(client, db, name):
     """Documents as the server stores them, sorted by _id, compared byte for byte."""
     collection = client[db].get_collection(name, codec_options=CodecOptions(document_class=RawBSONDocument))
-    return [doc.raw for doc in collection.find().sort("_id", 1)]
+    return [bytes(doc.raw) for doc in collection.find().sort("_id", 1)]
 
 
 def index_specs(client, db, name):
@@ -210,6 +210,9 @@ def source(server):
         database.types.create_index(spec, **options)
     for name in ODD_NAMES:
         database[name].insert_many([{"_id": n, "collection": name, "n": n} for n in range(5)])
+    database.create_collection("empty")
+    database.big.insert_many([{"_id": 0, "blob": Binary(os.urandom(3 * 1024 * 1024))}]
+                             + [{"_id": n, "n": n} for n in range(1, 500)])
     database.create_collection("capped", capped=True, size=65536, max=20)
     database.capped.insert_many([{"_id": n, "n": n} for n in range(10)])  # below max: nothing is trimmed
     yield client, refused
@@ -452,7 +455,7 @@ class Writer(threading.Thread):
 def live_data(client):
     """A static collection with a secondary index and the writer's collection, before the writer starts."""
     client.drop_database(LIVE_DB)
-    client[LIVE_DB].static.insert_many([{"_id": n, "payload": "x" * 200, "n": n} for n in range(2000)])
+    client[LIVE_DB].static.insert_many([{"_id": n, "payload": "x" * 200, "n": n} for n in range(500)])
     client[LIVE_DB].static.create_index([("n", -1)], name="n_desc")
     initial = [{"_id": n, "step": -1, "v": "initial"} for n in range(200)]
     client[LIVE_DB].w.insert_many(initial)
@@ -470,7 +473,11 @@ def oplog_entries(path, fmt):
         return bson.decode_all(gunzip_if_needed(handle.read()))
 
 
-@pytest.mark.parametrize("fmt,use_gzip", [("directory", False), ("archive", True)], ids=["directory", "archive-gzip"])
+OPLOG_VARIANTS = [("directory", False), ("directory", True), ("archive", True)]
+OPLOG_VARIANT_IDS = ["directory", "directory-gzip", "archive-gzip"]
+
+
+@pytest.mark.parametrize("fmt,use_gzip", OPLOG_VARIANTS, ids=OPLOG_VARIANT_IDS)
 def test_mongodump_oplog_under_a_workload_restores_to_the_dumps_end(mongo_tools, private_server, server, tmp_path,
                                                                     fmt, use_gzip):
     """mongodump --oplog while a writer runs; our restore with oplog replay gives the state at the oplog's
@@ -512,7 +519,7 @@ def test_mongodump_oplog_under_a_workload_restores_to_the_dumps_end(mongo_tools,
         live.close()
 
 
-@pytest.mark.parametrize("fmt,use_gzip", [("directory", False), ("archive", True)], ids=["directory", "archive-gzip"])
+@pytest.mark.parametrize("fmt,use_gzip", OPLOG_VARIANTS, ids=OPLOG_VARIANT_IDS)
 def test_our_oplog_dump_is_read_by_bsondump_and_accepted_by_mongorestore(mongo_tools, private_server, tmp_path,
                                                                          fmt, use_gzip):
     """Our oplog: true dump under a workload: bsondump reads every entry of oplog.bson, and
