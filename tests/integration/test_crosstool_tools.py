@@ -28,7 +28,8 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.archive import ArchiveReader, open_archive_for_read
 
 SOURCE_DB = "xtool_src"
-LONG_NAME = "long \u00e9t\u00e9 " * 20  # escaped far beyond 238 bytes: the file name is shortened
+# Escaped far beyond 238 bytes, so the file name is shortened; the 208-byte cut falls inside a %XX.
+LONG_NAME = "ab" + "long \u00e9t\u00e9 " * 20
 ODD_NAMES = ("with.dots.in.it", "sp ace", "uni \u2713 \u65e5\u672c\u8a9e", "pct%41 and %", "plus+sign", LONG_NAME)
 # mongorestore reports an index build the test server refuses like this (FerretDB: "ns" is unknown).
 INDEX_REFUSED = re.compile(r'Index option "ns" is unknown|error creating indexes')
@@ -236,7 +237,8 @@ def clean(client):
 def test_dataset_holds_every_type_the_server_stores(source, server):
     """Which BSON types the test server refuses (not part of the data set) is said, not hidden."""
     client, refused = source
-    assert layout.collection_file_stem(LONG_NAME) != layout.escape_collection_name(LONG_NAME)
+    stem = layout.collection_file_stem(LONG_NAME)
+    assert len(stem) == 238 and stem[204:211] == "%C3%%24", stem
     assert client[SOURCE_DB].types.count_documents({}) == len(BASE_TYPES) + len(EXTENDED_TYPES) - len(refused) + 1
     if refused:
         pytest.skip("the %s test server does not store BSON %s: those types are not in the cross-tool data set"
@@ -359,7 +361,54 @@ def test_our_archive_holds_what_mongodump_archives(mongo_tools, server, source, 
     assert our_documents == their_documents
 
 
+@pytest.mark.parametrize("use_gzip", [False, True], ids=["plain", "gzip"])
+def test_our_full_oplog_dump_is_file_for_file_what_mongodump_writes(mongo_tools, private_server, tmp_path, use_gzip):
+    """A whole deployment with oplog: true, on a quiet server: the same files (admin's users, the
+    prelude at the root, oplog.bson without .gz even when gzipped) with the same bytes."""
+    live = private_server.client()
+    try:
+        live_data(live)
+        gzip_args = ["--gzip"] if use_gzip else []
+        run = mongo_tools.run("mongodump", "--oplog", "--out=%s" % (tmp_path / "theirs"), *gzip_args,
+                              server=private_server)
+        assert run.returncode == 0, run.stderr
+        our_dump(live, path=str(tmp_path / "ours"), oplog=True, gzip=use_gzip)
+    finally:
+        live.close()
+    ours, theirs = dump_files(str(tmp_path / "ours")), dump_files(str(tmp_path / "theirs"))
+    assert ours.pop("manifest.json")
+    prelude = "prelude.json" + (".gz" if use_gzip else "")
+    assert json.loads(ours.pop(prelude))["ServerVersion"] == json.loads(theirs.pop(prelude))["ServerVersion"]
+    assert "oplog.bson" in theirs
+    assert sorted(ours) == sorted(theirs)
+    for name in theirs:
+        assert ours[name] == theirs[name], name
+
+
 # --------------------------------------------------------------------------- real mongodump output, our restore
+
+def test_tools_get_the_password_only_through_a_private_config_file(mongo_tools, server):
+    argv = mongo_tools.server_args(server)
+    assert not any(server.password in arg for arg in argv)
+    config = argv[0][len("--config="):]
+    assert os.stat(config).st_mode & 0o777 == 0o600
+    with open(config) as handle:
+        assert server.password in handle.read()
+
+
+def test_our_restore_takes_a_shortened_name_from_the_metadata_verbatim(mongo_tools, server, client, clean, tmp_path):
+    """A long name with + and %: the name in the metadata is the real one (mongorestore unescapes it
+    once more, turning + into a space; we do not)."""
+    source_db, target = clean("xtool_long_src"), clean("xtool_long_dst")
+    name = "plus+percent%25 " + "\u00e9" * 100
+    client[source_db][name].insert_many([{"_id": n} for n in range(3)])
+    run = mongo_tools.run("mongodump", "--db=%s" % source_db, "--out=%s" % (tmp_path / "dump"), server=server)
+    assert run.returncode == 0, run.stderr
+    assert len(os.listdir(str(tmp_path / "dump" / source_db))) == 3  # .bson, .metadata.json, prelude.json
+    restore_foreign(client, tmp_path / "dump", ns_from=["%s.$c$" % source_db], ns_to=["%s.$c$" % target])
+    assert client[target].list_collection_names() == [name]
+    assert raw_documents(client, target, name) == raw_documents(client, source_db, name)
+
 
 @pytest.mark.parametrize("fmt,use_gzip", VARIANTS, ids=VARIANT_IDS)
 def test_our_restore_reads_mongodump_output_byte_equal(mongo_tools, server, source, clean, tmp_path, fmt, use_gzip):
