@@ -134,14 +134,21 @@ def dump_files(root):
 
 
 def archive_contents(path):
-    """(header, prelude entries sorted, {namespace: [raw documents]}) of an archive."""
+    """(header, prelude entries sorted, {namespace: [raw documents]}, {namespace: blocks}) of an
+    archive; blocks counts data segments and EOF blocks (mongodump opens a segment even for an
+    empty collection)."""
     with open_archive_for_read(path) as handle:
         reader = ArchiveReader(handle, path)
-        documents = {}
-        for db, collection, raw in reader.iter_documents():
-            documents.setdefault("%s.%s" % (db, collection), []).append(raw)
+        documents, blocks = {}, {}
+        for event in reader.iter_events():
+            namespace = "%s.%s" % (event[1], event[2])
+            if event[0] == "document":
+                documents.setdefault(namespace, []).append(event[3])
+            else:
+                counts = blocks.setdefault(namespace, {"segment": 0, "end": 0})
+                counts[event[0]] += 1
         prelude = sorted(reader.prelude, key=lambda entry: (entry["db"], entry["collection"]))
-        return reader.header, prelude, documents
+        return reader.header, prelude, documents, blocks
 
 
 # mongorestore logs each index spec it parsed (Go %#v) before building it.
@@ -318,7 +325,7 @@ def test_bsondump_reads_every_bson_file_we_write(mongo_tools, source, our_output
     for entry in scan.entries:
         with open(entry.bson_path, "rb") as handle:
             data = gunzip_if_needed(handle.read())  # bsondump reads plain BSON: feed it the stream
-        run = mongo_tools.run("bsondump", "--type=json", stdin=data)
+        run = mongo_tools.run("bsondump", "--objcheck", "--type=json", stdin=data)
         assert run.returncode == 0, run.stderr
         expected = sorted(raw_documents(client, SOURCE_DB, entry.collection))
         assert "%d objects found" % len(expected) in run.stderr
@@ -353,12 +360,15 @@ def test_our_archive_holds_what_mongodump_archives(mongo_tools, server, source, 
     run = mongo_tools.run("mongodump", "--db=%s" % SOURCE_DB, "--archive=%s" % theirs,
                           *(["--gzip"] if use_gzip else []), server=server)
     assert run.returncode == 0, run.stderr
-    our_header, our_prelude, our_documents = archive_contents(our_output[("archive", use_gzip)])
-    their_header, their_prelude, their_documents = archive_contents(str(theirs))
+    our_header, our_prelude, our_documents, our_blocks = archive_contents(our_output[("archive", use_gzip)])
+    their_header, their_prelude, their_documents, their_blocks = archive_contents(str(theirs))
     assert our_header.pop("tool_version") != their_header.pop("tool_version")
     assert our_header == their_header
     assert our_prelude == their_prelude
     assert our_documents == their_documents
+    assert set(our_blocks) == set(their_blocks)
+    for namespace, counts in our_blocks.items():
+        assert counts["end"] == 1 and counts["segment"] >= 1, namespace
 
 
 @pytest.mark.parametrize("use_gzip", [False, True], ids=["plain", "gzip"])
@@ -590,7 +600,7 @@ def test_our_oplog_dump_is_read_by_bsondump_and_accepted_by_mongorestore(mongo_t
         if fmt == "directory":
             with open(str(path / "oplog.bson"), "rb") as handle:
                 data = gunzip_if_needed(handle.read())
-            run = mongo_tools.run("bsondump", "--type=json", stdin=data)
+            run = mongo_tools.run("bsondump", "--objcheck", "--type=json", stdin=data)
             assert run.returncode == 0, run.stderr
             assert "%d objects found" % len(entries) in run.stderr
             lines = run.stdout.decode("utf-8").splitlines()
