@@ -449,7 +449,8 @@ class ArchiveOutput:
         namespaces = [{"db": plan.db, "collection": plan.name, "metadata": plan.metadata_json(),
                        "type": plan.type or "collection"} for plan in plans]
         if with_oplog:
-            namespaces.append({"db": "", "collection": "oplog", "metadata": "", "type": None})
+            # mongodump writes an empty type for the oplog (tools <= 4.x omitted the field)
+            namespaces.append({"db": "", "collection": "oplog", "metadata": "", "type": ""})
         self.writer = archive_format.ArchiveWriter(self.stream, server_version, TOOL_VERSION,
                                                    options.num_parallel_collections, namespaces)
 

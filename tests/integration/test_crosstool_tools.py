@@ -395,6 +395,26 @@ def test_our_full_oplog_dump_is_file_for_file_what_mongodump_writes(mongo_tools,
         assert ours[name] == theirs[name], name
 
 
+def test_our_full_oplog_archive_holds_what_mongodump_archives(mongo_tools, private_server, tmp_path):
+    """A whole deployment with oplog: true as one gzipped archive, on a quiet server: the same
+    prelude (the oplog's entry included) and the same documents, oplog entries included."""
+    live = private_server.client()
+    try:
+        live_data(live)
+        run = mongo_tools.run("mongodump", "--oplog", "--gzip", "--archive=%s" % (tmp_path / "theirs.archive"),
+                              server=private_server)
+        assert run.returncode == 0, run.stderr
+        our_dump(live, archive=str(tmp_path / "ours.archive"), oplog=True, gzip=True)
+    finally:
+        live.close()
+    our_header, our_prelude, our_documents, _blocks = archive_contents(str(tmp_path / "ours.archive"))
+    their_header, their_prelude, their_documents, _blocks = archive_contents(str(tmp_path / "theirs.archive"))
+    assert our_header["server_version"] == their_header["server_version"]
+    assert our_prelude == their_prelude
+    assert ".oplog" in their_documents
+    assert our_documents == their_documents
+
+
 # --------------------------------------------------------------------------- real mongodump output, our restore
 
 def test_tools_get_the_password_only_through_a_private_config_file(mongo_tools, server):
