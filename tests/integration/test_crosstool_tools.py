@@ -632,3 +632,49 @@ def test_our_oplog_dump_is_read_by_bsondump_and_accepted_by_mongorestore(mongo_t
         assert "dry run completed" in run.stderr
     finally:
         live.close()
+
+
+def _has_apply_ops(client):
+    try:
+        client.admin.command("applyOps", [])
+        return True
+    except Exception:  # FerretDB: CommandNotFound
+        return False
+
+
+def test_mongorestore_replays_our_oplog_dump_to_its_end(mongo_tools, private_server, server, tmp_path):
+    """Our oplog: true dump under a workload, restored by mongorestore --oplogReplay: the state at
+    the oplog's last entry, indexes built. mongorestore replays through applyOps."""
+    target = server.client()
+    if not _has_apply_ops(target):
+        target.close()
+        pytest.skip("the %s test server has no applyOps, which mongorestore --oplogReplay needs" % server.kind)
+    live = private_server.client()
+    target.drop_database(LIVE_DB)
+    try:
+        initial = live_data(live)
+        writer = Writer(live, first_id=len(initial))
+        writer.start()
+        while len(writer.log) < 20:
+            threading.Event().wait(0.01)
+        try:
+            # admin left out: mongorestore would restore the private server's users over the shared one's
+            our_dump(live, path=str(tmp_path / "ours"), oplog=True, ns_exclude=["admin.*"])
+            steps_at_dump_end = len(writer.log)
+            while len(writer.log) < steps_at_dump_end + 20:
+                threading.Event().wait(0.01)
+        finally:
+            writer.stop()
+        window = [e for e in oplog_entries(tmp_path / "ours", "directory") if e["ns"] == "%s.w" % LIVE_DB]
+        assert window, "no write of the workload fell inside the dump's oplog window"
+        last_step = writer.step_of(window[-1])
+        run = mongo_tools.run("mongorestore", "--oplogReplay", str(tmp_path / "ours"), server=server)
+        assert run.returncode == 0, run.stderr
+        assert raw_documents(target, LIVE_DB, "w") == writer.state_after(initial, last_step)
+        assert raw_documents(target, LIVE_DB, "static") == raw_documents(live, LIVE_DB, "static")
+        for name in ("w", "static"):
+            assert index_specs(target, LIVE_DB, name) == index_specs(live, LIVE_DB, name)
+    finally:
+        target.drop_database(LIVE_DB)
+        target.close()
+        live.close()
