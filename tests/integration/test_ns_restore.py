@@ -114,4 +114,3 @@ def test_invalid_names_fail_clearly_before_connecting(tmp_path, module, target, 
     assert not (tmp_path / "data.partial").exists() and not (tmp_path / "a").exists()
     if module == "mongodb_dump":
         assert not path.exists()
-
