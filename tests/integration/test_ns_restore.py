@@ -19,16 +19,16 @@ def documents(client, db, name):
     return list(client[db][name].find().sort("_id", 1))
 
 
-@pytest.fixture
-def backup(client, tmp_path):
+@pytest.fixture(params=["directory", "archive"])
+def backup(request, client, tmp_path):
     """A backup of nsr_shop (orders, users), after which nsr_shop gets newer data."""
     for name in (SHOP, SHOP2):
         client.drop_database(name)
     client[SHOP].orders.insert_many([{"_id": i, "state": "backed up"} for i in range(50)])
     client[SHOP].users.insert_many([{"_id": i, "name": "u%d" % i} for i in range(5)])
-    path = tmp_path / "backup"
-    dump_engine.dump(client, dump_engine.DumpOptions(path=str(path), ns_include=[SHOP + ".*"]),
-                     client_utils.server_facts(client))
+    path = tmp_path / ("backup.archive" if request.param == "archive" else "backup")
+    dump_engine.dump(client, dump_engine.DumpOptions(ns_include=[SHOP + ".*"], **{
+        "archive" if request.param == "archive" else "path": str(path)}), client_utils.server_facts(client))
     client[SHOP].orders.insert_many([{"_id": 1000 + i, "state": "newer"} for i in range(7)])
     client[SHOP].orders.update_one({"_id": 0}, {"$set": {"state": "changed after the backup"}})
     yield path
