@@ -26,9 +26,9 @@ pytestmark = pytest.mark.skipif(
     not (os.access(MONGODUMP, os.X_OK) and os.access(MONGORESTORE, os.X_OK)),
     reason="the real mongodump/mongorestore are not in %s (set MONGO_TOOLS_BIN)" % TOOLS)
 
-# The source: odd names on purpose (a literal * and a dot inside collection names).
+# The source: odd names on purpose (a literal *, a backslash and a dot inside collection names).
 DATA = {
-    "nsx_shop": ["orders", "users", "ord*ers", "x.y"],
+    "nsx_shop": ["orders", "users", "ord*ers", "x.y", "b\\s"],
     "nsx_shopx": ["orders"],
     "nsx_other": ["orders"],
 }
@@ -117,10 +117,9 @@ SAME = [
     ("the last matching rule wins", {"ns_include": ["nsx_shop.*"], "ns_from": ["nsx_shop.*", "nsx_shop.orders"],
                                      "ns_to": ["nsx_a.*", "nsx_b.orders"]},
      dict(renamed("nsx_shop.", "nsx_a.", SHOP), **{"nsx_shop.orders": "nsx_b.orders"})),
-    ("variables swap db and collection", {"ns_include": ["nsx_shop.*"], "ns_from": ["$d$.$c$"],
-                                          "ns_to": ["$c$.$d$"]},
-     {"nsx_shop.orders": "orders.nsx_shop", "nsx_shop.users": "users.nsx_shop",
-      "nsx_shop.ord*ers": "ord*ers.nsx_shop", "nsx_shop.x.y": "x.y.nsx_shop"}),
+    ("variables swap db and collection", {"ns_include": ["nsx_shop.*"], "ns_exclude": ["nsx_shop.b\\\\s"],
+                                          "ns_from": ["$d$.$c$"], "ns_to": ["$c$.$d$"]},
+     dict((ns, "%s.nsx_shop" % ns[len("nsx_shop."):]) for ns in SHOP if "\\" not in ns)),
     ("with variables * is literal", {"ns_include": ["nsx_shop.*"], "ns_from": ["nsx_shop.$c$"],
                                      "ns_to": ["nsx_v.$c$_*"]},
      dict((ns, "nsx_v.%s_*" % ns[len("nsx_shop."):]) for ns in SHOP)),
@@ -132,6 +131,21 @@ SAME = [
     ("rename with an exclude", {"ns_exclude": ["nsx_shop.users"], "ns_from": ["nsx_shop.*"],
                                 "ns_to": ["nsx_shop2.*"]},
      renamed("nsx_shop.", "nsx_shop2.", [ns for ns in ALL if ns != "nsx_shop.users"])),
+    ("** is two wildcards", {"ns_include": ["nsx_shop.**"]}, dict((ns, ns) for ns in SHOP)),
+    ("an escaped backslash", {"ns_include": ["nsx_shop.b\\\\s"]}, {"nsx_shop.b\\s": "nsx_shop.b\\s"}),
+    ("a lone backslash is dropped", {"ns_include": ["nsx_shop.b\\s"]}, {}),
+    ("a trailing backslash is dropped", {"ns_include": ["nsx_shop.*\\"]}, dict((ns, ns) for ns in SHOP)),
+    ("backslashes in a rename", {"ns_include": ["nsx_shop.*"], "ns_from": ["nsx_shop.b\\\\s"],
+                                 "ns_to": ["nsx_z.\\\\q"]},
+     dict(dict((ns, ns) for ns in SHOP), **{"nsx_shop.b\\s": "nsx_z.\\q"})),
+    ("three wildcards", {"ns_include": ["nsx_shop.*"], "ns_from": ["*.*.*"], "ns_to": ["*.*_*"]},
+     dict(dict((ns, ns) for ns in SHOP), **{"nsx_shop.x.y": "nsx_shop.x_y"})),
+    ("wildcards inside names", {"ns_include": ["nsx_shop.*"], "ns_from": ["nsx_s*o*.*s"],
+                                "ns_to": ["nsx_x*y*.*S"]},
+     dict((ns, "nsx_xhyp.%sS" % ns[len("nsx_shop."):-1] if ns.endswith("s") else ns) for ns in SHOP)),
+    ("variables around a dot", {"ns_include": ["nsx_shop.*"], "ns_from": ["nsx_shop.$a$.$b$"],
+                                "ns_to": ["nsx_z.$b$-$a$"]},
+     dict(dict((ns, ns) for ns in SHOP), **{"nsx_shop.x.y": "nsx_z.y-x"})),
     ("different numbers of wildcards", {"ns_from": ["nsx_shop.*"], "ns_to": ["nsx_a.b"]}, "refused by both"),
     ("$ in an include", {"ns_include": ["nsx_shop.$c$"]}, "refused by both"),
     ("an unknown variable", {"ns_from": ["nsx_shop.$x$"], "ns_to": ["nsx_a.$y$"]}, "refused by both"),
