@@ -114,3 +114,37 @@ def test_invalid_names_fail_clearly_before_connecting(tmp_path, module, target, 
     assert not (tmp_path / "data.partial").exists() and not (tmp_path / "a").exists()
     if module == "mongodb_dump":
         assert not path.exists()
+
+
+RESTORE_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - dbops.mongodb_backup.mongodb_restore:
+        uri: "{{{{ lookup('env', 'MONGODB_URI') }}}}"
+        source: "{source}"
+        ns_from: ["{ns_from}"]
+        ns_to: ["nsr_shop2.*"]
+        drop: true
+      register: restored
+    - debug:
+        msg: "restored {{{{ restored.namespaces | map(attribute='namespace') | sort | join(',') }}}}"
+"""
+
+
+def test_the_module_renames_with_wildcards_and_refuses_a_rule_that_matches_nothing(server, client, backup,
+                                                                                   tmp_path):
+    newer_orders = documents(client, SHOP, "orders")
+    code, out = run_playbook(RESTORE_PLAYBOOK.format(source=backup, ns_from="nsr_shop.*"), tmp_path, server=server)
+    assert code == 0, out
+    assert "restored nsr_shop2.orders,nsr_shop2.users" in out
+    assert documents(client, SHOP, "orders") == newer_orders
+    assert len(documents(client, SHOP2, "orders")) == 50
+
+    client.drop_database(SHOP2)
+    code, out = run_playbook(RESTORE_PLAYBOOK.format(source=backup, ns_from="nsr_shpo.*"), tmp_path, server=server)
+    assert code != 0
+    assert ("ns_from 'nsr_shpo.*' (ns_to 'nsr_shop2.*') matches none of the namespaces being restored; "
+            "the source has: nsr_shop.orders, nsr_shop.users") in out
+    assert documents(client, SHOP, "orders") == newer_orders
+    assert SHOP2 not in client.list_database_names()
