@@ -171,11 +171,12 @@ def _unescape(text):
 def _wildcard_parts(text):
     """Literal text and wildcard slots of a pattern without ``$``: a ``*`` is a wildcard unless a
     backslash comes right before it; the literal text between wildcards is then unescaped."""
-    parts, literal = [], []
+    parts, literal, wildcards = [], [], 0
     for index, char in enumerate(text):
         if char == "*" and (index == 0 or text[index - 1] != "\\"):
             parts.append(_unescape("".join(literal)))
-            parts.append(_Slot(len([p for p in parts if isinstance(p, _Slot)])))
+            parts.append(_Slot(wildcards))  # wildcards pair up by position
+            wildcards += 1
             literal = []
         else:
             literal.append(char)
@@ -183,15 +184,13 @@ def _wildcard_parts(text):
     return [part for part in parts if part != ""]
 
 
-def _variable_parts(text, describe):
-    """Literal text and ``$name$`` slots of a pattern that holds ``$`` (no escapes, ``*`` literal)."""
+def _variable_parts(text):
+    """Literal text and ``$name$`` slots of a pattern that holds ``$`` (no escapes, ``*`` literal).
+    The caller has checked that the dollar signs pair up."""
     parts, literal, index = [], [], 0
     while index < len(text):
         if text[index] == "$":
-            end = text.find("$", index + 1)
-            if end < 0:
-                raise InvalidOption("%s has a '$' that opens no $variable$: a variable is written "
-                                    "between two dollar signs, e.g. 'sales.$coll$'" % describe)
+            end = text.index("$", index + 1)
             parts.append("".join(literal))
             parts.append(_Slot(text[index + 1:end]))
             literal = []
@@ -240,9 +239,10 @@ class NamespacePattern:
                                 "would silently restore nothing for it); for a whole database write '%s.*'"
                                 % text)
         database = _spelled_out_database(parts)
-        if database is not None and database_name_problem(database):
+        problem = database_name_problem(database) if database is not None else None
+        if problem:
             raise self._invalid("its database part %r can match no database: %s (%s)"
-                                % (database, database_name_problem(database), DATABASE_NAME_RULE))
+                                % (database, problem, DATABASE_NAME_RULE))
         self.regex = _regex(parts)
 
     def _invalid(self, cause):
@@ -267,9 +267,9 @@ class RenameRule:
     def __init__(self, source, target):
         self.source = source
         self.target = target
-        self.describe = "ns_from %r (ns_to %r)" % (source, target)
+        self.label = "ns_from %r (ns_to %r)" % (source, target)
         if not isinstance(source, str) or not source:
-            raise InvalidOption("%s: ns_from is empty; give a pattern like 'sales.*'" % self.describe)
+            raise InvalidOption("%s: ns_from is empty; give a pattern like 'sales.*'" % self.label)
         if "$" in source:
             source_parts, target_parts = self._variable_rule()
         else:
@@ -277,7 +277,7 @@ class RenameRule:
         if not _can_match_a_namespace(source_parts):
             raise InvalidOption("%s: ns_from has neither a '.' nor a '*' nor a $variable$, so it matches no "
                                 "namespace; for a whole database write e.g. 'sales.*' -> 'archive.*'"
-                                % self.describe)
+                                % self.label)
         self.regex = _regex(source_parts)
         groups = dict((part.name, number + 1) for number, part in
                       enumerate(p for p in source_parts if isinstance(p, _Slot)))
@@ -288,18 +288,18 @@ class RenameRule:
             if text.count("$") % 2:
                 raise InvalidOption("%s: %s has an odd number of '$'; a $variable$ is written between two "
                                     "dollar signs, e.g. ns_from 'sales.$coll$' ns_to 'archive.$coll$'"
-                                    % (self.describe, option))
-        source_parts = _variable_parts(self.source, "ns_from %r" % self.source)
-        target_parts = _variable_parts(self.target, "ns_to %r" % self.target)
+                                    % (self.label, option))
+        source_parts = _variable_parts(self.source)
+        target_parts = _variable_parts(self.target)
         names = [part.name for part in source_parts if isinstance(part, _Slot)]
         for name in names:
             if names.count(name) > 1:
                 raise InvalidOption("%s: ns_from uses $%s$ more than once; each variable may appear only "
-                                    "once in ns_from" % (self.describe, name))
+                                    "once in ns_from" % (self.label, name))
         for part in target_parts:
             if isinstance(part, _Slot) and part.name not in names:
                 raise InvalidOption("%s: ns_to uses $%s$, which ns_from does not define (it defines %s)"
-                                    % (self.describe, part.name,
+                                    % (self.label, part.name,
                                        ", ".join("$%s$" % n for n in names) or "none"))
         return source_parts, target_parts
 
@@ -307,22 +307,22 @@ class RenameRule:
         if "$" in self.target:
             raise InvalidOption("%s: ns_to uses '$' but ns_from has no $variable$; use $variables$ on both "
                                 "sides ('sales.$coll$' -> 'archive.$coll$') or * on both sides "
-                                "('sales.*' -> 'archive.*')" % self.describe)
+                                "('sales.*' -> 'archive.*')" % self.label)
         source_parts = _wildcard_parts(self.source)
         target_parts = _wildcard_parts(self.target)
         wildcards = len([p for p in source_parts if isinstance(p, _Slot)])
-        if wildcards != len([p for p in target_parts if isinstance(p, _Slot)]):
+        target_wildcards = len([p for p in target_parts if isinstance(p, _Slot)])
+        if wildcards != target_wildcards:
             raise InvalidOption("%s: ns_from has %d wildcard(s) and ns_to %d; each * of ns_from needs its * "
                                 "in ns_to, in the same order (write \\* for a literal asterisk)"
-                                % (self.describe, wildcards, len([p for p in target_parts
-                                                                  if isinstance(p, _Slot)])))
+                                % (self.label, wildcards, target_wildcards))
         if wildcards >= 2 and self.source.startswith("*") != self.target.startswith("*"):
             # mongorestore numbers a leading * first and the others from the right, so the pairs
             # cross when only one side starts with *; rather than copy that, refuse the rule.
             raise InvalidOption("%s: only one of the two starts with *, and with several wildcards "
                                 "mongorestore then pairs them out of order (e.g. 'sh*.*' -> '*.*' sends "
                                 "shop.orders to orders.op); name the parts with $variables$ instead, e.g. "
-                                "ns_from 'sh$a$.$b$' ns_to '$a$.$b$'" % self.describe)
+                                "ns_from 'sh$a$.$b$' ns_to '$a$.$b$'" % self.label)
         return source_parts, target_parts
 
     def apply(self, namespace):
@@ -376,13 +376,13 @@ class NamespaceRenamer:
                 raise NamespaceNotFound(
                     "%s matches none of the namespaces being restored%s; the source has: %s; fix the "
                     "pattern (* matches any text, \\* is a literal asterisk) or remove the rule"
-                    % (rule.describe, why, listing(available or selected)))
+                    % (rule.label, why, listing(available or selected)))
             if not any(self.rule_for(namespace) is rule for namespace in matched):
                 later = self.rule_for(matched[0])
                 raise InvalidOption(
                     "%s never applies: every namespace it matches (%s) is renamed by the later rule %s, "
                     "because when several rules match, the last one wins (as mongorestore); put the more "
-                    "specific rule last" % (rule.describe, listing(matched), later.describe))
+                    "specific rule last" % (rule.label, listing(matched), later.label))
 
 
 def check_targets(pairs):
