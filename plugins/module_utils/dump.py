@@ -35,6 +35,13 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archiv
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
+    NamespacePattern,
+    check_collection_option,
+    check_database_option,
+    join_namespace,
+    matches_any,
+)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError,
     DumpFailed,
@@ -90,6 +97,8 @@ class DumpOptions:
         return bool(self.archive)
 
     def _validate(self):
+        check_database_option("db", self.db)
+        check_collection_option("collection", self.collection)
         if bool(self.path) == bool(self.archive):
             raise InvalidOption("give exactly one of path (a directory) or archive (a file)")
         if self.collection and not self.db:
@@ -149,52 +158,6 @@ def parse_query(query, query_file):
         raise InvalidOption("%s must be a JSON object (a filter document), got %s"
                             % (source, type(parsed).__name__))
     return parsed
-
-
-class NamespacePattern:
-    """A ``db.collection`` pattern with ``*`` wildcards and ``\\`` escapes, as mongorestore's."""
-
-    def __init__(self, text, option):
-        self.text = text
-        self.regex = re.compile(self._to_regex(text, option), re.DOTALL)
-
-    @staticmethod
-    def _to_regex(text, option):
-        def invalid(cause):
-            return InvalidOption("%s pattern %r is invalid: %s; a pattern has the form "
-                                 "<database>.<collection> with * as a wildcard, e.g. 'sales.*'"
-                                 % (option, text, cause))
-        if not isinstance(text, str) or not text:
-            raise invalid("it is empty")
-        parts, db_part, escaped, seen_dot = [], [], False, False
-        for char in text:
-            if escaped:
-                parts.append(re.escape(char))
-                escaped = False
-            elif char == "\\":
-                escaped = True
-                continue
-            elif char == "*":
-                parts.append(".*")
-            else:
-                if char == "." and not seen_dot:
-                    seen_dot = True
-                    if not db_part:
-                        raise invalid("the database part before the first '.' is empty")
-                parts.append(re.escape(char))
-            if not seen_dot:
-                db_part.append(char)
-        if escaped:
-            raise invalid("it ends with a lone backslash")
-        if not seen_dot and "*" not in text:
-            raise invalid("it has no '.' between database and collection")
-        bad = set("/\"$ \x00") & set("".join(db_part))
-        if bad:
-            raise invalid("the database part contains %s" % ", ".join(repr(c) for c in sorted(bad)))
-        return "^" + "".join(parts) + "$"
-
-    def matches(self, namespace):
-        return bool(self.regex.match(namespace))
 
 
 # --------------------------------------------------------------------------- plan
@@ -319,10 +282,10 @@ class Planner:
     def _selected(self, db, name):
         if skip_system_namespace(db, name, self.options.db):
             return False
-        namespace = "%s.%s" % (db, name)
-        if self.options.ns_include and not any(p.matches(namespace) for p in self.options.ns_include):
+        namespace = join_namespace(db, name)
+        if self.options.ns_include and not matches_any(self.options.ns_include, namespace):
             return False
-        return not any(p.matches(namespace) for p in self.options.ns_exclude)
+        return not matches_any(self.options.ns_exclude, namespace)
 
     def _plan_database(self, db):
         database = self.client[db]

@@ -32,6 +32,10 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import (
     create_output_file, open_maybe_gzip, GZIP_ERRORS, CORRUPT_HINT)
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
+    DATABASE_NAME_RULE,
+    database_name_problem,
+)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
 BUCKETS_PREFIX = "system.buckets."
@@ -40,8 +44,6 @@ TRUNCATED_PREFIX_BYTES = 208
 HASH_MARKER = "%24"
 # Viewless timeseries (data read raw under the collection's own name) start with 8.3.
 VIEWLESS_TIMESERIES_VERSION = (8, 3)
-INVALID_DB_CHARS = '/\\. "\x00$'
-MAX_DB_NAME_BYTES = 63
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 PRELUDE_NAMES = ("prelude.json", "prelude.json.gz")
 
@@ -145,19 +147,11 @@ def prelude_path(root, gzip=False):
 
 def validate_db_name(name, where):
     """Reject directory names that cannot be database names, as mongorestore does."""
-    problem = None
-    if not name:
-        problem = "the name is empty"
-    elif len(name.encode("utf-8")) > MAX_DB_NAME_BYTES:
-        problem = "the name is longer than %d bytes" % MAX_DB_NAME_BYTES
-    else:
-        bad = [ch for ch in INVALID_DB_CHARS if ch in name]
-        if bad:
-            problem = "the name contains %r" % bad[0]
+    problem = database_name_problem(name)
     if problem:
         raise FormatError(
-            "dump directory %s: subdirectory %r is not a valid database name (%s); "
-            "move it out of the dump directory" % (where, name, problem), path=where)
+            "dump directory %s: subdirectory %r is not a valid database name (%s; %s); "
+            "move it out of the dump directory" % (where, name, problem, DATABASE_NAME_RULE), path=where)
 
 
 # --------------------------------------------------------------------------------------

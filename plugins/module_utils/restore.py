@@ -14,7 +14,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +29,13 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archiv
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.dump import NamespacePattern
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import namespaces as ns_rules
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
+    NamespacePattern,
+    NamespaceRenamer,
+    matches_any,
+    split_namespace,
+)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import parse_oplog_limit
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
@@ -43,7 +48,6 @@ DUPLICATE_KEY = 11000
 # Users, roles and the auth schema version: restored through _mergeAuthzCollections, never inserted.
 AUTH_COLLECTIONS = {"system.users": "users", "system.roles": "roles", "system.version": "version"}
 TEMP_USERS, TEMP_ROLES = "tempusers", "temproles"
-_VARIABLE = re.compile(r"\$([A-Za-z0-9_]+)\$")
 
 
 class RestoreFailed(BackupError):
@@ -92,6 +96,8 @@ class RestoreOptions:
     def _validate(self):
         if not self.source:
             raise InvalidOption("source is required: the dump directory or archive file to restore")
+        ns_rules.check_database_option("db", self.db)
+        ns_rules.check_collection_option("collection", self.collection)
         if self.collection and not self.db:
             raise InvalidOption("collection %r needs db: say which database it goes to" % self.collection)
         for name in ("num_parallel_collections", "num_insertion_workers_per_collection", "batch_size"):
@@ -110,45 +116,6 @@ class RestoreOptions:
                                 "or ns_from/ns_to")
         if self.oplog_apply_mode not in ("auto", "applyops", "crud"):
             raise InvalidOption("oplog_apply_mode must be auto, applyops or crud")
-
-
-class NamespaceRenamer:
-    """``ns_from``/``ns_to`` pairs with ``$var$`` placeholders, as mongorestore's --nsFrom/--nsTo."""
-
-    def __init__(self, sources, targets):
-        if len(sources) != len(targets):
-            raise InvalidOption("ns_from has %d patterns and ns_to %d: give them in pairs"
-                                % (len(sources), len(targets)))
-        self.rules = [self._rule(source, target) for source, target in zip(sources, targets)]
-
-    @staticmethod
-    def _rule(source, target):
-        source_vars = _VARIABLE.findall(source)
-        target_vars = _VARIABLE.findall(target)
-        if sorted(set(source_vars)) != sorted(set(target_vars)) or len(set(source_vars)) != len(source_vars):
-            raise InvalidOption("ns_from %r and ns_to %r must use the same $variables$, each once in "
-                                "ns_from (e.g. ns_from 'sales.$coll$' ns_to 'archive.$coll$')" % (source, target))
-        pattern, position = [], 0
-        for match in _VARIABLE.finditer(source):
-            pattern.append(re.escape(source[position:match.start()]))
-            pattern.append("(?P<%s>.*?)" % match.group(1))
-            position = match.end()
-        pattern.append(re.escape(source[position:]))
-        if "." not in target or target.startswith("."):
-            raise InvalidOption("ns_to %r must have the form <database>.<collection>" % target)
-        return re.compile("^" + "".join(pattern) + "$", re.DOTALL), target
-
-    def rename(self, namespace):
-        for regex, target in self.rules:
-            match = regex.match(namespace)
-            if match:
-                return _VARIABLE.sub(lambda m: match.group(m.group(1)), target)
-        return namespace
-
-
-def split_namespace(namespace):
-    db, _sep, collection = namespace.partition(".")
-    return db, collection
 
 
 # --------------------------------------------------------------------------- sources
@@ -312,16 +279,19 @@ class PlannedNamespace:
 
 
 def plan_restore(source, options):
+    """What goes where; refuses renames that do nothing and bad or colliding targets, so that
+    nothing is written or dropped for a plan the user did not mean."""
+    items = source.namespaces()
+    selected = [item for item in items if (options.restore_users_and_roles or not item.special)
+                and _selected(item, options)]
+    options.renamer.check([item.namespace for item in selected], [item.namespace for item in items])
     planned = []
-    for item in source.namespaces():
-        if item.special and not options.restore_users_and_roles:
-            continue
-        if not _selected(item, options):
-            continue
+    for item in selected:
         target = options.renamer.rename(item.namespace)
         if options.db and not options.renamer.rules:
             target = "%s.%s" % (options.db, item.collection)
         planned.append(PlannedNamespace(item, target))
+    ns_rules.check_targets([(p.item.namespace, p.target) for p in planned if not p.item.special])
     return planned
 
 
@@ -333,9 +303,9 @@ def _selected(item, options):
     if item.collection == "system.profile":  # never restored, as mongorestore
         return False
     namespace = item.namespace
-    if options.ns_include and not any(p.matches(namespace) for p in options.ns_include):
+    if options.ns_include and not matches_any(options.ns_include, namespace):
         return False
-    return not any(p.matches(namespace) for p in options.ns_exclude)
+    return not matches_any(options.ns_exclude, namespace)
 
 
 # --------------------------------------------------------------------------- restore
@@ -649,9 +619,9 @@ def drop_extra(client, extra, planned):
     """Drop the extra collections; a database the backup does not have at all is dropped whole."""
     restored_databases = set(item.target_db for item in planned)
     for namespace in extra:
-        database, _dot, collection = namespace.partition(".")
+        database, collection = split_namespace(namespace)
         client[database].drop_collection(collection)
-    for database in set(n.partition(".")[0] for n in extra) - restored_databases:
+    for database in set(split_namespace(n)[0] for n in extra) - restored_databases:
         client.drop_database(database)  # FerretDB keeps a database whose collections are all gone
 
 

@@ -49,10 +49,12 @@ options:
     description:
       - Dump only this database. Without it the whole deployment is dumped, leaving out C(local),
         internal databases and system collections the way mongodump does.
+      - Checked before anything connects - a database name is 1 to 63 bytes and holds none of
+        C(/ \ . " $), a space or NUL.
     type: str
   collection:
     description:
-      - Dump only this collection of O(db).
+      - Dump only this collection of O(db). It must not be empty nor hold C($) or NUL.
     type: str
   query:
     description:
@@ -64,12 +66,17 @@ options:
     type: path
   ns_include:
     description:
-      - Dump only namespaces matching one of these C(database.collection) patterns. C(*) is a wildcard.
+      - Dump only namespaces matching one of these patterns, with the syntax of C(mongorestore --nsInclude).
+      - A pattern matches the whole C(database.collection) name. C(*) matches any text, dots included
+        (V(sales.*) is every collection of C(sales); V(*.orders) every C(orders) collection; V(logs*)
+        also takes C(logs2024.app)). C(\*) is a literal asterisk, C(\\) a literal backslash.
+      - C($) is not allowed. A pattern with neither a C(.) nor a C(*), such as a bare database name, is
+        refused because it can match nothing; write V(sales.*).
     type: list
     elements: str
   ns_exclude:
     description:
-      - Leave out namespaces matching one of these C(database.collection) patterns. C(*) is a wildcard.
+      - Leave out namespaces matching one of these patterns; same syntax as O(ns_include).
     type: list
     elements: str
   gzip:

@@ -42,27 +42,53 @@ options:
     type: path
     required: true
   db:
-    description: Restore only this database of the source (and, without O(ns_from), into a database of that name).
+    description:
+      - Restore only this database of the source (and, without O(ns_from), into a database of that name).
+      - Checked before anything connects - a database name is 1 to 63 bytes and holds none of
+        C(/ \ . " $), a space or NUL.
     type: str
   collection:
-    description: Restore only this collection of O(db).
+    description:
+      - Restore only this collection of O(db). It must not be empty nor hold C($) or NUL.
     type: str
   ns_include:
-    description: Restore only namespaces matching one of these C(database.collection) patterns (C(*) wildcard).
+    description:
+      - Restore only namespaces matching one of these patterns, as C(mongorestore --nsInclude).
+      - A pattern matches the whole C(database.collection) name. C(*) matches any text, dots included
+        (V(sales.*) is every collection of C(sales); V(*.orders) every C(orders) collection; V(sales*)
+        also takes C(sales_eu.x)). C(\*) is a literal asterisk, C(\\) a literal backslash.
+      - C($) is not allowed. A pattern with neither a C(.) nor a C(*), such as a bare database name, is
+        refused (mongorestore would silently restore nothing for it); write V(sales.*).
     type: list
     elements: str
   ns_exclude:
-    description: Leave out namespaces matching one of these patterns.
+    description:
+      - Leave out namespaces matching one of these patterns, as C(mongorestore --nsExclude); same
+        syntax as O(ns_include). Exclusion wins over inclusion.
     type: list
     elements: str
   ns_from:
     description:
-      - Rename namespaces while restoring, with C($variable$) placeholders, as C(mongorestore --nsFrom).
-        Paired in order with O(ns_to).
+      - Rename namespaces while restoring, as C(mongorestore --nsFrom); paired in order with O(ns_to).
+      - With wildcards, each C(*) of O(ns_from) takes the text it matched to the C(*) at the same place
+        in O(ns_to), so both have the same number of C(*) (V(sales.*) -> V(sales_copy.*); V(*.orders)
+        -> V(*.orders_old)). C(\*) is a literal asterisk.
+      - With variables, C($name$) in O(ns_from) matches any text and O(ns_to) puts it back, in any order
+        and as often as needed (V($db$.$coll$) -> V($coll$.$db$)); each variable appears once in O(ns_from).
+        In a rule with variables, C(*) and C(\) are plain characters on both sides.
+      - When several rules match a namespace, the last one in the list renames it (as mongorestore),
+        so put specific rules after general ones. A namespace no rule matches keeps its name.
+      - Refused before anything is written or dropped - a rule that matches none of the namespaces being
+        restored (the error lists the source's namespaces), a rule that a later rule overrides for every
+        namespace it matches, a target that is not a valid namespace, two namespaces renamed to one
+        target, and a rule with several C(*) where only one side starts with C(*) (mongorestore pairs
+        those wildcards out of order; use variables).
     type: list
     elements: str
   ns_to:
-    description: Targets of O(ns_from), using the same C($variable$) names.
+    description:
+      - Targets of O(ns_from), one for each, using the same C(*) count or the C($variable$) names of its
+        O(ns_from).
     type: list
     elements: str
   drop:
@@ -171,11 +197,26 @@ EXAMPLES = r'''
     oplog_replay: true
     oplog_limit: "2024-05-01T09:41:00Z"
 
-- name: Copy one database under another name
+- name: Copy one database under another name (production data into staging)
   dbops.mongodb_backup.mongodb_restore:
-    source: /srv/backups/mongodb/sales.archive
-    ns_from: ["sales.$coll$"]
-    ns_to: ["sales_copy.$coll$"]
+    source: /srv/backups/mongodb/prod.archive
+    ns_from: ["prod.*"]
+    ns_to: ["staging.*"]
+    drop: true
+
+- name: Every orders collection into one archive database, named after its source database
+  dbops.mongodb_backup.mongodb_restore:
+    source: /srv/backups/mongodb/db1/nightly-2024-05-01
+    ns_include: ["*.orders"]
+    ns_from: ["$db$.orders"]
+    ns_to: ["archive.orders_$db$"]
+
+- name: Rename the whole shop database, but send its audit log elsewhere (the last rule wins)
+  dbops.mongodb_backup.mongodb_restore:
+    source: /srv/backups/mongodb/db1/nightly-2024-05-01
+    ns_include: ["shop.*"]
+    ns_from: ["shop.*", "shop.audit"]
+    ns_to: ["shop_restored.*", "audit.shop"]
 
 - name: What would a restore do?
   dbops.mongodb_backup.mongodb_restore:

@@ -228,9 +228,9 @@ def test_corrupt_gzip_archive_is_rejected(client, clean, tmp_path):
 
 
 def test_ns_from_ns_to_mismatch_is_rejected(tmp_path):
-    with pytest.raises(InvalidOption, match="same \\$variables\\$"):
+    with pytest.raises(InvalidOption, match="ns_to uses \\$y\\$, which ns_from does not define"):
         restore_engine.RestoreOptions(source=str(tmp_path), ns_from=["a.$x$"], ns_to=["b.$y$"])
-    with pytest.raises(InvalidOption, match="in pairs"):
+    with pytest.raises(InvalidOption, match="they pair up in order"):
         restore_engine.RestoreOptions(source=str(tmp_path), ns_from=["a.$x$", "c.d"], ns_to=["b.$x$"])
 
 

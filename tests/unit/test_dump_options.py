@@ -9,34 +9,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongod
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption
 
 
-@pytest.mark.parametrize("pattern, namespace, expected", [
-    ("sales.*", "sales.orders", True),
-    ("sales.*", "salesx.orders", False),
-    ("*.orders", "eu.orders", True),
-    ("s*.o*", "shop.orders", True),
-    ("shop.orders", "shop.ordersX", False),
-    (r"shop.a\*b", "shop.a*b", True),
-    (r"shop.a\*b", "shop.axxb", False),
-    ("logs*.*", "logs2024.app", True),
-])
-def test_namespace_patterns(pattern, namespace, expected):
-    assert dump_engine.NamespacePattern(pattern, "ns_include").matches(namespace) is expected
-
-
-@pytest.mark.parametrize("pattern, cause", [
-    ("", "it is empty"),
-    ("nodot", "no '.' between database and collection"),
-    (".orders", "database part before the first '.' is empty"),
-    ("bad db.orders", "database part contains ' '"),
-    ("shop.orders\\", "lone backslash"),
-])
-def test_invalid_namespace_patterns_say_why(pattern, cause):
-    with pytest.raises(InvalidOption) as failure:
-        dump_engine.NamespacePattern(pattern, "ns_exclude")
-    assert cause in failure.value.message
-    assert "ns_exclude pattern" in failure.value.message
-
-
 def test_query_accepts_extended_json_text_and_mappings():
     parsed = dump_engine.parse_query('{"at": {"$date": "2024-01-01T00:00:00Z"}, "n": {"$numberLong": "5"}}', None)
     assert parsed["at"].year == 2024 and isinstance(parsed["n"], bson.Int64)

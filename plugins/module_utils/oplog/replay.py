@@ -44,6 +44,8 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.archive impor
     ArchiveReader, OPLOG_COLLECTION, OPLOG_DB, open_archive_for_read)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import (
     CORRUPT_HINT, MAX_OPLOG_ENTRY_SIZE, iter_raw_documents, open_maybe_gzip)
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
+    split_namespace as _split_namespace)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError, FormatError, InvalidOption)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import diff
@@ -186,11 +188,6 @@ def _document_id(entry):
     if isinstance(holder, dict) and "_id" in holder:
         return True, holder["_id"]
     return False, None
-
-
-def _split_namespace(namespace):
-    database, _dot, collection = (namespace or "").partition(".")
-    return database, collection
 
 
 def _server_cause(exc):

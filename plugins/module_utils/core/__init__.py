@@ -1,0 +1,1 @@
+"""The shared vocabulary, defined once."""
