@@ -428,8 +428,9 @@ def _check_unlisted_files(source, document, options, warnings):
 
 
 def written_by_us(source):
-    """Why the source is a backup of this collection (a catalog lists it, or our tool wrote its
-    prelude), or None."""
+    """Why the source is a backup of this collection, or None: a catalog lists it, or a manifest was
+    being written there, or its prelude.json (archive header) names our tool (mongodump writes its own
+    version there)."""
     if _catalogued(source.root):
         return "the catalog %s lists it" % catalog_utils.Catalog.catalog_path(os.path.dirname(os.path.abspath(
             source.root)))
@@ -437,7 +438,7 @@ def written_by_us(source):
         return "%s.partial is there" % source.manifest_path
     for version in source.tool_versions():
         if version and version.startswith(TOOL_NAME):
-            return "its prelude names %s" % version
+            return "%s wrote it" % version
     return None
 
 
@@ -497,6 +498,8 @@ def check_plan(source, planned, options):
                             "ns_exclude (it holds %s%s); nothing was restored"
                             % (len(names), source.root, ", ".join(names[:10]),
                                " ..." if len(names) > 10 else ""))
+    for item in planned:
+        _check_target_name(item)
     if not options.oplog_replay:
         return
     if options.oplog_file:
@@ -509,6 +512,21 @@ def check_plan(source, planned, options):
         if not os.path.isfile(path):
             raise InvalidOption("oplog slice %s does not exist; the point-in-time chain is broken, nothing "
                                 "was restored" % path)
+
+
+def _check_target_name(planned):
+    """A target the server would refuse fails now, not after the collections before it were dropped."""
+    database, collection = planned.target_db, planned.target_collection
+    problem = None
+    if not database or len(database.encode("utf-8")) > layout.MAX_DB_NAME_BYTES:
+        problem = "the database name is empty or longer than %d bytes" % layout.MAX_DB_NAME_BYTES
+    elif any(char in database for char in layout.INVALID_DB_CHARS):
+        problem = "the database name holds one of %r" % layout.INVALID_DB_CHARS
+    elif not collection or "\x00" in collection or (collection.startswith("$") and not planned.item.special):
+        problem = "the collection name is empty, holds a NUL or starts with $"
+    if problem:
+        raise InvalidOption("cannot restore %s into %s: %s; check ns_from/ns_to and db; nothing was restored"
+                            % (planned.item.namespace, planned.target, problem))
 
 
 def manifest_counts(source):

@@ -160,6 +160,18 @@ def test_a_filter_that_selects_nothing_is_refused(live, backup):
     assert "none of the 1 namespace(s)" in failure.value.message and "tr_src.items" in failure.value.message
 
 
+def test_a_target_name_the_server_refuses_fails_before_the_first_drop(live, tmp_path):
+    live.tr_src.other.insert_one({"_id": 1})
+    dump(live, db="tr_src", path=str(tmp_path / "two"))
+    live.tr_live.items.insert_one({"_id": "newer"})
+    before = everything(live, "tr_live")
+    with pytest.raises(InvalidOption) as failure:
+        restore(live, tmp_path / "two", drop=True, ns_from=["tr_src.items", "tr_src.other"],
+                ns_to=["tr_live.items", "bad/db.other"])
+    assert "cannot restore tr_src.other into bad/db.other: the database name holds" in failure.value.message
+    assert everything(live, "tr_live") == before
+
+
 @pytest.mark.parametrize("require_manifest, cause", [
     (True, "source / has no manifest"),
     (False, "source / is not a plain dump directory"),
