@@ -143,8 +143,8 @@ def build_write_concern(settings):
     unknown = sorted(key for key in settings if key not in WRITE_CONCERN_KEYS)
     if unknown:
         raise InvalidOption("write_concern has unknown key(s) %s; the keys are %s (for example {w: majority, "
-                            "wtimeout: 60000}); nothing was restored" % (", ".join(repr(k) for k in unknown),
-                                                                        ", ".join(WRITE_CONCERN_KEYS)))
+                            "wtimeout: 60000}); nothing was restored"
+                            % (", ".join(repr(k) for k in unknown), ", ".join(WRITE_CONCERN_KEYS)))
     values = dict((key, _coerce_write_concern_value(key, value)) for key, value in settings.items())
     try:
         return WriteConcern(**values)

@@ -144,7 +144,8 @@ def test_testdirs_include_exclude_and_rename(client, clean):
     _c, result = restore(client, os.path.join(TESTDATA, "testdirs"), require_manifest=False, ignore_unlisted_files=True, ns_include=["db1.c4"])
     assert result["total_inserted"] == 10 and client.db1.list_collection_names() == ["c4"]
     clean("db1", "db2")
-    _c, result = restore(client, os.path.join(TESTDATA, "testdirs"), require_manifest=False, ignore_unlisted_files=True, ns_from=["db1.c1"], ns_to=["db1.c1renamed"])
+    _c, result = restore(client, os.path.join(TESTDATA, "testdirs"), require_manifest=False, ignore_unlisted_files=True,
+                         ns_from=["db1.c1"], ns_to=["db1.c1renamed"])
     assert result["total_inserted"] == 110 and client.db1.c1renamed.count_documents({}) == 100
 
 
