@@ -514,6 +514,26 @@ def check_plan(source, planned, options):
                                 "was restored" % path)
 
 
+def check_write_concern(client, write_concern):
+    """A numeric w that the deployment cannot satisfy would fail the first insert, after the drops:
+    refuse it now. (A mongos, and tag names, are left to the server.)"""
+    if write_concern is None or not isinstance(write_concern.document.get("w"), int):
+        return
+    try:
+        hello = client.admin.command("hello")
+    except pymongo_errors.OperationFailure:  # servers before 4.4.2 know it as isMaster
+        hello = client.admin.command("isMaster")
+    if hello.get("msg") == "isdbgrid":
+        return
+    members = len(hello.get("hosts") or []) + len(hello.get("passives") or []) if hello.get("setName") else 1
+    wanted = write_concern.document["w"]
+    if wanted > members:
+        raise InvalidOption("write_concern w: %d asks for more members than the target has (%d data-bearing "
+                            "member(s)%s); use w: majority or a number up to %d; nothing was restored"
+                            % (wanted, members, " in replica set %s" % hello["setName"] if hello.get("setName")
+                               else ", a standalone", members))
+
+
 def _check_target_name(planned):
     """A target the server would refuse fails now, not after the collections before it were dropped."""
     database, collection = planned.target_db, planned.target_collection
@@ -770,6 +790,7 @@ def restore(client, options, check_mode=False, progress=None):
     verification = verify_source(source, options, warnings)
     planned = plan_restore(source, options)
     check_plan(source, planned, options)
+    check_write_concern(client, options.write_concern)
     extra = extra_collections(client, planned) if options.drop_extra_collections else []
     if check_mode:
         return True, dict(_plan_result(client, source, planned, verification, options), extra_collections=extra,

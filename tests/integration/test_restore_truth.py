@@ -77,6 +77,15 @@ def test_a_bad_write_concern_fails_before_anything_is_dropped(live, backup, writ
     assert everything(live, "tr_live") == before
 
 
+def test_a_write_concern_the_target_cannot_satisfy_fails_before_anything_is_dropped(live, backup):
+    members = len(live.admin.command("hello").get("hosts") or [None])
+    before = everything(live, "tr_live")
+    with pytest.raises(InvalidOption) as failure:
+        restore(live, backup, drop=True, write_concern={"w": members + 4}, **INTO_LIVE)
+    assert "write_concern w: %d asks for more members than the target has" % (members + 4) in failure.value.message
+    assert everything(live, "tr_live") == before
+
+
 def test_a_write_concern_given_as_text_is_accepted(live, backup):
     _c, result = restore(live, backup, drop=True, write_concern={"w": "1", "wtimeout": "60000", "j": "false"},
                          **INTO_LIVE)
