@@ -50,7 +50,9 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
     OplogOverflow,
 )
 
-TOOL_VERSION = "dbops.mongodb_backup-1.0.0"
+# The prelude and archive header record it: how a restore recognises a backup of ours.
+TOOL_NAME = "dbops.mongodb_backup"
+TOOL_VERSION = TOOL_NAME + "-1.0.0"
 CONFIG_COLLECTIONS_KEPT = ("chunks", "collections", "databases", "settings", "shards", "tags", "version")
 USERS_AND_ROLES = (("$admin.system.users", "system.users", True),
                    ("$admin.system.roles", "system.roles", True),

@@ -46,6 +46,11 @@ HASH_MARKER = "%24"
 VIEWLESS_TIMESERIES_VERSION = (8, 3)
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 PRELUDE_NAMES = ("prelude.json", "prelude.json.gz")
+# Deleting a file of a backup with a manifest only trades this error for "listed file is missing".
+METADATA_HINT = ("restore it from a good copy of the backup; only in mongodump output without a manifest "
+                 "may it be deleted, which restores the collection without its options and indexes")
+PRELUDE_HINT = ("restore it from a good copy of the backup; only in mongodump output without a manifest "
+                "may it be deleted (it only records versions)")
 
 _LOAD_OPTIONS = JSONOptions(document_class=dict) if JSONOptions else None
 _ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -246,16 +251,14 @@ def metadata_from_json(text, source_name):
         try:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise FormatError("metadata %s: not UTF-8 text (%s); restore it from a good copy "
-                              "or delete it to restore without metadata" % (source_name, exc),
+            raise FormatError("metadata %s: not UTF-8 text (%s); %s" % (source_name, exc, METADATA_HINT),
                               path=source_name)
     if not text.strip():
         return None
     try:
         doc = json_util.loads(text, json_options=_LOAD_OPTIONS)
     except Exception as exc:  # json and json_util raise several types
-        raise FormatError("metadata %s: invalid JSON (%s); restore it from a good copy or "
-                          "delete it to restore without metadata" % (source_name, exc),
+        raise FormatError("metadata %s: invalid JSON (%s); %s" % (source_name, exc, METADATA_HINT),
                           path=source_name)
     if not isinstance(doc, dict):
         raise FormatError("metadata %s: the JSON is a %s, not an object; restore it from a good "
@@ -301,12 +304,11 @@ def read_prelude(path):
         raise FormatError("prelude %s: gzip stream is damaged (%s); %s" % (path, exc, CORRUPT_HINT),
                           path=path)
     except ValueError as exc:
-        raise FormatError("prelude %s: invalid JSON (%s); delete it, it only records versions"
-                          % (path, exc), path=path)
+        raise FormatError("prelude %s: invalid JSON (%s); %s" % (path, exc, PRELUDE_HINT), path=path)
     if not isinstance(doc, dict) or not all(
             isinstance(doc.get(key, ""), str) for key in ("ServerVersion", "ToolVersion")):
         raise FormatError("prelude %s: expected an object with string ServerVersion and "
-                          "ToolVersion; delete it, it only records versions" % path, path=path)
+                          "ToolVersion; %s" % (path, PRELUDE_HINT), path=path)
     return doc
 
 

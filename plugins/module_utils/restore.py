@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archive as archive_format
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import namespaces as ns_rules
@@ -36,6 +37,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespac
     matches_any,
     split_namespace,
 )
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.dump import TOOL_NAME
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import parse_oplog_limit
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
@@ -44,7 +46,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
     InvalidOption,
 )
 
-DUPLICATE_KEY = 11000
 # Users, roles and the auth schema version: restored through _mergeAuthzCollections, never inserted.
 AUTH_COLLECTIONS = {"system.users": "users", "system.roles": "roles", "system.version": "version"}
 TEMP_USERS, TEMP_ROLES = "tempusers", "temproles"
@@ -67,7 +68,8 @@ class RestoreOptions:
                  num_insertion_workers_per_collection=1, batch_size=1000, write_concern=None,
                  bypass_document_validation=False, restore_users_and_roles=False,
                  stop_on_error=False, skip_verify=False, oplog_replay=False, oplog_limit=None,
-                 oplog_file=None, oplog_apply_mode="auto", oplog_slices=None, drop_extra_collections=False):
+                 oplog_file=None, oplog_apply_mode="auto", oplog_slices=None, drop_extra_collections=False,
+                 require_manifest=True, ignore_unlisted_files=False, max_failed_documents=0):
         self.source = source
         self.db = db
         self.collection = collection
@@ -80,7 +82,7 @@ class RestoreOptions:
         self.num_parallel_collections = int(num_parallel_collections)
         self.num_insertion_workers_per_collection = int(num_insertion_workers_per_collection)
         self.batch_size = int(batch_size)
-        self.write_concern = write_concern
+        self.write_concern = build_write_concern(write_concern)
         self.bypass_document_validation = bool(bypass_document_validation)
         self.restore_users_and_roles = bool(restore_users_and_roles)
         self.stop_on_error = bool(stop_on_error)
@@ -91,6 +93,9 @@ class RestoreOptions:
         self.oplog_slices = list(oplog_slices or [])
         self.oplog_apply_mode = oplog_apply_mode
         self.drop_extra_collections = bool(drop_extra_collections)
+        self.require_manifest = bool(require_manifest)
+        self.ignore_unlisted_files = bool(ignore_unlisted_files)
+        self.max_failed_documents = int(max_failed_documents)
         self._validate()
 
     def _validate(self):
@@ -116,6 +121,43 @@ class RestoreOptions:
                                 "or ns_from/ns_to")
         if self.oplog_apply_mode not in ("auto", "applyops", "crud"):
             raise InvalidOption("oplog_apply_mode must be auto, applyops or crud")
+        if self.max_failed_documents < 0:
+            raise InvalidOption("max_failed_documents must be 0 or more, got %d" % self.max_failed_documents)
+
+
+WRITE_CONCERN_KEYS = ("w", "wtimeout", "j", "fsync")
+
+
+def _coerce_write_concern_value(key, value):
+    """Values that arrive as text from templates or -e: numbers and booleans written out."""
+    if not isinstance(value, str):
+        return value
+    if key in ("w", "wtimeout") and value.isdigit():
+        return int(value)
+    if key in ("j", "fsync") and value.lower() in ("true", "yes", "false", "no"):
+        return value.lower() in ("true", "yes")
+    return value
+
+
+def build_write_concern(settings):
+    """The pymongo WriteConcern for ``write_concern``, built once before anything is written;
+    None when not given. A typo or a bad value is an error naming the key."""
+    if not settings:
+        return None
+    if not isinstance(settings, dict):
+        raise InvalidOption("write_concern must be a dictionary such as {w: majority, wtimeout: 60000}, got %r"
+                            % (settings,))
+    unknown = sorted(key for key in settings if key not in WRITE_CONCERN_KEYS)
+    if unknown:
+        raise InvalidOption("write_concern has unknown key(s) %s; the keys are %s (for example {w: majority, "
+                            "wtimeout: 60000}); nothing was restored"
+                            % (", ".join(repr(k) for k in unknown), ", ".join(WRITE_CONCERN_KEYS)))
+    values = dict((key, _coerce_write_concern_value(key, value)) for key, value in settings.items())
+    try:
+        return WriteConcern(**values)
+    except (TypeError, ValueError, pymongo_errors.ConfigurationError) as exc:
+        raise InvalidOption("write_concern %r is not valid: %s; for example {w: majority, wtimeout: 60000}; "
+                            "nothing was restored" % (settings, exc))
 
 
 # --------------------------------------------------------------------------- sources
@@ -150,10 +192,14 @@ class SourceNamespace:
 
 
 def open_source(path):
+    """The source, not read yet: nothing is parsed before the manifest has been checked."""
     if os.path.isdir(path) and not os.path.exists(os.path.join(path, "archive")):
         return DirectorySource(path)
-    if os.path.exists(path):
+    if os.path.isfile(path):
         return ArchiveSource(path)
+    if os.path.exists(path):
+        raise InvalidOption("source %s is neither a directory nor a file; give the dump directory or archive "
+                            "file" % path)
     raise InvalidOption("source %s does not exist; give the dump directory or archive file" % path)
 
 
@@ -163,26 +209,77 @@ class DirectorySource:
     def __init__(self, root):
         self.root = root
         self.manifest_path = manifest_utils.manifest_path(root, False)
-        self.scan = layout.scan_dump_directory(root)
-        self.server_version = (self.scan.prelude or {}).get("ServerVersion")
+        self.excluded = set()  # files left out under ignore_unlisted_files
+        self._scan = None
+
+    @property
+    def scan(self):
+        if self._scan is None:
+            self._scan = layout.scan_dump_directory(self.root)
+        return self._scan
+
+    @property
+    def server_version(self):
+        return (self.scan.prelude or {}).get("ServerVersion")
 
     def namespaces(self):
-        return [SourceNamespace(e.db, e.collection, e.type, e.metadata, e.bson_path) for e in self.scan.entries]
+        return [SourceNamespace(e.db, e.collection, e.type, e.metadata, e.bson_path) for e in self.scan.entries
+                if not self.excluded.intersection((e.bson_path, e.metadata_path))]
 
     def oplog_path(self):
-        return self.scan.oplog_path
+        path = self.scan.oplog_path
+        return None if path in self.excluded else path
+
+    def has_oplog(self):
+        return self.oplog_path() is not None
+
+    def tool_versions(self):
+        """ToolVersion of every prelude.json at the top and in the database directories (read raw:
+        this runs before the scan, which parses every metadata file)."""
+        versions = []
+        for directory in [self.root] + [os.path.join(self.root, name) for name in _listdir(self.root)]:
+            for name in layout.PRELUDE_NAMES:
+                path = os.path.join(directory, name)
+                if os.path.isfile(path):
+                    try:
+                        versions.append(layout.read_prelude(path).get("ToolVersion"))
+                    except FormatError:
+                        pass
+        return versions
+
+    def files(self):
+        """Every file below the root, relative to it (symlinks not followed)."""
+        found = []
+        for directory, _dirs, names in os.walk(self.root):
+            for name in names:
+                found.append(os.path.relpath(os.path.join(directory, name), self.root))
+        return sorted(found)
+
+    def stray_entries(self):
+        """Files and directories the dump layout has no place for (mongorestore skips them)."""
+        return [warning for warning in self.scan.warnings if warning.startswith("skipping file")
+                or warning.startswith("skipping subdirectory")]
 
     def structural_check(self):
-        """Without a manifest: every data file must be whole, framed BSON."""
+        """Without a manifest: every data file must be whole, framed BSON. Returns what was checked."""
+        files = documents = 0
         for entry in self.scan.entries:
-            if entry.bson_path:
+            if entry.bson_path and entry.bson_path not in self.excluded:
+                files += 1
                 with bsonio.open_maybe_gzip(entry.bson_path) as handle:
                     for _doc in bsonio.iter_raw_documents(handle, entry.bson_path):
-                        pass
+                        documents += 1
+        return {"data_files": files, "documents": documents,
+                "metadata_files": len([e for e in self.scan.entries if e.metadata_path]),
+                "checks": "BSON framing of every data file, every metadata.json parsed"}
 
     def iter_batches(self, item, batch_bytes):
         with bsonio.open_maybe_gzip(item.data_key) as handle:
             yield from bsonio.read_batches(handle, item.data_key, batch_bytes=batch_bytes)
+
+
+def _listdir(path):
+    return sorted(name for name in os.listdir(path) if os.path.isdir(os.path.join(path, name)))
 
 
 class ArchiveSource:
@@ -191,14 +288,25 @@ class ArchiveSource:
     def __init__(self, path):
         self.root = path
         self.manifest_path = manifest_utils.manifest_path(path, True)
-        with archive_format.open_archive_for_read(path) as handle:
-            reader = archive_format.ArchiveReader(handle, path)
+        self._read = False
+
+    def _read_prelude(self):
+        if self._read:
+            return
+        with archive_format.open_archive_for_read(self.root) as handle:
+            reader = archive_format.ArchiveReader(handle, self.root)
             self.header = reader.header
             self.prelude = reader.prelude
             self._metadata = [(entry, reader.parse_metadata(entry)) for entry in reader.prelude]
-        self.server_version = self.header.get("server_version")
+        self._read = True
+
+    @property
+    def server_version(self):
+        self._read_prelude()
+        return self.header.get("server_version")
 
     def namespaces(self):
+        self._read_prelude()
         items = []
         for entry, metadata in self._metadata:
             if entry["db"] == "" and entry["collection"] == "oplog":
@@ -209,12 +317,25 @@ class ArchiveSource:
         return sorted(items, key=lambda item: item.namespace)
 
     def has_oplog(self):
+        self._read_prelude()
         return any(e["db"] == "" and e["collection"] == "oplog" for e, _m in self._metadata)
+
+    def tool_versions(self):
+        try:
+            with archive_format.open_archive_for_read(self.root) as handle:
+                return [archive_format.ArchiveReader(handle, self.root).header.get("tool_version")]
+        except (FormatError, OSError):
+            return []
+
+    def stray_entries(self):
+        return []  # everything in an archive is announced in its prelude
 
     def structural_check(self):
         """Without a manifest: read the whole archive once, checking every CRC."""
         with archive_format.open_archive_for_read(self.root) as handle:
-            archive_format.ArchiveReader(handle, self.root).namespaces_summary()
+            summary = archive_format.ArchiveReader(handle, self.root).namespaces_summary()
+        return {"namespaces": len(summary), "documents": sum(item["documents"] for item in summary.values()),
+                "checks": "archive framing and the CRC of every namespace"}
 
     def iter_stream(self):
         """(data namespace, raw document) in stream order."""
@@ -225,18 +346,20 @@ class ArchiveSource:
 
 # --------------------------------------------------------------------------- verification
 
-def verify_source(source, skip_verify):
-    """Check the source against its manifest before anything is written. Returns what was checked."""
+def verify_source(source, options, warnings=None):
+    """Check the source before anything is written; returns what was checked.
+
+    With a manifest: nothing unlisted, every listed file present and (unless skip_verify) with its
+    sha256. Without one: only when require_manifest is false, and never for a backup of ours.
+    """
+    warnings = warnings if warnings is not None else []
     document = manifest_utils.read_manifest(source.manifest_path)
-    if skip_verify:
-        return {"verified": False, "manifest": bool(document), "reason": "skip_verify: true"}
     if document is None:
-        try:
-            source.structural_check()
-        except FormatError as exc:
-            raise VerificationFailed("the source failed its structural check: %s; nothing was restored"
-                                     % exc.message)
-        return {"verified": True, "manifest": False, "files": 0}
+        return _verify_without_manifest(source, options, warnings)
+    _check_unlisted_files(source, document, options, warnings)
+    if options.skip_verify:
+        return {"verified": False, "manifest": True, "reason": "skip_verify: true",
+                "backup_id": document.get("backup_id"), "label": document.get("label")}
     base = source.root if source.kind == "directory" else os.path.dirname(source.root)
     for record in document.get("files", []):
         path = os.path.join(base, record["path"])
@@ -251,6 +374,147 @@ def verify_source(source, skip_verify):
                                      "dangerously)" % (path, actual, source.manifest_path, record["sha256"]))
     return {"verified": True, "manifest": True, "files": len(document.get("files", [])),
             "backup_id": document.get("backup_id"), "label": document.get("label")}
+
+
+def _check_unlisted_files(source, document, options, warnings):
+    """A file the manifest does not list is not part of the backup: refused, or ignored with a warning."""
+    if source.kind != "directory":
+        return  # the manifest's sha256 covers the whole archive
+    listed = set(os.path.normpath(record["path"]) for record in document.get("files", []))
+    unlisted = [path for path in source.files() if path not in listed and path != manifest_utils.MANIFEST_NAME]
+    if not unlisted:
+        return
+    shown = ", ".join(unlisted[:5]) + (" and %d more" % (len(unlisted) - 5) if len(unlisted) > 5 else "")
+    if not options.ignore_unlisted_files:
+        raise VerificationFailed("backup %s holds %d file(s) that its manifest %s does not list: %s; they are not "
+                                 "part of the backup. Remove them, or restore with ignore_unlisted_files: true "
+                                 "to leave them out; nothing was restored"
+                                 % (source.root, len(unlisted), source.manifest_path, shown))
+    source.excluded = set(os.path.join(source.root, path) for path in unlisted)
+    warnings.append("ignored %d file(s) of %s that its manifest does not list (ignore_unlisted_files: true): %s"
+                    % (len(unlisted), source.root, shown))
+
+
+def written_by_us(source):
+    """Why the source is a backup of this collection, or None: a catalog lists it, or a manifest was
+    being written there, or its prelude.json (archive header) names our tool (mongodump writes its own
+    version there)."""
+    if _catalogued(source.root):
+        return "the catalog %s lists it" % catalog_utils.Catalog.catalog_path(os.path.dirname(os.path.abspath(
+            source.root)))
+    if os.path.exists(source.manifest_path + ".partial"):
+        return "%s.partial is there" % source.manifest_path
+    for version in source.tool_versions():
+        if version and version.startswith(TOOL_NAME):
+            return "%s wrote it" % version
+    return None
+
+
+def _catalogued(path):
+    absolute = os.path.abspath(path)
+    root = os.path.dirname(absolute)
+    if not os.path.isfile(catalog_utils.Catalog.catalog_path(root)):
+        return False
+    try:
+        catalog = catalog_utils.Catalog.load(root)
+    except BackupError:
+        return True  # a catalog we cannot read beside it: ours, not proven otherwise
+    return any(catalog.absolute(backup["path"]) == absolute for backup in catalog.backups)
+
+
+def _verify_without_manifest(source, options, warnings):
+    ours = written_by_us(source)
+    if ours:
+        raise VerificationFailed("%s is a backup written by dbops.mongodb_backup (%s) but its manifest %s is "
+                                 "missing: it cannot be checked and may be incomplete or altered. Restore another "
+                                 "backup; require_manifest: false does not apply to our own backups; nothing was "
+                                 "restored" % (source.root, ours, source.manifest_path))
+    if options.require_manifest:
+        raise VerificationFailed("source %s has no manifest (%s), so nothing proves it complete and undamaged. If "
+                                 "it is mongodump output, restore it with require_manifest: false (structural "
+                                 "check only); otherwise check the path; nothing was restored"
+                                 % (source.root, source.manifest_path))
+    stray = source.stray_entries()
+    if stray and not options.ignore_unlisted_files:
+        shown = "; ".join(stray[:3]) + (" and %d more" % (len(stray) - 3) if len(stray) > 3 else "")
+        raise VerificationFailed("source %s is not a plain dump directory: %d entr%s not part of a mongodump "
+                                 "layout (%s). Give the directory mongodump wrote, or restore with "
+                                 "ignore_unlisted_files: true to leave them out; nothing was restored"
+                                 % (source.root, len(stray), "y is" if len(stray) == 1 else "ies are", shown))
+    warnings.extend(stray)
+    if options.skip_verify:
+        return {"verified": False, "manifest": False, "reason": "skip_verify: true"}
+    try:
+        checked = source.structural_check()
+    except FormatError as exc:
+        raise VerificationFailed("the source failed its structural check: %s; nothing was restored"
+                                 % exc.message)
+    return {"verified": False, "manifest": False, "structural_check": checked}
+
+
+def check_plan(source, planned, options):
+    """Everything the restore needs, checked before the first write: namespaces to restore, and
+    the oplog that oplog_replay will read."""
+    available = source.namespaces()
+    if not available:
+        raise InvalidOption("source %s holds no namespaces: nothing to restore (an empty or gutted backup); "
+                            "check the path and restore a complete backup; nothing was dropped"
+                            % source.root)
+    if not planned:
+        names = [item.namespace for item in available]
+        raise InvalidOption("none of the %d namespace(s) of %s is selected by db, collection, ns_include and "
+                            "ns_exclude (it holds %s%s); nothing was restored"
+                            % (len(names), source.root, ", ".join(names[:10]),
+                               " ..." if len(names) > 10 else ""))
+    for item in planned:
+        _check_target_name(item)
+    if not options.oplog_replay:
+        return
+    if options.oplog_file:
+        if not os.path.isfile(options.oplog_file):
+            raise InvalidOption("oplog_file %s does not exist; nothing was restored" % options.oplog_file)
+    elif not source.has_oplog():
+        raise InvalidOption("oplog_replay: true, but %s holds no oplog; take the dump with oplog: true, or "
+                            "give oplog_file; nothing was restored" % source.root)
+    for path in options.oplog_slices:
+        if not os.path.isfile(path):
+            raise InvalidOption("oplog slice %s does not exist; the point-in-time chain is broken, nothing "
+                                "was restored" % path)
+
+
+def check_write_concern(client, write_concern):
+    """A numeric w that the deployment cannot satisfy would fail the first insert, after the drops:
+    refuse it now. (A mongos, and tag names, are left to the server.)"""
+    if write_concern is None or not isinstance(write_concern.document.get("w"), int):
+        return
+    try:
+        hello = client.admin.command("hello")
+    except pymongo_errors.OperationFailure:  # servers before 4.4.2 know it as isMaster
+        hello = client.admin.command("isMaster")
+    if hello.get("msg") == "isdbgrid":
+        return
+    members = len(hello.get("hosts") or []) + len(hello.get("passives") or []) if hello.get("setName") else 1
+    wanted = write_concern.document["w"]
+    if wanted > members:
+        raise InvalidOption("write_concern w: %d asks for more members than the target has (%d data-bearing "
+                            "member(s)%s); use w: majority or a number up to %d; nothing was restored"
+                            % (wanted, members, " in replica set %s" % hello["setName"] if hello.get("setName")
+                               else ", a standalone", members))
+
+
+def _check_target_name(planned):
+    """A target the server would refuse fails now, not after the collections before it were dropped."""
+    database, collection = planned.target_db, planned.target_collection
+    problem = None
+    if not database or len(database.encode("utf-8")) > layout.MAX_DB_NAME_BYTES:
+        problem = "the database name is empty or longer than %d bytes" % layout.MAX_DB_NAME_BYTES
+    elif any(char in database for char in layout.INVALID_DB_CHARS):
+        problem = "the database name holds one of %r" % layout.INVALID_DB_CHARS
+    elif not collection or "\x00" in collection or (collection.startswith("$") and not planned.item.special):
+        problem = "the collection name is empty, holds a NUL or starts with $"
+    if problem:
+        raise InvalidOption("cannot restore %s into %s: %s; check ns_from/ns_to and db; nothing was restored"
+                            % (planned.item.namespace, planned.target, problem))
 
 
 def manifest_counts(source):
@@ -317,13 +581,22 @@ class NamespaceProgress:
         self.failed = 0
         self.bytes = 0
         self.indexes = 0
-        self.complete = False
+        self.complete = False  # every batch was sent
+        self.first_error = None  # of the documents that were not written
         self.lock = threading.Lock()
 
+    @property
+    def restored_completely(self):
+        """A namespace with a document that was not written is never complete."""
+        return self.complete and not self.failed
+
     def describe(self):
-        return {"namespace": self.planned.target, "source_namespace": self.planned.item.namespace,
-                "type": self.planned.item.type, "inserted": self.inserted, "failed": self.failed,
-                "bytes": self.bytes, "indexes_built": self.indexes, "complete": self.complete}
+        described = {"namespace": self.planned.target, "source_namespace": self.planned.item.namespace,
+                     "type": self.planned.item.type, "inserted": self.inserted, "failed": self.failed,
+                     "bytes": self.bytes, "indexes_built": self.indexes, "complete": self.restored_completely}
+        if self.first_error:
+            described["first_error"] = self.first_error
+        return described
 
 
 class Restorer:
@@ -338,7 +611,7 @@ class Restorer:
     def _collection(self, planned):
         collection = self.client[planned.target_db][self._data_name(planned)]
         if self.options.write_concern:
-            collection = collection.with_options(write_concern=WriteConcern(**self.options.write_concern))
+            collection = collection.with_options(write_concern=self.options.write_concern)
         return collection
 
     @staticmethod
@@ -393,25 +666,25 @@ class Restorer:
             try:
                 collection.insert_many(documents, ordered=False,
                                        bypass_document_validation=self.options.bypass_document_validation)
-                inserted, failed = len(chunk), 0
             except pymongo_errors.BulkWriteError as exc:
-                inserted = exc.details.get("nInserted", 0)
-                failed = len(exc.details.get("writeErrors", []))
-                other = [e for e in exc.details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-                self._count(state, inserted, failed, chunk)
-                if self.options.stop_on_error or other:
-                    first = (other or exc.details["writeErrors"])[0]
-                    raise RestoreFailed("inserting into %s failed: %s (code %s); %d documents inserted there "
-                                        "so far, %d failed" % (state.planned.target, first.get("errmsg"),
-                                                               first.get("code"), state.inserted, state.failed))
+                # Documents the server refused (duplicate key, validation...): counted, and the
+                # restore goes on unless stop_on_error; restore() fails the task at the end.
+                errors = exc.details.get("writeErrors") or [{}]
+                self._count(state, exc.details.get("nInserted", 0), len(errors), chunk, errors[0])
+                if self.options.stop_on_error:
+                    raise RestoreFailed("inserting into %s failed: %s (stop_on_error: true); %d documents "
+                                        "inserted there so far, %d failed"
+                                        % (state.planned.target, state.first_error, state.inserted, state.failed))
                 continue
-            self._count(state, inserted, failed, chunk)
+            self._count(state, len(chunk), 0, chunk)
 
-    def _count(self, state, inserted, failed, chunk):
+    def _count(self, state, inserted, failed, chunk, error=None):
         with state.lock:
             state.inserted += inserted
             state.failed += failed
             state.bytes += sum(len(raw) for raw in chunk)
+            if error is not None and state.first_error is None:
+                state.first_error = "%s (code %s)" % (error.get("errmsg"), error.get("code"))
         self.progress("batch", namespace=state.planned.target, inserted=state.inserted)
 
     def create_view(self, planned):
@@ -477,14 +750,22 @@ class _Stopped(Exception):
 
 
 def restore(client, options, check_mode=False, progress=None):
-    """Restore (or plan, in check mode) a dump. Returns (changed, result)."""
+    """Restore (or plan, in check mode) a dump. Returns (changed, result).
+
+    Everything that can be checked is checked before the first write (drop included): the options
+    (RestoreOptions), the source and its manifest, and the plan.
+    """
     started = time.time()
+    warnings = []
     source = open_source(options.source)
-    verification = verify_source(source, options.skip_verify)
+    verification = verify_source(source, options, warnings)
     planned = plan_restore(source, options)
+    check_plan(source, planned, options)
+    check_write_concern(client, options.write_concern)
     extra = extra_collections(client, planned) if options.drop_extra_collections else []
     if check_mode:
-        return True, dict(_plan_result(client, source, planned, verification, options), extra_collections=extra)
+        return True, dict(_plan_result(client, source, planned, verification, options), extra_collections=extra,
+                          warnings=warnings)
     restorer = Restorer(client, options, progress=progress)
     states = [NamespaceProgress(p) for p in planned]
     try:
@@ -526,15 +807,35 @@ def restore(client, options, check_mode=False, progress=None):
                             namespaces=[s.describe() for s in states])
     seconds = max(time.time() - started, 1e-6)
     total_bytes = sum(s.bytes for s in states)
-    return True, {
+    result = {
         "source": options.source, "format": source.kind, "verification": verification,
         "namespaces": [s.describe() for s in states],
         "total_inserted": sum(s.inserted for s in states),
         "total_failed": sum(s.failed for s in states),
         "total_bytes": total_bytes, "duration_seconds": round(seconds, 3),
         "mb_per_second": round(total_bytes / seconds / 1e6, 2), "oplog": oplog_result,
-        "dropped_extra_collections": extra,
+        "dropped_extra_collections": extra, "warnings": warnings,
     }
+    _fail_on_unwritten(states, oplog_result, options, result)
+    return True, result
+
+
+def _fail_on_unwritten(states, oplog_result, options, result):
+    """Documents not written and oplog entries not applied fail the task, beyond max_failed_documents."""
+    failed = [s for s in states if s.failed]
+    not_applied = (oplog_result or {}).get("not_applied") or {}
+    total = sum(s.failed for s in failed) + sum(not_applied.values())
+    if not total:
+        return
+    parts = ["%s: %d (first error: %s)" % (s.planned.target, s.failed, s.first_error) for s in failed]
+    parts += ["%d oplog entries not applied (%s)" % (number, reason) for reason, number in sorted(not_applied.items())]
+    summary = "%d document(s) or oplog entries were not written: %s" % (total, "; ".join(parts))
+    if total <= options.max_failed_documents:
+        result["warnings"].append("%s; accepted by max_failed_documents: %d" % (summary, options.max_failed_documents))
+        return
+    raise RestoreFailed("%s; everything else was restored. Restore again with drop: true to replace what is there, "
+                        "or set max_failed_documents: %d to accept these failures" % (summary, total),
+                        changed=True, **result)
 
 
 def _restore_data(restorer, source, states, options):
@@ -626,8 +927,8 @@ def drop_extra(client, extra, planned):
 
 
 def _failure_message(cause, states):
-    complete = [s.planned.target for s in states if s.complete]
-    incomplete = [s.planned.target for s in states if not s.complete]
+    complete = [s.planned.target for s in states if s.restored_completely]
+    incomplete = [s.planned.target for s in states if not s.restored_completely]
     return ("%s; namespaces restored completely: %s; not complete: %s; fix the cause and restore again "
             "with drop: true" % (cause, ", ".join(complete) or "none", ", ".join(incomplete) or "none"))
 

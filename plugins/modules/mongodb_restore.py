@@ -15,9 +15,17 @@ version_added: "1.0.0"
 description:
   - Restores a backup in mongodump directory layout or mongodump archive format, written by
     M(dbops.mongodb_backup.mongodb_dump) or by C(mongodump), into a MongoDB deployment.
-  - Before anything is written, the source is checked. A backup with a C(manifest.json) must match
-    its per-file sha256 checksums; a missing or damaged file stops the task and is named. Real
-    mongodump output without a manifest gets a structural check (BSON framing, archive CRCs).
+  - Before anything is written or dropped, every option, the source and the plan are checked. A backup
+    with a C(manifest.json) must match its per-file sha256 checksums; a missing or damaged file, or a
+    file the manifest does not list, stops the task and is named. A source without a manifest is
+    refused unless O(require_manifest=false) (real mongodump output); it then gets a structural check
+    only (BSON framing, archive CRCs) and the result says C(verified=false). A backup written by this
+    collection that lost its manifest is always refused.
+  - A source without any namespace, or without the oplog that O(oplog_replay) needs, is refused before
+    anything is dropped.
+  - Documents the target refuses (duplicate keys, validation) fail the task after the rest was
+    restored (at once with O(stop_on_error=true)); the message names how many in which namespaces and
+    the first error of each. O(max_failed_documents) accepts a known number of them.
   - Collections are recreated with their options, documents inserted as raw BSON without decoding,
     indexes built after the data (and after an oplog replay), views created last.
   - With O(oplog_replay=true) the oplog saved by an C(oplog=true) dump (or O(oplog_file)) is replayed,
@@ -127,7 +135,10 @@ options:
     type: int
     default: 1000
   write_concern:
-    description: "Write concern for the inserts, for example C({w: majority, wtimeout: 60000})."
+    description:
+      - "Write concern for the inserts, for example C({w: majority, wtimeout: 60000})."
+      - The keys are C(w), C(wtimeout), C(j) and C(fsync); an unknown key or a bad value fails the task
+        before anything is written.
     type: dict
   bypass_document_validation:
     description: Insert documents even when they fail the collection's validator.
@@ -139,13 +150,38 @@ options:
     default: false
   stop_on_error:
     description:
-      - Stop at the first document that cannot be inserted. Without it, duplicate-key failures are
-        counted and reported and the restore goes on, as C(mongorestore) does.
+      - Stop at the first document that cannot be inserted. Without it, documents the target refuses
+        (duplicate keys, validation) are counted and the restore goes on, as C(mongorestore) does; the
+        task then fails at the end (unlike C(mongorestore), which exits 0), unless O(max_failed_documents)
+        accepts them.
     type: bool
     default: false
+  max_failed_documents:
+    description:
+      - How many documents that could not be inserted, and oplog entries that could not be applied,
+        the task accepts (they are still counted, listed in the warnings, and their namespaces are not
+        C(complete)). More than this fails the task.
+    type: int
+    default: 0
   skip_verify:
     description:
-      - Do not check the source against its manifest. Dangerous, the restore may load damaged data.
+      - Do not check the source against its manifest checksums. Dangerous, the restore may load damaged
+        data. The manifest must still be there (see O(require_manifest)) and list every file.
+    type: bool
+    default: false
+  require_manifest:
+    description:
+      - Refuse a source without a C(manifest.json) (an archive's C(<archive>.manifest.json)).
+      - Set V(false) to restore real C(mongodump) output, which has no manifest; the source then gets a
+        structural check only and the result says C(verified=false). A backup written by this collection
+        (catalogued, or whose prelude names this collection) that lost its manifest is refused even then.
+    type: bool
+    default: true
+  ignore_unlisted_files:
+    description:
+      - Files in a backup directory that its manifest does not list (or, without a manifest, files and
+        directories that have no place in a mongodump layout) are refused by default. With V(true) they
+        are left out of the restore with a warning.
     type: bool
     default: false
   oplog_replay:
@@ -218,6 +254,12 @@ EXAMPLES = r'''
     ns_from: ["shop.*", "shop.audit"]
     ns_to: ["shop_restored.*", "audit.shop"]
 
+- name: Restore real mongodump output (it has no manifest), accepting 3 known duplicates
+  dbops.mongodb_backup.mongodb_restore:
+    source: /srv/dumps/from-mongodump
+    require_manifest: false
+    max_failed_documents: 3
+
 - name: What would a restore do?
   dbops.mongodb_backup.mongodb_restore:
     source: /srv/backups/mongodb/db1/nightly-2024-05-01
@@ -228,15 +270,19 @@ EXAMPLES = r'''
 RETURN = r'''
 namespaces:
   description:
-    - Per target namespace, the source namespace, documents inserted and failed, bytes, indexes built
-      and whether it was restored completely. In check mode, the plan with C(target_exists) and C(action).
+    - Per target namespace, the source namespace, documents inserted and failed (with C(first_error)
+      when some failed), bytes, indexes built and whether it was restored completely (never when a
+      document failed). In check mode, the plan with C(target_exists) and C(action).
   returned: always
   type: list
   elements: dict
   sample: [{"namespace": "shop.orders", "source_namespace": "shop.orders", "type": "collection",
             "inserted": 5000, "failed": 0, "bytes": 909415, "indexes_built": 1, "complete": true}]
 verification:
-  description: How the source was checked before the restore.
+  description:
+    - How the source was checked before the restore. C(verified) is true only when every file matched
+      the manifest's checksums. Without a manifest (O(require_manifest=false)) it is false and
+      C(structural_check) says what was checked.
   returned: always
   type: dict
   sample: {"verified": true, "manifest": true, "files": 5, "backup_id": "74de39da-a970-4f4f-8a09-cbc3108cf3ba"}
@@ -246,7 +292,7 @@ total_inserted:
   type: int
   sample: 7000
 total_failed:
-  description: Documents that could not be inserted (duplicate keys).
+  description: Documents that could not be inserted (accepted by O(max_failed_documents), else the task fails).
   returned: success, not in check mode
   type: int
   sample: 0
@@ -281,7 +327,8 @@ oplog:
   description: The replay result, with the oplog position reached.
   returned: when O(oplog_replay=true)
   type: dict
-  sample: {"applied": 5120, "last_applied": "1714521604:7", "stopped_at_limit": false, "mode_used": "crud"}
+  sample: {"applied": 5120, "last_applied": "1714521604:7", "stopped_at_limit": false, "mode_used": "crud",
+           "not_applied": {}}
 '''
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.common import MongoDBModule
@@ -304,7 +351,9 @@ def run_module(module):
         skip_verify=params["skip_verify"], oplog_replay=params["oplog_replay"],
         oplog_limit=params["oplog_limit"], oplog_file=params["oplog_file"],
         oplog_apply_mode=params["oplog_apply_mode"], oplog_slices=params["oplog_slices"],
-        drop_extra_collections=params["drop_extra_collections"])
+        drop_extra_collections=params["drop_extra_collections"],
+        require_manifest=params["require_manifest"], ignore_unlisted_files=params["ignore_unlisted_files"],
+        max_failed_documents=params["max_failed_documents"])
     client = client_utils.connect(module.connection_options)
     try:
         return restore_engine.restore(client, options, check_mode=module.check_mode)
@@ -333,7 +382,10 @@ def main():
             bypass_document_validation=dict(type="bool", default=False),
             restore_users_and_roles=dict(type="bool", default=False),
             stop_on_error=dict(type="bool", default=False),
+            max_failed_documents=dict(type="int", default=0),
             skip_verify=dict(type="bool", default=False),
+            require_manifest=dict(type="bool", default=True),
+            ignore_unlisted_files=dict(type="bool", default=False),
             oplog_replay=dict(type="bool", default=False),
             oplog_limit=dict(type="str"),
             oplog_file=dict(type="path"),

@@ -24,14 +24,14 @@ def restore(client, source, **options):
 
 def test_oplogdump_fixture_replays_nested_apply_ops(private_server):
     client = private_server.client()
-    _c, result = restore(client, os.path.join(TESTDATA, "oplogdump"), oplog_replay=True, drop=True)
+    _c, result = restore(client, os.path.join(TESTDATA, "oplogdump"), require_manifest=False, oplog_replay=True, drop=True)
     assert sorted(d["x"] for d in client.db1.c1.find()) == list(range(1451, 1461))
     assert result["oplog"]["mode_used"] == ("crud" if private_server.kind == "ferretdb" else "applyops")
 
 
 def test_oplog_limit_stops_before_the_limit(private_server):
     client = private_server.client()
-    _c, result = restore(client, os.path.join(QA, "dump_with_oplog"), oplog_replay=True, drop=True,
+    _c, result = restore(client, os.path.join(QA, "dump_with_oplog"), require_manifest=False, oplog_replay=True, drop=True,
                          oplog_limit="1416342266:0")
     assert result["oplog"]["stopped_at_limit"] is True
     assert client.test.data.count_documents({}) == 10 + 4  # 4 of the 5 oplog inserts come before the limit
@@ -39,14 +39,14 @@ def test_oplog_limit_stops_before_the_limit(private_server):
 
 def test_archive_with_oplog_is_idempotent_over_its_data(private_server):
     client = private_server.client()
-    _c, result = restore(client, os.path.join(TESTDATA, "dump-w-oplog.archive"), oplog_replay=True, drop=True)
+    _c, result = restore(client, os.path.join(TESTDATA, "dump-w-oplog.archive"), require_manifest=False, oplog_replay=True, drop=True)
     assert client.test.foo.count_documents({}) == 25
     assert result["oplog"]["skipped"]  # the config.system.sessions entries
 
 
 def test_duplicates_fixed_by_the_oplog_restore_with_their_unique_index(private_server):
     client = private_server.client()
-    _c, result = restore(client, os.path.join(TESTDATA, "duplicate_index_key_with_oplog"), oplog_replay=True,
+    _c, result = restore(client, os.path.join(TESTDATA, "duplicate_index_key_with_oplog"), require_manifest=False, oplog_replay=True,
                          drop=True)
     assert client.test.foo.count_documents({}) == 1 and result["total_failed"] == 0
     unique = [ix for ix in client.test.foo.list_indexes() if ix["name"] == "a_1"]
@@ -58,7 +58,7 @@ def test_timeseries_oplog_replay_gives_2164_measurements(private_server):
     if private_server.kind == "ferretdb":
         pytest.skip("FerretDB has no timeseries collections (the $v:2 replay itself is covered by "
                     "tests/unit/test_oplog_diff.py::test_real_timeseries_oplog_gives_2164_measurements)")
-    restore(client, os.path.join(TESTDATA, "timeseries_tests", "ts_dump_with_oplog"), oplog_replay=True, drop=True)
+    restore(client, os.path.join(TESTDATA, "timeseries_tests", "ts_dump_with_oplog"), require_manifest=False, oplog_replay=True, drop=True)
     assert client.timeseries_test.foo_ts.count_documents({}) == 2164
 
 
@@ -70,8 +70,8 @@ def test_invalid_oplog_limit_is_rejected_before_anything(tmp_path):
 
 def test_oplog_replay_without_an_oplog_fails_clearly(private_server):
     client = private_server.client()
-    with pytest.raises(restore_engine.RestoreFailed, match="holds no oplog; take the dump with oplog: true"):
-        restore(client, os.path.join(TESTDATA, "specialcharacter"), oplog_replay=True)
+    with pytest.raises(restore_engine.InvalidOption, match="holds no oplog; take the dump with oplog: true"):
+        restore(client, os.path.join(TESTDATA, "specialcharacter"), require_manifest=False, oplog_replay=True)
 
 
 # --------------------------------------------------------------------------- live workload

@@ -128,33 +128,36 @@ def test_capped_collection_options_come_back(client, clean, tmp_path):
 
 def test_testdirs_fixture_restores_110_documents(client, clean, tmp_path):
     clean("db1", "db2")
-    _changed, result = restore(client, os.path.join(TESTDATA, "testdirs"))
+    _changed, result = restore(client, os.path.join(TESTDATA, "testdirs"), require_manifest=False,
+                               ignore_unlisted_files=True)  # it holds badfile.txt, baddir and c2.txt
     assert result["total_inserted"] == 110
     assert client.db1.c1.count_documents({}) == 100 and client.db1.c4.count_documents({}) == 10
-    assert result["verification"] == {"verified": True, "manifest": False, "files": 0}
+    assert result["verification"]["verified"] is False and result["verification"]["manifest"] is False
+    assert result["verification"]["structural_check"]["documents"] == 110
 
 
 def test_testdirs_include_exclude_and_rename(client, clean):
     clean("db1", "db2")
-    _c, result = restore(client, os.path.join(TESTDATA, "testdirs"), ns_exclude=["db1.c1"])
+    _c, result = restore(client, os.path.join(TESTDATA, "testdirs"), require_manifest=False, ignore_unlisted_files=True, ns_exclude=["db1.c1"])
     assert result["total_inserted"] == 10
     clean("db1", "db2")
-    _c, result = restore(client, os.path.join(TESTDATA, "testdirs"), ns_include=["db1.c4"])
+    _c, result = restore(client, os.path.join(TESTDATA, "testdirs"), require_manifest=False, ignore_unlisted_files=True, ns_include=["db1.c4"])
     assert result["total_inserted"] == 10 and client.db1.list_collection_names() == ["c4"]
     clean("db1", "db2")
-    _c, result = restore(client, os.path.join(TESTDATA, "testdirs"), ns_from=["db1.c1"], ns_to=["db1.c1renamed"])
+    _c, result = restore(client, os.path.join(TESTDATA, "testdirs"), require_manifest=False, ignore_unlisted_files=True,
+                         ns_from=["db1.c1"], ns_to=["db1.c1renamed"])
     assert result["total_inserted"] == 110 and client.db1.c1renamed.count_documents({}) == 100
 
 
 def test_special_character_collection_name(client, clean):
     clean("db1")
-    _c, result = restore(client, os.path.join(TESTDATA, "specialcharacter"), ns_include=["db1.cafés"])
+    _c, result = restore(client, os.path.join(TESTDATA, "specialcharacter"), require_manifest=False, ns_include=["db1.cafés"])
     assert result["total_inserted"] == 1 and client.db1["cafés"].count_documents({}) == 1
 
 
 def test_archive_fixture_restores_its_documents(client, clean):
     clean("test")
-    _c, result = restore(client, os.path.join(TESTDATA, "dump-w-oplog.archive"), ns_include=["test.*"])
+    _c, result = restore(client, os.path.join(TESTDATA, "dump-w-oplog.archive"), require_manifest=False, ns_include=["test.*"])
     assert client.test.foo.count_documents({}) == 25
     assert sorted(d["a"] for d in client.test.foo.find()) == list(range(1, 26))
 
@@ -163,7 +166,7 @@ def test_collmod_ttl_fixture_indexes(server, client, clean):
     if server.kind == "ferretdb":
         pytest.skip("FerretDB has no TTL indexes (expireAfterSeconds is not implemented)")
     clean("mongodump_test_db")
-    restore(client, os.path.join(TESTDATA, "collMod_ttl_index"), ns_include=["mongodump_test_db.*"])
+    restore(client, os.path.join(TESTDATA, "collMod_ttl_index"), require_manifest=False, ns_include=["mongodump_test_db.*"])
     assert client.mongodump_test_db.coll1.count_documents({}) == 10
     indexes = {ix["name"]: ix for ix in client.mongodump_test_db.coll1.list_indexes()}
     assert indexes["a_1"]["expireAfterSeconds"] == 1000
@@ -203,11 +206,13 @@ def test_missing_file_refuses_before_writing(client, small_backup):
 
 
 def test_truncated_bson_without_manifest_fails_the_structural_check(client, small_backup):
+    # Without the manifest and the prelude that says it is ours, it looks like mongodump output.
     os.remove(small_backup / "manifest.json")
+    os.remove(small_backup / "prelude.json")
     data = small_backup / "vb_src" / "items.bson"
     data.write_bytes(data.read_bytes()[:-7])
     with pytest.raises(restore_engine.VerificationFailed) as failure:
-        restore(client, small_backup, ns_from=["vb_src.$c$"], ns_to=["vb_dst.$c$"])
+        restore(client, small_backup, ns_from=["vb_src.$c$"], ns_to=["vb_dst.$c$"], require_manifest=False)
     assert "structural check" in failure.value.message and "items.bson" in failure.value.message
     _assert_untouched(client)
 
@@ -236,7 +241,7 @@ def test_ns_from_ns_to_mismatch_is_rejected(tmp_path):
 
 def test_duplicate_keys_are_counted_or_stop_the_restore(client, small_backup):
     client.vb_dst.items.insert_many([{"_id": i, "v": "existing"} for i in range(0, 300, 3)])
-    _c, result = restore(client, small_backup, ns_from=["vb_src.$c$"], ns_to=["vb_dst.$c$"])
+    _c, result = restore(client, small_backup, ns_from=["vb_src.$c$"], ns_to=["vb_dst.$c$"], max_failed_documents=100)
     assert result["total_inserted"] == 200 and result["total_failed"] == 100
     assert result["namespaces"][0]["failed"] == 100
     client.drop_database("vb_dst")

@@ -82,6 +82,9 @@ APPLYOPS_UNAVAILABLE_WORDS = ("not allowed", "no such command", "not supported",
                               "not implemented", "not authorized")
 NAMESPACE_EXISTS, NAMESPACE_NOT_FOUND, INDEX_NOT_FOUND = 48, 26, 27
 RETRY_HINT = "fix the cause and replay again from the same oplog (replay is idempotent)"
+# Skip reasons that leave a write of the source undone (the others are entries with nothing to
+# do): reported as ``not_applied``, and a restore with any fails unless the user accepts them.
+NOT_APPLIED_REASONS = ("system_collection",)
 
 
 class ReplayError(BackupError):
@@ -543,6 +546,8 @@ class OplogReplayer:
             "applied": counts["applied"],
             "applied_by_op": dict(counts["applied_by_op"]),
             "skipped": dict(counts["skipped"]),
+            "not_applied": dict((reason, number) for reason, number in counts["skipped"].items()
+                                if reason in NOT_APPLIED_REASONS),
             "transactions": {"committed": counts["committed"], "aborted": counts["aborted"],
                              "discarded": len(self._transactions)},
             "last_applied": format_ts(self._applied_ts),
