@@ -466,8 +466,7 @@ def check_plan(source, planned, options):
                             "ns_exclude (it holds %s%s); nothing was restored"
                             % (len(names), source.root, ", ".join(names[:10]),
                                " ..." if len(names) > 10 else ""))
-    for item in planned:
-        _check_target_name(item)
+    # Target names were checked by plan_restore (core.namespaces.check_targets).
     if not options.oplog_replay:
         return
     if options.oplog_file:
@@ -500,21 +499,6 @@ def check_write_concern(client, write_concern):
                             "member(s)%s); use w: majority or a number up to %d; nothing was restored"
                             % (wanted, members, " in replica set %s" % hello["setName"] if hello.get("setName")
                                else ", a standalone", members))
-
-
-def _check_target_name(planned):
-    """A target the server would refuse fails now, not after the collections before it were dropped."""
-    database, collection = planned.target_db, planned.target_collection
-    problem = None
-    if not database or len(database.encode("utf-8")) > layout.MAX_DB_NAME_BYTES:
-        problem = "the database name is empty or longer than %d bytes" % layout.MAX_DB_NAME_BYTES
-    elif any(char in database for char in layout.INVALID_DB_CHARS):
-        problem = "the database name holds one of %r" % layout.INVALID_DB_CHARS
-    elif not collection or "\x00" in collection or (collection.startswith("$") and not planned.item.special):
-        problem = "the collection name is empty, holds a NUL or starts with $"
-    if problem:
-        raise InvalidOption("cannot restore %s into %s: %s; check ns_from/ns_to and db; nothing was restored"
-                            % (planned.item.namespace, planned.target, problem))
 
 
 def manifest_counts(source):

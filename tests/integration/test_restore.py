@@ -208,7 +208,7 @@ def test_missing_file_refuses_before_writing(client, small_backup):
 def test_truncated_bson_without_manifest_fails_the_structural_check(client, small_backup):
     # Without the manifest and the prelude that says it is ours, it looks like mongodump output.
     os.remove(small_backup / "manifest.json")
-    os.remove(small_backup / "prelude.json")
+    os.remove(small_backup / "vb_src" / "prelude.json")  # a single-database dump keeps it there
     data = small_backup / "vb_src" / "items.bson"
     data.write_bytes(data.read_bytes()[:-7])
     with pytest.raises(restore_engine.VerificationFailed) as failure:
