@@ -316,6 +316,7 @@ class Catalog:
         for existing in self.slices:
             if existing["file"] == relative:
                 return existing, False
+        self._check_no_overlap(replica_set, first, last, relative)
         absolute = self.absolute(relative)
         size = fields.pop("bytes", fields.pop("size", None))
         if size is None or sha256 is None:
@@ -332,6 +333,23 @@ class Catalog:
         self.slices.sort(key=lambda s: (s["replica_set"] or "", ts_key(s["first_ts"]), ts_key(s["last_ts"])))
         self.changed = True
         return record, True
+
+    def _check_no_overlap(self, replica_set, first, last, relative):
+        """Refuse a slice that shares more than one boundary entry with a recorded slice of its replica set.
+
+        Consecutive slices legitimately share exactly one entry (each starts at its predecessor's last one);
+        anything more means two runs archived the same entries and the chain would count them twice.
+        """
+        for existing in self._slices_of(replica_set):
+            other_first, other_last = ts_key(existing["first_ts"]), ts_key(existing["last_ts"])
+            if max(first, other_first) < min(last, other_last) or (first, last) == (other_first, other_last):
+                raise CatalogError(
+                    "oplog slice %s (%s to %s) overlaps the recorded slice %s (%s to %s) of replica set %s: the "
+                    "same entries would be archived twice; it was not recorded. Was another archive run going "
+                    "on at the same time? Run the archiving again: it resumes after %s"
+                    % (relative, ts_text(first), ts_text(last), existing["file"], existing["first_ts"],
+                       existing["last_ts"], replica_set, ts_text(self.last_archived_ts(replica_set))),
+                    slice=relative, overlaps=existing["file"])
 
     def record_gap(self, replica_set, last_archived_ts, oldest_available_ts, detected_at=None):
         """Record that the oplog entries after ``last_archived_ts`` up to ``oldest_available_ts`` are lost.
