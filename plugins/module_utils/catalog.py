@@ -400,10 +400,11 @@ class Catalog:
             return ts_text(max(backup_ends))
         return ts_text(newest_slice)
 
-    def _chain(self, replica_set, start, until=None):
+    def _chain(self, replica_set, start, until=None, damage=None):
         """Follow the slices from ``start``: (end reached, slices used, the gap that stopped it or None).
 
         With ``until`` the walk stops as soon as the chain reaches it (the slices after are not needed).
+        With ``damage`` (a dict: file -> problem) a damaged slice ends the chain where it would start.
         """
         end, used = start, []
         for record in self._slices_of(replica_set):
@@ -414,6 +415,8 @@ class Catalog:
                 continue
             if first > end:
                 break
+            if damage and record["file"] in damage:
+                break
             used.append(record)
             end = last
         for gap in self._gaps_of(replica_set):
@@ -423,14 +426,47 @@ class Catalog:
                 return lost_after, kept, gap
         return end, used, None
 
-    def windows(self, replica_set=None):
-        """Restorable point-in-time windows: one per full backup with an oplog end, oldest first."""
+    def slice_problem(self, record, verify=False):
+        """What is wrong with the file of a slice record, or None: missing, a size other than the recorded one,
+        or (with ``verify``) a sha256 other than the recorded one. Reads only."""
+        path = self.absolute(record["file"])
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            return "missing (%s)" % (exc.strerror or exc) if exc.errno == errno.ENOENT else \
+                "unreadable (%s)" % (exc.strerror or exc)
+        if size != record["bytes"]:
+            return "its size is %d bytes, the catalog recorded %d" % (size, record["bytes"])
+        if verify:
+            try:
+                digest = sha256_file(path)
+            except OSError as exc:
+                return "unreadable (%s)" % (exc.strerror or exc)
+            if digest != record.get("sha256"):
+                return "corrupt: its sha256 is %s, the catalog recorded %s" % (digest, record.get("sha256"))
+        return None
+
+    def damaged_slices(self, verify=False):
+        """{file: problem} for every slice whose file is missing, of the wrong size or (``verify``) checksum."""
+        found = {}
+        for record in self.slices:
+            problem = self.slice_problem(record, verify)
+            if problem:
+                found[record["file"]] = problem
+        return found
+
+    def windows(self, replica_set=None, damage=None):
+        """Restorable point-in-time windows: one per full backup with an oplog end, oldest first.
+
+        With ``damage`` (from ``damaged_slices``) a window ends before its first damaged slice, and says so
+        in ``stopped_by_damage``.
+        """
         result = []
         for backup in self.backups:
             if not backup.get("oplog_end") or (replica_set is not None and backup["replica_set"] != replica_set):
                 continue
             start = ts_key(backup["oplog_end"])
-            end, used, gap = self._chain(backup["replica_set"], start)
+            end, used, gap = self._chain(backup["replica_set"], start, damage=damage)
             result.append({
                 "replica_set": backup["replica_set"], "backup_label": backup["label"],
                 "backup_id": backup["backup_id"],
@@ -438,9 +474,25 @@ class Catalog:
                 "end_ts": ts_text(end), "end_time": ts_time(end),
                 "seconds": end[0] - start[0], "slices": len(used),
                 "stopped_by_gap": gap,
+                "stopped_by_damage": self._damage_after(backup, end, gap, damage),
             })
         result.sort(key=lambda w: (w["replica_set"] or "", ts_key(w["start_ts"])))
         return result
+
+    def _damage_after(self, backup, end, gap, damage):
+        """The damaged slice that ended the window at ``end``, with what is wrong, or None."""
+        if not damage or gap is not None:
+            return None
+        for record in self._slices_of(backup["replica_set"]):
+            first, last = ts_key(record["first_ts"]), ts_key(record["last_ts"])
+            if record["file"] in damage and first <= end < last:
+                return {"file": record["file"], "first_ts": record["first_ts"], "last_ts": record["last_ts"],
+                        "problem": damage[record["file"]],
+                        "msg": "the window of %s ends at %s (%s), before the oplog slice %s (%s to %s), which is %s; "
+                               "restore the slice from the off-site copy, or take a new full backup"
+                               % (backup["label"], ts_text(end), ts_time(end), record["file"], record["first_ts"],
+                                  record["last_ts"], damage[record["file"]])}
+        return None
 
     def _plan_replica_set(self, replica_set):
         if replica_set is not None:
@@ -501,9 +553,14 @@ class Catalog:
             "reaches_ts": ts_text(end),
         }
 
-    def summary(self, now=None):
-        """What mongodb_backup_info returns, without the max_age check."""
+    def summary(self, now=None, verify=False):
+        """What mongodb_backup_info returns, without the max_age check.
+
+        Windows count only slices whose files exist with their recorded size (and sha256 with ``verify``);
+        ``damaged_slices`` lists the others with what is wrong.
+        """
         now = time.time() if now is None else now
+        damage = self.damaged_slices(verify)
         backups = []
         for record in self.backups:
             finished = parse_time(record.get("finished_at"))
@@ -528,7 +585,11 @@ class Catalog:
             "backups": backups,
             "slices": {"count": len(self.slices), "bytes": slice_bytes, "replica_sets": per_set},
             "gaps": list(self.gaps),
-            "windows": self.windows(),
+            "windows": self.windows(damage=damage),
+            "damaged_slices": [dict(replica_set=s["replica_set"], file=s["file"], first_ts=s["first_ts"],
+                                    last_ts=s["last_ts"], problem=damage[s["file"]])
+                               for s in self.slices if s["file"] in damage],
+            "slices_verified": bool(verify),
             "last_backup": None if last is None else {
                 "label": last["label"], "backup_id": last["backup_id"], "finished_at": last["finished_at"],
                 "age_seconds": last["age_seconds"], "verified": last["verified"], "path": last["absolute_path"]},
