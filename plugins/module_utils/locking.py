@@ -3,10 +3,11 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """One exclusive lock per job that must not run twice at once (an oplog archive run, a dump target).
 
-``with exclusive_lock(path, purpose, wait_seconds): ...`` holds an ``fcntl.flock`` on ``path`` (created
+``with exclusive_lock(path, purpose, wait_seconds) as held: ...`` holds an ``fcntl.flock`` on ``path`` (created
 0600 when missing; never deleted, so two runs always lock the same inode). A second run waits up to
 ``wait_seconds`` and then fails with ``LockBusy``, naming the lock file and what holds it. The kernel
-releases the lock of a process that dies, so a killed run never blocks the next one.
+releases the lock of a process that dies, so a killed run never blocks the next one. ``held`` tells
+the lock's ``path`` and how long this run ``waited_seconds`` for it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,6 +19,7 @@ import errno
 import fcntl
 import os
 import time
+from collections import namedtuple
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
 
@@ -27,6 +29,9 @@ POLL_SECONDS = 0.1
 
 class LockBusy(BackupError):
     """Another run holds the lock for the same job, or the lock file cannot be used."""
+
+
+HeldLock = namedtuple("HeldLock", "path waited_seconds")
 
 
 @contextlib.contextmanager
@@ -39,11 +44,12 @@ def exclusive_lock(path, purpose, wait_seconds=0):
                        % (path, purpose, exc.strerror or exc), lock=path)
     try:
         os.fchmod(fd, LOCK_FILE_MODE)  # a file created under a lax umask or by hand is made private
+        asked = time.time()
         _acquire(fd, path, purpose, float(wait_seconds))
         try:
             os.ftruncate(fd, 0)
             os.write(fd, ("pid %d\n" % os.getpid()).encode("ascii"))  # who holds it, for the next message
-            yield path
+            yield HeldLock(path, round(time.time() - asked, 3))
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

@@ -130,6 +130,16 @@ bytes:
   returned: always
   type: int
   sample: 210233
+lock:
+  description: The lock file this run held, so that no other run archived the same replica set at the same time.
+  returned: when not in check mode
+  type: str
+  sample: /srv/backups/mongodb/rs0/oplog-archive.rs0.lock
+lock_waited_seconds:
+  description: How long this run waited for another run of the same replica set to finish.
+  returned: when not in check mode
+  type: float
+  sample: 0.0
 entries_per_second:
   description: Archiving rate.
   returned: when something was archived

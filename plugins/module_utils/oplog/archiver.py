@@ -167,8 +167,10 @@ def archive_oplog(client, options, server, check_mode=False):
     # One run per replica set: a second one would start from the same catalog end and record
     # slices that overlap the first one's.
     with locking.exclusive_lock(lock_path(options.backup_root, replica_set),
-                                "oplog archiving of replica set %s" % replica_set, options.lock_wait_seconds):
-        return _archive_locked(client, options, replica_set, check_mode)
+                                "oplog archiving of replica set %s" % replica_set, options.lock_wait_seconds) as held:
+        changed, result = _archive_locked(client, options, replica_set, check_mode)
+        result.update(lock=held.path, lock_waited_seconds=held.waited_seconds)
+        return changed, result
 
 
 def _archive_locked(client, options, replica_set, check_mode):
