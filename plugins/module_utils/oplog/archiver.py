@@ -255,6 +255,12 @@ def _copy(oplog, options, replica_set, start, end, result):
         writer.abort()
         raise ArchiveFailed("reading the oplog of %s failed after %d entries: %s; complete slices are kept, "
                             "run the archiving again" % (replica_set, result["entries"], exc))
+    except OSError as exc:
+        writer.abort()
+        raise ArchiveFailed("writing an oplog slice of %s into %s failed after %d entries: %s; the unfinished "
+                            "slice was removed and complete slices are kept; fix the cause (free space, "
+                            "permissions) and run the archiving again"
+                            % (replica_set, writer.directory, result["entries"], exc.strerror or exc))
     except BaseException:
         writer.abort()
         raise
