@@ -488,7 +488,7 @@ class Catalog:
             if record["file"] in damage and first <= end < last:
                 return {"file": record["file"], "first_ts": record["first_ts"], "last_ts": record["last_ts"],
                         "problem": damage[record["file"]],
-                        "msg": "the window of %s ends at %s (%s), before the oplog slice %s (%s to %s), which is %s; "
+                        "msg": "the window of %s ends at %s (%s), before the oplog slice %s (%s to %s): %s; "
                                "restore the slice from the off-site copy, or take a new full backup"
                                % (backup["label"], ts_text(end), ts_time(end), record["file"], record["first_ts"],
                                   record["last_ts"], damage[record["file"]])}
@@ -568,12 +568,15 @@ class Catalog:
                                 age_seconds=None if finished is None else int(now - finished)))
         last = max(backups, key=lambda b: parse_time(b.get("finished_at")) or 0) if backups else None
         per_set = {}
+        ends = set((s["replica_set"], s["last_ts"]) for s in self.slices)
         for record in self.slices:
             entry = per_set.setdefault(record["replica_set"] or "", {"count": 0, "bytes": 0, "entries": 0,
                                                                      "first_ts": None, "last_ts": None})
             entry["count"] += 1
             entry["bytes"] += record["bytes"]
             entry["entries"] += record.get("entries") or 0
+            if (record["replica_set"], record["first_ts"]) in ends and record["first_ts"] != record["last_ts"]:
+                entry["entries"] -= 1  # its first entry is its predecessor's last one: count it once
             if entry["first_ts"] is None or ts_key(record["first_ts"]) < ts_key(entry["first_ts"]):
                 entry["first_ts"] = record["first_ts"]
             if entry["last_ts"] is None or ts_key(record["last_ts"]) > ts_key(entry["last_ts"]):

@@ -135,7 +135,9 @@ backups:
             "data_bytes": 73400320, "documents": 120000, "verified": false, "verified_at": null,
             "age_seconds": 3600}]
 slices:
-  description: Count and size of the archived oplog slices, in total and per replica set.
+  description:
+    - Count and size of the archived oplog slices, in total and per replica set.
+    - C(entries) counts each oplog entry once (consecutive slices share their boundary entry).
   returned: always
   type: dict
   sample: {"count": 24, "bytes": 1048576, "replica_sets": {"rs0": {"count": 24, "bytes": 1048576, "entries": 5000,
@@ -251,8 +253,8 @@ def run_module(module, result):
         if window["stopped_by_damage"]:
             module.warn(window["stopped_by_damage"]["msg"])
     for record in result["damaged_slices"]:
-        module.warn("oplog slice %s (%s to %s) of %s is %s" % (record["file"], record["first_ts"], record["last_ts"],
-                                                             record["replica_set"], record["problem"]))
+        module.warn("oplog slice %s (%s to %s) of replica set %s: %s; restorable windows end before it"
+                    % (record["file"], record["first_ts"], record["last_ts"], record["replica_set"], record["problem"]))
     if target is not None:
         plan = catalog.restore_plan(target, params["replica_set"])
         # A plan is only offered once every slice it needs matches its recorded sha256.
