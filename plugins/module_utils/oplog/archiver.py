@@ -290,10 +290,11 @@ def _finish_slice(root, writer, replica_set, result):
     renamed = False
     try:
         with catalog_utils.Catalog.locked(root) as catalog:
-            catalog.add_slice(replica_set=replica_set, **record)
-            if os.path.exists(final):
-                raise ArchiveFailed("oplog slice %s already exists but the catalog does not list it; move it "
-                                    "aside and run the archiving again" % final)
+            _record, added = catalog.add_slice(replica_set=replica_set, **record)
+            if not added or os.path.exists(final):
+                raise ArchiveFailed("oplog slice %s already exists%s; the new copy was not kept: move the file "
+                                    "aside if it is not a recorded slice, and run the archiving again"
+                                    % (final, " in the catalog" if not added else ""))
             os.rename(partial, final)
             renamed = True
             catalog.save()
