@@ -35,7 +35,7 @@ try:
 except ImportError:  # pragma: no cover
     zstandard = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError, InvalidOption
 
 MAX_BSON_SIZE = 16 * 1024 * 1024
 # mongorestore accepts oplog entries a little over the document limit (RestoreOplog).
@@ -383,6 +383,26 @@ def sha256_file(path):
         for chunk in iter(lambda: handle.read(READ_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# The levels each compressor really takes: zlib 1 (fastest) to 9 (smallest); zstd its "fast" negative
+# levels from ZSTD_minCLevel() up to ZSTD_maxCLevel() (20-22 need much more memory), 0 meaning its default.
+COMPRESSION_LEVELS = {"gzip": (1, 9), "zstd": (-131072, 22)}
+
+
+def check_compression_level(compression, level, option="compression_level"):
+    """The level to use for ``compression`` (None: the library default); InvalidOption naming ``option``
+    when the compressor does not take it. The one check for every module, run before connecting."""
+    if level is None:
+        return None
+    if compression in (None, "none"):
+        raise InvalidOption("%s %s has no effect without compression; remove it or choose gzip or zstd"
+                            % (option, level))
+    low, high = COMPRESSION_LEVELS[compression]
+    if isinstance(level, bool) or not isinstance(level, int) or not low <= level <= high:
+        raise InvalidOption("%s %r is not a %s level: use %d to %d (higher compresses smaller and slower)"
+                            % (option, level, compression, max(low, 1) if compression == "gzip" else low, high))
+    return level
 
 
 def create_compressed_file(path, compression=None, level=None):

@@ -316,6 +316,7 @@ class Catalog:
         for existing in self.slices:
             if existing["file"] == relative:
                 return existing, False
+        self._check_no_overlap(replica_set, first, last, relative)
         absolute = self.absolute(relative)
         size = fields.pop("bytes", fields.pop("size", None))
         if size is None or sha256 is None:
@@ -332,6 +333,23 @@ class Catalog:
         self.slices.sort(key=lambda s: (s["replica_set"] or "", ts_key(s["first_ts"]), ts_key(s["last_ts"])))
         self.changed = True
         return record, True
+
+    def _check_no_overlap(self, replica_set, first, last, relative):
+        """Refuse a slice that shares more than one boundary entry with a recorded slice of its replica set.
+
+        Consecutive slices legitimately share exactly one entry (each starts at its predecessor's last one);
+        anything more means two runs archived the same entries and the chain would count them twice.
+        """
+        for existing in self._slices_of(replica_set):
+            other_first, other_last = ts_key(existing["first_ts"]), ts_key(existing["last_ts"])
+            if max(first, other_first) < min(last, other_last) or (first, last) == (other_first, other_last):
+                raise CatalogError(
+                    "oplog slice %s (%s to %s) overlaps the recorded slice %s (%s to %s) of replica set %s: the "
+                    "same entries would be archived twice; it was not recorded. Was another archive run going "
+                    "on at the same time? Run the archiving again: it resumes after %s"
+                    % (relative, ts_text(first), ts_text(last), existing["file"], existing["first_ts"],
+                       existing["last_ts"], replica_set, ts_text(self.last_archived_ts(replica_set))),
+                    slice=relative, overlaps=existing["file"])
 
     def record_gap(self, replica_set, last_archived_ts, oldest_available_ts, detected_at=None):
         """Record that the oplog entries after ``last_archived_ts`` up to ``oldest_available_ts`` are lost.
@@ -382,10 +400,11 @@ class Catalog:
             return ts_text(max(backup_ends))
         return ts_text(newest_slice)
 
-    def _chain(self, replica_set, start, until=None):
+    def _chain(self, replica_set, start, until=None, damage=None):
         """Follow the slices from ``start``: (end reached, slices used, the gap that stopped it or None).
 
         With ``until`` the walk stops as soon as the chain reaches it (the slices after are not needed).
+        With ``damage`` (a dict: file -> problem) a damaged slice ends the chain where it would start.
         """
         end, used = start, []
         for record in self._slices_of(replica_set):
@@ -396,6 +415,8 @@ class Catalog:
                 continue
             if first > end:
                 break
+            if damage and record["file"] in damage:
+                break
             used.append(record)
             end = last
         for gap in self._gaps_of(replica_set):
@@ -405,14 +426,47 @@ class Catalog:
                 return lost_after, kept, gap
         return end, used, None
 
-    def windows(self, replica_set=None):
-        """Restorable point-in-time windows: one per full backup with an oplog end, oldest first."""
+    def slice_problem(self, record, verify=False):
+        """What is wrong with the file of a slice record, or None: missing, a size other than the recorded one,
+        or (with ``verify``) a sha256 other than the recorded one. Reads only."""
+        path = self.absolute(record["file"])
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            return "missing (%s)" % (exc.strerror or exc) if exc.errno == errno.ENOENT else \
+                "unreadable (%s)" % (exc.strerror or exc)
+        if size != record["bytes"]:
+            return "its size is %d bytes, the catalog recorded %d" % (size, record["bytes"])
+        if verify:
+            try:
+                digest = sha256_file(path)
+            except OSError as exc:
+                return "unreadable (%s)" % (exc.strerror or exc)
+            if digest != record.get("sha256"):
+                return "corrupt: its sha256 is %s, the catalog recorded %s" % (digest, record.get("sha256"))
+        return None
+
+    def damaged_slices(self, verify=False):
+        """{file: problem} for every slice whose file is missing, of the wrong size or (``verify``) checksum."""
+        found = {}
+        for record in self.slices:
+            problem = self.slice_problem(record, verify)
+            if problem:
+                found[record["file"]] = problem
+        return found
+
+    def windows(self, replica_set=None, damage=None):
+        """Restorable point-in-time windows: one per full backup with an oplog end, oldest first.
+
+        With ``damage`` (from ``damaged_slices``) a window ends before its first damaged slice, and says so
+        in ``stopped_by_damage``.
+        """
         result = []
         for backup in self.backups:
             if not backup.get("oplog_end") or (replica_set is not None and backup["replica_set"] != replica_set):
                 continue
             start = ts_key(backup["oplog_end"])
-            end, used, gap = self._chain(backup["replica_set"], start)
+            end, used, gap = self._chain(backup["replica_set"], start, damage=damage)
             result.append({
                 "replica_set": backup["replica_set"], "backup_label": backup["label"],
                 "backup_id": backup["backup_id"],
@@ -420,9 +474,25 @@ class Catalog:
                 "end_ts": ts_text(end), "end_time": ts_time(end),
                 "seconds": end[0] - start[0], "slices": len(used),
                 "stopped_by_gap": gap,
+                "stopped_by_damage": self._damage_after(backup, end, gap, damage),
             })
         result.sort(key=lambda w: (w["replica_set"] or "", ts_key(w["start_ts"])))
         return result
+
+    def _damage_after(self, backup, end, gap, damage):
+        """The damaged slice that ended the window at ``end``, with what is wrong, or None."""
+        if not damage or gap is not None:
+            return None
+        for record in self._slices_of(backup["replica_set"]):
+            first, last = ts_key(record["first_ts"]), ts_key(record["last_ts"])
+            if record["file"] in damage and first <= end < last:
+                return {"file": record["file"], "first_ts": record["first_ts"], "last_ts": record["last_ts"],
+                        "problem": damage[record["file"]],
+                        "msg": "the window of %s ends at %s (%s), before the oplog slice %s (%s to %s): %s; "
+                               "restore the slice from the off-site copy, or take a new full backup"
+                               % (backup["label"], ts_text(end), ts_time(end), record["file"], record["first_ts"],
+                                  record["last_ts"], damage[record["file"]])}
+        return None
 
     def _plan_replica_set(self, replica_set):
         if replica_set is not None:
@@ -483,9 +553,14 @@ class Catalog:
             "reaches_ts": ts_text(end),
         }
 
-    def summary(self, now=None):
-        """What mongodb_backup_info returns, without the max_age check."""
+    def summary(self, now=None, verify=False):
+        """What mongodb_backup_info returns, without the max_age check.
+
+        Windows count only slices whose files exist with their recorded size (and sha256 with ``verify``);
+        ``damaged_slices`` lists the others with what is wrong.
+        """
         now = time.time() if now is None else now
+        damage = self.damaged_slices(verify)
         backups = []
         for record in self.backups:
             finished = parse_time(record.get("finished_at"))
@@ -493,12 +568,15 @@ class Catalog:
                                 age_seconds=None if finished is None else int(now - finished)))
         last = max(backups, key=lambda b: parse_time(b.get("finished_at")) or 0) if backups else None
         per_set = {}
+        ends = set((s["replica_set"], s["last_ts"]) for s in self.slices)
         for record in self.slices:
             entry = per_set.setdefault(record["replica_set"] or "", {"count": 0, "bytes": 0, "entries": 0,
                                                                      "first_ts": None, "last_ts": None})
             entry["count"] += 1
             entry["bytes"] += record["bytes"]
             entry["entries"] += record.get("entries") or 0
+            if (record["replica_set"], record["first_ts"]) in ends and record["first_ts"] != record["last_ts"]:
+                entry["entries"] -= 1  # its first entry is its predecessor's last one: count it once
             if entry["first_ts"] is None or ts_key(record["first_ts"]) < ts_key(entry["first_ts"]):
                 entry["first_ts"] = record["first_ts"]
             if entry["last_ts"] is None or ts_key(record["last_ts"]) > ts_key(entry["last_ts"]):
@@ -510,7 +588,11 @@ class Catalog:
             "backups": backups,
             "slices": {"count": len(self.slices), "bytes": slice_bytes, "replica_sets": per_set},
             "gaps": list(self.gaps),
-            "windows": self.windows(),
+            "windows": self.windows(damage=damage),
+            "damaged_slices": [dict(replica_set=s["replica_set"], file=s["file"], first_ts=s["first_ts"],
+                                    last_ts=s["last_ts"], problem=damage[s["file"]])
+                               for s in self.slices if s["file"] in damage],
+            "slices_verified": bool(verify),
             "last_backup": None if last is None else {
                 "label": last["label"], "backup_id": last["backup_id"], "finished_at": last["finished_at"],
                 "age_seconds": last["age_seconds"], "verified": last["verified"], "path": last["absolute_path"]},

@@ -113,8 +113,7 @@ class DumpOptions:
         if self.dump_users_and_roles and not self.db:
             raise InvalidOption("dump_users_and_roles applies to a single-database dump (db); a full "
                                 "dump always includes admin.system.users and admin.system.roles")
-        if not 1 <= self.gzip_level <= 9:
-            raise InvalidOption("gzip_level must be between 1 and 9, got %d" % self.gzip_level)
+        bsonio.check_compression_level("gzip", self.gzip_level, "gzip_level")
         if self.num_parallel_collections < 1:
             raise InvalidOption("num_parallel_collections must be at least 1")
         if self.label is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$", self.label):

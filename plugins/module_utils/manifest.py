@@ -34,6 +34,24 @@ def manifest_path(target, is_archive):
     return target + "." + MANIFEST_NAME if is_archive else os.path.join(target, MANIFEST_NAME)
 
 
+def make_private_dirs(path):
+    """Create ``path`` and any missing parent, each 0700 whatever the umask (makedirs' mode is masked by
+    it and not applied to parents at all). Directories that already exist are left as they are."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent != path:
+        make_private_dirs(parent)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:  # created meanwhile by a concurrent run
+        if not os.path.isdir(path):
+            raise
+        return
+    os.chmod(path, DIR_MODE)
+
+
 def write_json_atomic(path, document):
     """Write JSON to ``path`` through a temporary file and a rename, mode 0600."""
     temporary = path + ".partial"

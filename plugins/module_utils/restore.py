@@ -714,7 +714,7 @@ def metadata_index_catalog(states, no_index_restore):
 
 def source_oplog(source, options):
     """The decoded entries to replay: oplog_file or the backup's own oplog, then oplog_slices in order
-    (archived slices overlap by one entry; replaying an entry twice is harmless)."""
+    (archived slices overlap by one entry; the replay skips an entry it has already read)."""
     if options.oplog_file:
         first = oplog_replay.iter_oplog_file(options.oplog_file)
     elif source.kind == "directory" and source.oplog_path():
@@ -771,7 +771,7 @@ def restore(client, options, check_mode=False, progress=None):
             replayer = oplog_replay.OplogReplayer(
                 client, mode=options.oplog_apply_mode, limit=options.oplog_limit,
                 bypass_document_validation=options.bypass_document_validation,
-                index_catalog=catalog, progress=progress)
+                index_catalog=catalog, progress=progress, skip_repeated=True)
             entries = source_oplog(source, options)
             oplog_result = replayer.replay(entries)
             catalog = oplog_result.pop("index_catalog")

@@ -24,7 +24,10 @@ description:
   - With O(register_backups) it first adds complete backups (directories or archives with their
     manifest) to the catalog. The catalog is replaced atomically under an exclusive lock, so runs
     that register at the same time lose nothing. Idempotent by backup id.
-  - Needs no connection to MongoDB.
+  - Windows count only the oplog slices whose files exist with the size the catalog recorded (and, with
+    O(verify), the recorded sha256). A missing, truncated or corrupt slice ends its window before it; the
+    window says so in C(stopped_by_damage), RV(damaged_slices) lists every such slice, and a warning names it.
+  - Needs no connection to MongoDB. Only O(register_backups) writes (the catalog); nothing else is changed.
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -55,6 +58,13 @@ options:
       - An ISO-8601 time (C(2024-05-01T12:00:00Z)) or an oplog timestamp C(<seconds>[:<increment>]).
         As C(mongorestore --oplogLimit), the entries before it are applied and the entry at it is not.
     type: str
+  verify:
+    description:
+      - Also check every oplog slice file against its recorded sha256 (reads every slice) before counting it in
+        a window. Without it, slices are checked for presence and size only.
+      - Slices of the O(target_time) plan are always checked against their sha256.
+    type: bool
+    default: false
   register_backups:
     description:
       - Paths of complete backups (directories, or archive files with their C(.manifest.json)) to add to the
@@ -125,7 +135,9 @@ backups:
             "data_bytes": 73400320, "documents": 120000, "verified": false, "verified_at": null,
             "age_seconds": 3600}]
 slices:
-  description: Count and size of the archived oplog slices, in total and per replica set.
+  description:
+    - Count and size of the archived oplog slices, in total and per replica set.
+    - C(entries) counts each oplog entry once (consecutive slices share their boundary entry).
   returned: always
   type: dict
   sample: {"count": 24, "bytes": 1048576, "replica_sets": {"rs0": {"count": 24, "bytes": 1048576, "entries": 5000,
@@ -142,12 +154,30 @@ windows:
     - Restorable point-in-time windows, one per full backup with an oplog, from the end of its oplog through the
       archived slices that follow it without a break. Any time inside a window can be restored.
     - C(stopped_by_gap) is the recorded gap that ends the window early, or null.
+    - C(stopped_by_damage) is the damaged slice that ends the window early (C(file), C(first_ts), C(last_ts),
+      C(problem), C(msg)), or null.
   returned: always
   type: list
   elements: dict
   sample: [{"replica_set": "rs0", "backup_label": "nightly-2024-05-01", "backup_id": "0b6f0f8e",
             "start_ts": "1714521792:7", "start_time": "2024-05-01T00:03:12Z", "end_ts": "1714608000:3",
-            "end_time": "2024-05-02T00:00:00Z", "seconds": 86208, "slices": 24, "stopped_by_gap": null}]
+            "end_time": "2024-05-02T00:00:00Z", "seconds": 86208, "slices": 24, "stopped_by_gap": null,
+            "stopped_by_damage": null}]
+damaged_slices:
+  description:
+    - Oplog slices whose file is missing, unreadable, of another size than recorded, or (with O(verify)) whose
+      sha256 differs, with what is wrong. Windows end before them.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"replica_set": "rs0", "file": "oplog/rs0/1714521792-7_1714525392-1.bson.gz",
+            "first_ts": "1714521792:7", "last_ts": "1714525392:1",
+            "problem": "its size is 1024 bytes, the catalog recorded 210233"}]
+slices_verified:
+  description: Whether the slices were checked against their sha256 (O(verify)), not only their size.
+  returned: always
+  type: bool
+  sample: false
 last_backup:
   description: The newest full backup by finish time, and how old it is; null when there is none.
   returned: always
@@ -215,9 +245,16 @@ def run_module(module, result):
         target = timestamps.parse_oplog_limit(params["target_time"])
     catalog, added = register(module, root, params["register_backups"])
     now = time.time()
-    result.update(catalog.summary(now=now), registered=added, changed=bool(added))
+    result.update(catalog.summary(now=now, verify=params["verify"]), registered=added, changed=bool(added))
+    damage = dict((s["file"], s["problem"]) for s in result["damaged_slices"])
     if params["replica_set"] is not None:
-        result["windows"] = catalog.windows(params["replica_set"])
+        result["windows"] = catalog.windows(params["replica_set"], damage=damage)
+    for window in result["windows"]:
+        if window["stopped_by_damage"]:
+            module.warn(window["stopped_by_damage"]["msg"])
+    for record in result["damaged_slices"]:
+        module.warn("oplog slice %s (%s to %s) of replica set %s: %s; restorable windows end before it"
+                    % (record["file"], record["first_ts"], record["last_ts"], record["replica_set"], record["problem"]))
     if target is not None:
         plan = catalog.restore_plan(target, params["replica_set"])
         # A plan is only offered once every slice it needs matches its recorded sha256.
@@ -238,6 +275,7 @@ def main():
             max_age=dict(type="str"),
             target_time=dict(type="str"),
             register_backups=dict(type="list", elements="path", default=[]),
+            verify=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )

@@ -19,6 +19,10 @@ description:
     its sha256 and timestamp range.
   - Meant to run every few minutes (AWX schedule or cron). Running it again soon after captures only
     what is new; a killed run leaves no half slice in the catalog.
+  - One run per replica set at a time. A run holds an exclusive lock on
+    C(<backup_root>/oplog-archive.<replica set>.lock) (mode 0600); a second run waits up to
+    O(lock_wait_seconds) for it, then continues from where the first one stopped, or fails naming the lock.
+    The catalog also refuses a slice that overlaps recorded ones.
   - Detects a gap. When the oldest entry still in the oplog is newer than the last archived one,
     entries were lost; the gap is recorded in the catalog, so restorable windows are reported
     correctly, and the task fails advising a new full backup.
@@ -28,7 +32,9 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Reports the range and the number of entries it would archive; writes nothing.
+    details:
+      - Reports the range and the number of entries a real run would archive (up to the same end); writes
+        nothing and takes no lock. Invalid options fail in check mode too.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
@@ -49,14 +55,24 @@ options:
     choices: [gzip, zstd, none]
     default: gzip
   compression_level:
-    description: Compression level (gzip 1-9, zstd 1-22); the library default when not set.
+    description:
+      - Compression level, gzip 1 to 9, zstd -131072 to 22 (negative levels are zstd's fast levels, 20 to 22
+        need much more memory); the library default (gzip 6, zstd 3) when not set.
+      - Checked before connecting, in check mode too. Not allowed with O(compression=none).
     type: int
+  lock_wait_seconds:
+    description:
+      - How long to wait for another archive run of the same replica set to finish before failing.
+    type: int
+    default: 60
   start_from_backup:
     description:
       - Start at the end of the oplog of this full backup (directory or archive) instead of the
         catalog's last archived timestamp. For the first run after a full backup that is not in the catalog.
     type: path
 notes:
+  - Directories it creates (C(<backup_root>/oplog) and the replica set's) are mode 0700 and slice files 0600,
+    whatever the umask.
   - Reads from a secondary when O(read_preference) says so; the oplog must be readable by the user
     (the C(backup) role can read it).
 author:
@@ -103,7 +119,9 @@ slices:
   sample: [{"first_ts": "1714521600:1", "last_ts": "1714522200:4", "entries": 5120,
             "file": "oplog/rs0/1714521600-1_1714522200-4.bson.gz", "bytes": 210233, "sha256": "9f2c..."}]
 entries:
-  description: Oplog entries written (slices repeat their predecessor's last entry).
+  description:
+    - Oplog entries written (slices repeat their predecessor's last entry).
+    - In check mode, the entries newer than RV(start) up to RV(end) that a real run would archive.
   returned: always
   type: int
   sample: 5120
@@ -112,6 +130,16 @@ bytes:
   returned: always
   type: int
   sample: 210233
+lock:
+  description: The lock file this run held, so that no other run archived the same replica set at the same time.
+  returned: when not in check mode
+  type: str
+  sample: /srv/backups/mongodb/rs0/oplog-archive.rs0.lock
+lock_waited_seconds:
+  description: How long this run waited for another run of the same replica set to finish.
+  returned: when not in check mode
+  type: float
+  sample: 0.0
 entries_per_second:
   description: Archiving rate.
   returned: when something was archived
@@ -135,7 +163,7 @@ def run_module(module):
     options = archiver.ArchiveOptions(
         params["backup_root"], replica_set=params["replica_set"], span_seconds=params["slice_span_minutes"] * 60,
         compression=params["compression"], compression_level=params["compression_level"],
-        start_from_backup=params["start_from_backup"])
+        start_from_backup=params["start_from_backup"], lock_wait_seconds=params["lock_wait_seconds"])
     connection = module.connection_options
     client = client_utils.connect(connection)
     try:
@@ -161,6 +189,7 @@ def main():
             compression=dict(type="str", default="gzip", choices=["gzip", "zstd", "none"]),
             compression_level=dict(type="int"),
             start_from_backup=dict(type="path"),
+            lock_wait_seconds=dict(type="int", default=60),
         ),
         supports_check_mode=True,
     )

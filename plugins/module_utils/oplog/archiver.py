@@ -16,6 +16,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import re
 import time
 
 try:
@@ -25,12 +26,14 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import locking
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import format_ts, parse_oplog_limit
 
 SLICE_DIR = "oplog"
 EXTENSIONS = {"gzip": ".bson.gz", "zstd": ".bson.zst", "none": ".bson"}
+LOCK_WAIT_SECONDS = 60
 
 
 class OplogGap(BackupError):
@@ -43,12 +46,16 @@ class ArchiveFailed(BackupError):
 
 class ArchiveOptions:
     def __init__(self, backup_root, replica_set=None, span_seconds=600, compression="gzip",
-                 compression_level=None, start_from_backup=None):
+                 compression_level=None, start_from_backup=None, lock_wait_seconds=LOCK_WAIT_SECONDS):
         catalog_utils.check_backup_root(backup_root)  # before connecting to anything
         if int(span_seconds) < 1:
             raise InvalidOption("slice span must be at least one second")
         if compression not in EXTENSIONS:
             raise InvalidOption("compression must be one of %s" % ", ".join(sorted(EXTENSIONS)))
+        bsonio.check_compression_level(compression, compression_level, "compression_level")
+        if lock_wait_seconds is None or int(lock_wait_seconds) < 0:
+            raise InvalidOption("lock_wait_seconds must be 0 or more, got %r" % (lock_wait_seconds,))
+        self.lock_wait_seconds = int(lock_wait_seconds)
         self.backup_root = backup_root
         self.replica_set = replica_set
         self.span_seconds = int(span_seconds)
@@ -96,8 +103,7 @@ class SliceWriter:
 
     def write(self, raw_batch, first_ts, last_ts, count):
         if self.stream is None:
-            if not os.path.isdir(self.directory):
-                os.makedirs(self.directory, mode=manifest_utils.DIR_MODE)
+            manifest_utils.make_private_dirs(self.directory)
             self.partial = os.path.join(self.directory, "slice-%d-%d.partial" % (first_ts.time, first_ts.inc))
             self.stream = bsonio.create_compressed_file(self.partial, self.options.compression,
                                                         self.options.compression_level)
@@ -107,20 +113,47 @@ class SliceWriter:
         self.entries += count
 
     def close(self):
-        """Finish the open slice: rename it into place; returns its catalog record (or None)."""
+        """Finish the open slice on disk (still ``*.partial``); returns (partial path, its catalog record)
+        or None. The caller renames it into place once the catalog accepts the record."""
         if self.stream is None:
             return None
         disk = self.stream.disk
-        self.stream.close()
+        stream, self.stream = self.stream, None
+        try:
+            stream.close()
+        except Exception:
+            _remove_quietly(self.partial)
+            raise
         name = "%d-%d_%d-%d%s" % (self.first.time, self.first.inc, self.last.time, self.last.inc,
                                   EXTENSIONS[self.options.compression])
         final = os.path.join(self.directory, name)
-        os.rename(self.partial, final)
         record = {"first_ts": format_ts(self.first), "last_ts": format_ts(self.last), "entries": self.entries,
                   "file": os.path.relpath(final, self.root), "bytes": disk.size, "sha256": disk.sha256,
                   "compression": self.options.compression}
-        self.stream, self.first, self.last, self.entries = None, None, None, 0
-        return record
+        self.first, self.last, self.entries = None, None, 0
+        return self.partial, record
+
+    def abort(self):
+        """Drop the open slice after a failure: no file of an unrecorded slice stays behind."""
+        if self.stream is not None:
+            stream, self.stream = self.stream, None
+            try:
+                stream.close()
+            except Exception:  # the failure being handled is the one to report
+                pass
+            _remove_quietly(self.partial)
+
+
+def _remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def lock_path(root, replica_set):
+    """The lock that keeps archive runs of one replica set from running at the same time."""
+    return os.path.join(root, "oplog-archive.%s.lock" % re.sub(r"[^A-Za-z0-9._-]", "_", replica_set))
 
 
 def archive_oplog(client, options, server, check_mode=False):
@@ -129,6 +162,18 @@ def archive_oplog(client, options, server, check_mode=False):
     if not replica_set:
         raise InvalidOption("oplog archiving needs a replica set: %s is a %s; set replica_set if the "
                             "server does not report one" % (server.get("address"), server.get("topology")))
+    if check_mode:  # plans only: takes no lock (that would create a file) and writes nothing
+        return _archive_locked(client, options, replica_set, check_mode)
+    # One run per replica set: a second one would start from the same catalog end and record
+    # slices that overlap the first one's.
+    with locking.exclusive_lock(lock_path(options.backup_root, replica_set),
+                                "oplog archiving of replica set %s" % replica_set, options.lock_wait_seconds) as held:
+        changed, result = _archive_locked(client, options, replica_set, check_mode)
+        result.update(lock=held.path, lock_waited_seconds=held.waited_seconds)
+        return changed, result
+
+
+def _archive_locked(client, options, replica_set, check_mode):
     oplog = client.local["oplog.rs"]
     started = time.time()
     # The catalog is locked only to read where to start and to record each slice, so a long run
@@ -147,8 +192,13 @@ def archive_oplog(client, options, server, check_mode=False):
         result["msg"] = "nothing new to archive after %s" % format_ts(start)
         return False, result
     if check_mode:
-        result["estimated_entries"] = oplog.count_documents({"ts": {"$gt": start, "$lte": end}})
-        return True, result
+        # What the real run would copy: every entry after the start up to the same end (each slice also
+        # repeats its predecessor's last entry, which is not counted here).
+        pending = oplog.count_documents({"ts": {"$gt": start, "$lte": end}})
+        result.update(entries=pending, estimated_entries=pending,
+                      msg="check mode: %d oplog entries after %s up to %s would be archived; nothing was written"
+                      % (pending, format_ts(start), format_ts(end)))
+        return pending > 0, result
     _copy(oplog, options, replica_set, start, end, result)
     if _oldest(oplog) > start:  # the oplog rolled past our start while we copied
         _record_gap(options.backup_root, replica_set, start, _oldest(oplog))
@@ -200,12 +250,22 @@ def _copy(oplog, options, replica_set, start, end, result):
                     slice_start = ts.time
                 writer.write(raw, ts, ts, 1)
                 previous = (raw, ts)
+        _finish_slice(options.backup_root, writer, replica_set, result)
     except pymongo_errors.PyMongoError as exc:
+        writer.abort()
         raise ArchiveFailed("reading the oplog of %s failed after %d entries: %s; complete slices are kept, "
                             "run the archiving again" % (replica_set, result["entries"], exc))
+    except OSError as exc:
+        writer.abort()
+        raise ArchiveFailed("writing an oplog slice of %s into %s failed after %d entries: %s; the unfinished "
+                            "slice was removed and complete slices are kept; fix the cause (free space, "
+                            "permissions) and run the archiving again"
+                            % (replica_set, writer.directory, result["entries"], exc.strerror or exc))
+    except BaseException:
+        writer.abort()
+        raise
     finally:
         cursor.close()
-    _finish_slice(options.backup_root, writer, replica_set, result)
 
 
 def _split_by_slice(batch):
@@ -220,12 +280,27 @@ def _split_by_slice(batch):
 
 
 def _finish_slice(root, writer, replica_set, result):
-    record = writer.close()
-    if record is None:
+    """Record the open slice and rename it into place; a slice the catalog refuses (it overlaps recorded
+    ones) is removed, and a file already under the final name is never overwritten."""
+    closed = writer.close()
+    if closed is None:
         return
-    with catalog_utils.Catalog.locked(root) as catalog:
-        catalog.add_slice(replica_set=replica_set, **record)
-        catalog.save()
+    partial, record = closed
+    final = os.path.join(root, record["file"])
+    renamed = False
+    try:
+        with catalog_utils.Catalog.locked(root) as catalog:
+            _record, added = catalog.add_slice(replica_set=replica_set, **record)
+            if not added or os.path.exists(final):
+                raise ArchiveFailed("oplog slice %s already exists%s; the new copy was not kept: move the file "
+                                    "aside if it is not a recorded slice, and run the archiving again"
+                                    % (final, " in the catalog" if not added else ""))
+            os.rename(partial, final)
+            renamed = True
+            catalog.save()
+    except BaseException:
+        _remove_quietly(final if renamed else partial)
+        raise
     result["slices"].append(record)
     result["entries"] += record["entries"]
     result["bytes"] += record["bytes"]

@@ -490,17 +490,22 @@ class OplogReplayer:
     {namespace: {index name: spec}} to start from (the indexes of the restored metadata, as
     mongorestore keeps them until after the replay). ``progress``: called with a dict of
     counts after every flush. ``target``: replaces the pymongo target (tests).
+    ``skip_repeated``: the entries come from a real oplog, in timestamp order (a backup's oplog and
+    archived slices): an entry whose ts is not newer than the last one handed over is a repeat (slices
+    share their boundary entry; overlapping slices share more) and is skipped, counted as
+    ``repeated_entry``, never applied twice. Hand-made streams that reuse timestamps leave it off.
     """
 
     def __init__(self, client, mode="auto", limit=None, bypass_document_validation=False,
                  preserve_uuid=False, batch_size=DEFAULT_BATCH_SIZE, progress=None,
-                 index_catalog=None, target=None):
+                 index_catalog=None, target=None, skip_repeated=False):
         if mode not in MODES:
             raise InvalidOption("oplog replay mode %r is unknown; use one of %s" % (mode, ", ".join(MODES)))
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidOption("oplog replay batch size must be a positive integer, got %r" % (batch_size,))
         self.mode = mode
         self.limit = limit
+        self.skip_repeated = bool(skip_repeated)
         self.preserve_uuid = preserve_uuid
         self.batch_size = batch_size
         self._progress = progress
@@ -515,6 +520,7 @@ class OplogReplayer:
         self._counts = {"entries": 0, "applied": 0, "applied_by_op": {}, "skipped": {},
                         "committed": 0, "aborted": 0}
         self._seen = [None, None]
+        self._newest_ts = None  # the newest ts handed over so far: an entry not newer is a repeat
         self._stopped_at_limit = False
         self.warnings = []
         if preserve_uuid and mode == "crud":
@@ -578,8 +584,15 @@ class OplogReplayer:
         if reason:  # filtering comes first: skipped entries never stop the replay
             self._skip(reason)
             return True
+        if self.skip_repeated and ts is not None and self._newest_ts is not None and ts <= self._newest_ts:
+            # Archived slices repeat their predecessor's last entry, and overlapping slices repeat more:
+            # an entry is applied at most once, in timestamp order.
+            self._skip("repeated_entry")
+            return True
         if not before_limit(ts, self.limit):
             return False
+        if ts is not None:
+            self._newest_ts = ts
         self._seq += 1
         top = _Top(self._seq, ts)
         if is_transaction_entry(entry):
