@@ -34,6 +34,7 @@ CONNECTION_ARGUMENT_SPEC = dict(
     tls_allow_invalid_certificates=dict(type="bool", default=False),
     read_preference=dict(type="str", choices=list(client_utils.READ_PREFERENCES)),
     connect_timeout=dict(type="int", default=10),
+    socket_timeout=dict(type="int", default=client_utils.DEFAULT_SOCKET_TIMEOUT),
 )
 
 CONNECTION_MUTUALLY_EXCLUSIVE = [
