@@ -219,6 +219,36 @@ def socket_timeout_ms(seconds):
     return int(seconds * 1000)
 
 
+def _stall_kinds():
+    """The driver errors that mean the server stopped answering, with what each one measured."""
+    if pymongo_errors is None:
+        return ()
+    kinds = [(pymongo_errors.NetworkTimeout, "no reply within socket_timeout"),
+             (pymongo_errors.ExecutionTimeout, "the server's own time limit for the operation ran out")]
+    cancelled = getattr(pymongo_errors, "_OperationCancelled", None)  # pymongo >= 4.9
+    if cancelled is not None:
+        kinds.append((cancelled, "the driver's heartbeat got no reply within connect_timeout and "
+                                 "cancelled the request"))
+    kinds.append((pymongo_errors.ServerSelectionTimeoutError,
+                  "the server could not be reached again within connect_timeout"))
+    return kinds
+
+
+def is_timeout(exc):
+    """True when the server did not answer in time (a hung or overloaded server)."""
+    return any(isinstance(exc, kind) for kind, _what in _stall_kinds())
+
+
+def driver_error_cause(exc):
+    """A driver error in words; a stall says that the server stopped answering and what to do."""
+    for kind, what in _stall_kinds():
+        if isinstance(exc, kind):
+            return ("the server stopped answering (%s: %s: %s); check that it is running and not "
+                    "overloaded, or raise socket_timeout when single requests legitimately take longer"
+                    % (what, type(exc).__name__, exc))
+    return str(exc)
+
+
 def _check_pymongo():
     if pymongo is None:
         raise ConnectionFailure(

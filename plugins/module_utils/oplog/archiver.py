@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import driver_error_cause
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import format_ts, parse_oplog_limit
@@ -202,7 +203,7 @@ def _copy(oplog, options, replica_set, start, end, result):
                 previous = (raw, ts)
     except pymongo_errors.PyMongoError as exc:
         raise ArchiveFailed("reading the oplog of %s failed after %d entries: %s; complete slices are kept, "
-                            "run the archiving again" % (replica_set, result["entries"], exc))
+                            "run the archiving again" % (replica_set, result["entries"], driver_error_cause(exc)))
     finally:
         cursor.close()
     _finish_slice(options.backup_root, writer, replica_set, result)

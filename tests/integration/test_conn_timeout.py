@@ -1,0 +1,126 @@
+"""A server that stops answering makes the task fail within socket_timeout, with a message naming
+the step (issue 8, defect 13). The server is really hung: SIGSTOP on the private test server's
+process in the middle of the work, SIGCONT in a finally."""
+
+import contextlib
+import os
+import signal
+import time
+
+import bson
+import pytest
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
+
+SOCKET_TIMEOUT = 2
+# socket_timeout, at most one driver retry of the same request, server selection after it, and slack
+# for a loaded machine: a hang is far longer than this.
+BOUND = 2 * SOCKET_TIMEOUT + 2 + 8
+
+
+def _options(server):
+    return client_utils.ConnectionOptions(
+        login_host=server.host, login_port=server.port, login_user=server.username,
+        login_password=server.password, direct_connection=True, connect_timeout=2,
+        socket_timeout=SOCKET_TIMEOUT)
+
+
+class Freezer:
+    """Stops the server process the first time the engine reports progress."""
+
+    def __init__(self, server):
+        self.server = server
+        self.stopped_at = None
+
+    def __call__(self, *args, **kwargs):
+        if self.stopped_at is None:
+            os.kill(self.server.pid, signal.SIGSTOP)
+            self.stopped_at = time.monotonic()
+
+    def elapsed(self):
+        return time.monotonic() - self.stopped_at
+
+
+@contextlib.contextmanager
+def resumed_afterwards(server):
+    try:
+        yield
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+
+def test_socket_timeout_reaches_the_driver(private_server):
+    client = client_utils.connect(_options(private_server))
+    try:
+        assert client.options.pool_options.socket_timeout == SOCKET_TIMEOUT
+    finally:
+        client.close()
+
+
+def test_restore_into_a_hung_server_fails_within_the_timeout(private_server, tmp_path):
+    seed = private_server.client()
+    seed.hang.items.insert_many([{"_id": i, "pad": "x" * 200} for i in range(3000)])
+    seed.close()
+    client = client_utils.connect(_options(private_server))
+    try:
+        dump_engine.dump(client, dump_engine.DumpOptions(path=str(tmp_path / "b"), db="hang"),
+                         client_utils.server_facts(client))
+        options = restore_engine.RestoreOptions(source=str(tmp_path / "b"), drop=True, batch_size=100,
+                                                num_parallel_collections=1)
+        freezer = Freezer(private_server)
+        with resumed_afterwards(private_server):
+            with pytest.raises(BackupError) as failure:
+                restore_engine.restore(client, options, progress=freezer)
+            elapsed = freezer.elapsed()
+    finally:
+        client.close()
+    message = failure.value.message
+    assert freezer.stopped_at is not None and elapsed < BOUND, (elapsed, message)
+    assert "hang.items" in message
+    assert "the server stopped answering" in message, message
+
+
+def test_replay_onto_a_hung_server_fails_within_the_timeout(private_server):
+    client = client_utils.connect(_options(private_server))
+    entries = [{"op": "i", "ns": "hang.events", "o": {"_id": i, "n": 0}, "ts": bson.Timestamp(1700000000, i + 1)}
+               for i in range(400)]
+    entries += [{"op": "u", "ns": "hang.events", "o2": {"_id": i}, "o": {"$v": 2, "diff": {"u": {"n": 1}}},
+                 "ts": bson.Timestamp(1700000001, i + 1)} for i in range(400)]
+    freezer = Freezer(private_server)
+    try:
+        replayer = oplog_replay.OplogReplayer(client, mode="crud", batch_size=50, progress=freezer)
+        with resumed_afterwards(private_server):
+            with pytest.raises(BackupError) as failure:
+                replayer.replay(entries)
+            elapsed = freezer.elapsed()
+    finally:
+        client.close()
+    message = failure.value.message
+    assert freezer.stopped_at is not None and elapsed < BOUND, (elapsed, message)
+    assert message.startswith("replay stopped at oplog entry op=") and "ns=hang.events" in message
+    assert "the server stopped answering" in message, message
+
+
+def test_dump_from_a_hung_server_fails_within_the_timeout(private_server, tmp_path):
+    seed = private_server.client()
+    seed.hang.big.insert_many([{"_id": i, "pad": "x" * 8000} for i in range(2000)])  # several batches
+    seed.close()
+    client = client_utils.connect(_options(private_server))
+    freezer = Freezer(private_server)
+    target = tmp_path / "dump"
+    try:
+        options = dump_engine.DumpOptions(path=str(target), db="hang", num_parallel_collections=1)
+        with resumed_afterwards(private_server):
+            with pytest.raises(BackupError) as failure:
+                dump_engine.dump(client, options, client_utils.server_facts(client), progress=freezer)
+            elapsed = freezer.elapsed()
+    finally:
+        client.close()
+    message = failure.value.message
+    assert freezer.stopped_at is not None and elapsed < BOUND, (elapsed, message)
+    assert message.startswith("reading hang.big from ") and "the server stopped answering" in message, message
+    assert not target.exists() and not os.path.exists(str(target) + ".partial")
