@@ -11,6 +11,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+import ssl
 import warnings
 
 try:
@@ -249,6 +250,43 @@ def driver_error_cause(exc):
     return str(exc)
 
 
+def check_tls_files(options):
+    """Load the TLS files as the driver will, and say which one is wrong, why, and what to give.
+
+    Without this, a CA file that is not PEM surfaces as "cannot read None" (the ssl module's
+    errors carry no file name).
+    """
+    if not options.tls:
+        return
+    context = ssl.create_default_context()
+    if options.tls_ca_file:
+        try:
+            context.load_verify_locations(cafile=options.tls_ca_file)
+        except ssl.SSLError as exc:
+            raise ConnectionFailure(
+                "tls_ca_file %s holds no PEM certificate (%s); give the PEM file (-----BEGIN "
+                "CERTIFICATE----- blocks) of the certificate authority that signed the server's "
+                "certificate" % (options.tls_ca_file, exc.reason or exc))
+        except OSError as exc:
+            raise ConnectionFailure(
+                "tls_ca_file %s cannot be read: %s; give the path of a PEM file on the host that "
+                "runs the module" % (options.tls_ca_file, exc.strerror or exc))
+    if options.tls_certificate_key_file:
+        try:
+            context.load_cert_chain(options.tls_certificate_key_file,
+                                    password=options.tls_certificate_key_file_password or None)
+        except ssl.SSLError as exc:
+            raise ConnectionFailure(
+                "tls_certificate_key_file %s cannot be loaded as a PEM client certificate with its "
+                "private key (%s); give one PEM file holding both, and "
+                "tls_certificate_key_file_password when the key is encrypted"
+                % (options.tls_certificate_key_file, redact(exc.reason or exc, options.secrets)))
+        except OSError as exc:
+            raise ConnectionFailure(
+                "tls_certificate_key_file %s cannot be read: %s; give the path of a PEM file on the "
+                "host that runs the module" % (options.tls_certificate_key_file, exc.strerror or exc))
+
+
 def _check_pymongo():
     if pymongo is None:
         raise ConnectionFailure(
@@ -291,6 +329,7 @@ def connect(options, pinned_host=None, **overrides):
             options.read_preference, ", ".join(READ_PREFERENCES)))
     if options.uri:
         parse_uri(options.uri)  # a malformed URI is reported without its credentials
+    check_tls_files(options)
     target = pinned_host or options.describe_target()
     kwargs = pinned_kwargs(options) if pinned_host else options.client_kwargs()
     kwargs.update(overrides)
@@ -306,7 +345,8 @@ def connect(options, pinned_host=None, **overrides):
     except OSError as exc:  # pymongo opens the TLS files while validating the options
         raise ConnectionFailure(
             "cannot read %s for the TLS connection to %s: %s; check tls_ca_file and "
-            "tls_certificate_key_file" % (exc.filename, target, exc.strerror or exc))
+            "tls_certificate_key_file (or the tls options in uri)"
+            % (exc.filename or "the TLS files", target, exc.strerror or exc))
     except (pymongo_errors.InvalidURI, pymongo_errors.ConfigurationError, ValueError, TypeError) as exc:
         raise ConnectionFailure(
             "malformed connection settings for %s: %s; check uri (mongodb://host:port/?options, "

@@ -31,7 +31,7 @@ import uuid
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import parse_uri, redact
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import check_tls_files, parse_uri, redact
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import DumpFailed, InvalidOption
 
 try:
@@ -140,6 +140,7 @@ def run(connection, options, binary, check_mode):
         raise InvalidOption("ns_include and ns_exclude need engine: native (mongodump has no such filters)")
     if connection.uri:
         parse_uri(connection.uri)  # a malformed URI is refused here, without quoting its credentials
+    check_tls_files(connection)
     binary = find_binary(binary)
     target = os.path.abspath(options.target)
     existing = dump_engine.Dumper(None, options, {}).existing_backup()
