@@ -289,7 +289,8 @@ def run_tool(argv, secrets=()):
     """
     environment = dict((name, value) for name, value in os.environ.items()
                        if not any(secret in value for secret in secrets if secret))
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    # preexec_fn only calls prctl and getppid (async-signal-safe); the module runs no other threads here.
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # pylint: disable=subprocess-popen-preexec-fn
                                stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
                                env=environment,
                                preexec_fn=_die_with_parent(_load_prctl(), os.getpid()))
