@@ -127,7 +127,15 @@ def parse_uri(uri):
 
 def describe_uri_hosts(uri):
     """The host list of a connection string, for messages: never its credentials or options."""
-    _scheme, _userinfo, rest = split_uri(uri)
+    scheme, _userinfo, rest = split_uri(uri)
+    if scheme.lower() == "mongodb://":  # an SRV name would need a DNS query: shown as written
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                nodes = _pymongo_parse_uri(uri)["nodelist"]
+            return ",".join("%s:%s" % node for node in nodes)
+        except Exception:  # malformed: reported by parse_uri; the hosts as written will do
+            pass
     hosts = re.split(r"[/?]", rest, maxsplit=1)[0]
     return hosts or "(no host in uri)"
 

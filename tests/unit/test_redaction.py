@@ -129,3 +129,8 @@ def test_srv_uri_with_unescaped_password():
         client_utils.connect(client_utils.ConnectionOptions(uri=uri, connect_timeout=0.2))
     _assert_no_marker(_everything(failure.value))
     assert "cluster0.example.invalid" in failure.value.message
+
+
+def test_an_at_sign_in_the_options_of_a_valid_uri_keeps_the_hosts():
+    options = client_utils.ConnectionOptions(uri="mongodb://db1:27017,db2:27018/?appname=ops@example")
+    assert options.describe_target() == "db1:27017,db2:27018"
