@@ -75,5 +75,8 @@ class MongoDBModule(AnsibleModule):
             self.fail_json(**result)
         except Exception as exc:  # a bug or an unexpected driver error: keep the trace
             secrets = self.connection_options.secrets
-            self.fail_json(msg="unexpected error: %s" % client_utils.redact(exc, secrets),
-                           exception=client_utils.redact(traceback.format_exc(), secrets))
+            trace = client_utils.redact(traceback.format_exc(), secrets)
+            if client_utils.is_timeout(exc):  # a step the engine does not wrap still says what happened
+                self.fail_json(msg=client_utils.redact(client_utils.driver_error_cause(exc), secrets),
+                               exception=trace)
+            self.fail_json(msg="unexpected error: %s" % client_utils.redact(exc, secrets), exception=trace)

@@ -134,3 +134,37 @@ def test_srv_uri_with_unescaped_password():
 def test_an_at_sign_in_the_options_of_a_valid_uri_keeps_the_hosts():
     options = client_utils.ConnectionOptions(uri="mongodb://db1:27017,db2:27018/?appname=ops@example")
     assert options.describe_target() == "db1:27017,db2:27018"
+
+
+# --------------------------------------------------------------------------- the module glue
+
+def _run_module(capsys, params, error):
+    """MongoDBModule.run with an engine function that raises ``error``; the JSON it printed."""
+    import json
+    from ansible.module_utils.testing import patch_module_args
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.common import MongoDBModule
+
+    def engine():
+        raise error
+
+    with patch_module_args(dict(params, _ansible_tracebacks_for=["error"])):
+        module = MongoDBModule(argument_spec={})
+        with pytest.raises(SystemExit):
+            module.run(engine)
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("char", RESERVED)
+def test_unexpected_error_and_its_traceback_never_quote_the_uri_password(capsys, char):
+    uri = _uri(_password(char))
+    result = _run_module(capsys, {"uri": uri}, ValueError("boom while using %s" % uri))
+    assert result["failed"] and result["msg"].startswith("unexpected error: boom while using mongodb://********@")
+    assert "Traceback" in result["exception"] and "boom while using mongodb://********@" in result["exception"]
+    _assert_no_marker(repr(result))
+
+
+def test_a_stall_outside_the_engine_steps_is_not_an_unexpected_error(capsys):
+    from pymongo.errors import NetworkTimeout
+    result = _run_module(capsys, {"login_host": "db1"}, NetworkTimeout("db1:27017: timed out"))
+    assert result["msg"].startswith("the server stopped answering (no reply within socket_timeout: "
+                                    "NetworkTimeout: db1:27017: timed out)"), result["msg"]
