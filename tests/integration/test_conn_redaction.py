@@ -82,7 +82,8 @@ def test_no_piece_of_the_password_shows_through_ansible(tmp_path):
     uris = [URI % (MARKERS[0] + char + MARKERS[1]) for char in RESERVED]
     vars_file = tmp_path / "vars.yml"
     vars_file.write_text(json.dumps({"uris": uris}))
-    code, out = run_playbook(_playbook(tmp_path, vars_file), tmp_path, extra_env={"ANSIBLE_VERBOSITY": "3", "ANSIBLE_DISPLAY_TRACEBACK": "error"})
+    code, out = run_playbook(_playbook(tmp_path, vars_file), tmp_path,
+                             extra_env={"ANSIBLE_VERBOSITY": "3", "ANSIBLE_DISPLAY_TRACEBACK": "error"})
     assert code == 0, out
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results) == 2 * len(RESERVED) + len(ENGINE_RESERVED)

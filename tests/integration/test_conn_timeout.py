@@ -124,3 +124,77 @@ def test_dump_from_a_hung_server_fails_within_the_timeout(private_server, tmp_pa
     assert freezer.stopped_at is not None and elapsed < BOUND, (elapsed, message)
     assert message.startswith("reading hang.big from ") and "the server stopped answering" in message, message
     assert not target.exists() and not os.path.exists(str(target) + ".partial")
+
+
+RESTORE_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - dbops.mongodb_backup.mongodb_restore:
+        login_host: "{host}"
+        login_port: {port}
+        login_user: "{user}"
+        login_password: "{password}"
+        direct_connection: true
+        socket_timeout: {timeout}
+        connect_timeout: 2
+        source: "{source}"
+        batch_size: 200
+        num_parallel_collections: 1
+      register: restored
+      ignore_errors: true
+    - ansible.builtin.copy:
+        content: "{{{{ restored | to_json }}}}"
+        dest: "{result_file}"
+"""
+
+
+def test_restore_task_through_ansible_fails_within_the_timeout(private_server, tmp_path):
+    """The task, as a user runs it: the server hangs mid-restore, the task fails with the step."""
+    import json
+    import subprocess
+    import sys
+    from conftest import REPO
+
+    seed = private_server.client()
+    for start in range(0, 60000, 10000):
+        seed.hang.items.insert_many([{"_id": i, "pad": "x" * 500} for i in range(start, start + 10000)])
+    client = client_utils.connect(_options(private_server))
+    try:
+        dump_engine.dump(client, dump_engine.DumpOptions(path=str(tmp_path / "b"), db="hang"),
+                         client_utils.server_facts(client))
+    finally:
+        client.close()
+    seed.hang.items.drop()
+    playbook = tmp_path / "restore.yml"
+    playbook.write_text(RESTORE_PLAYBOOK.format(
+        host=private_server.host, port=private_server.port, user=private_server.username,
+        password=private_server.password, timeout=SOCKET_TIMEOUT, source=tmp_path / "b",
+        result_file=tmp_path / "result.json"))
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    running = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), str(playbook)],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    stopped_at = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and running.poll() is None:
+            if seed.hang.items.estimated_document_count() > 0:
+                os.kill(private_server.pid, signal.SIGSTOP)
+                stopped_at = time.monotonic()
+                break
+            time.sleep(0.02)
+        assert stopped_at is not None, "the restore never started writing"
+        output, _ = running.communicate(timeout=120)
+        elapsed = time.monotonic() - stopped_at
+    finally:
+        os.kill(private_server.pid, signal.SIGCONT)
+        if running.poll() is None:
+            running.kill()
+        seed.close()
+    assert running.returncode == 0, output  # ignore_errors: the result is checked below
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["failed"], result
+    # Ansible's own start-up and the module's exit come on top of the bound.
+    assert elapsed < BOUND + 10, (elapsed, result["msg"])
+    assert result["msg"].startswith("inserting into hang.items failed after "), result["msg"]
+    assert "the server stopped answering" in result["msg"]
