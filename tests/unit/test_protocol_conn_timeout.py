@@ -69,3 +69,22 @@ def test_unanswered_update_fails_after_socket_timeout(silent_on_data):
     assert message.startswith("replay stopped at oplog entry op=u ns=shop.orders ts=1700000000:3: "
                               "the server stopped answering (no reply within socket_timeout"), message
     assert "raise socket_timeout" in message
+
+
+def test_unanswered_oplog_read_fails_the_archiving_after_socket_timeout(silent_on_data, tmp_path):
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import archiver
+
+    client = _connect(silent_on_data, socket_timeout=1)
+    options = archiver.ArchiveOptions(str(tmp_path))
+    result = {"slices": [], "entries": 0, "bytes": 0}
+    started = time.monotonic()
+    try:
+        with pytest.raises(archiver.BackupError) as failure:
+            archiver._copy(client.local["oplog.rs"], options, "rs0", bson.Timestamp(1700000000, 1),
+                           bson.Timestamp(1700000100, 1), result)
+    finally:
+        client.close()
+    assert time.monotonic() - started < 6
+    message = failure.value.message
+    assert message.startswith("reading the oplog of rs0 failed after 0 entries: the server stopped answering "
+                              "(no reply within socket_timeout"), message
