@@ -183,6 +183,7 @@ def _run_mongodump(binary, connection, options, output):
     try:
         config_path = os.path.join(workdir, "mongodump.yaml")
         fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.fchmod(fd, 0o600)  # exactly 0600, whatever the umask
         with os.fdopen(fd, "w") as handle:
             handle.write(config_text(connection))
         argv = build_argv(binary, connection, options, output, config_path)
