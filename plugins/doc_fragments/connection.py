@@ -84,6 +84,18 @@ options:
       - Seconds to wait for the server to answer when connecting and selecting a server.
     type: int
     default: 10
+  socket_timeout:
+    description:
+      - Seconds to wait for the server to answer any one request once connected (a batch of
+        documents, a write, a command such as an index build). A server that stops answering
+        makes the task fail after this time with a message naming the step, instead of hanging.
+      - The bound is per request, never for the whole run, so a long dump or restore is not
+        affected; raise it only when single commands legitimately run longer, for example index
+        builds on very large collections. V(0) waits forever.
+      - The driver may retry a read or write once after a network error, so a stall can take up to
+        about twice this time to be reported.
+    type: int
+    default: 300
 requirements:
   - pymongo >= 4.6 on the host that runs the module
   - fastcrc >= 0.5 on the host that runs the module

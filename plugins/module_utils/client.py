@@ -11,11 +11,18 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+import ssl
+import warnings
+
+try:
+    from urllib.parse import unquote, unquote_plus
+except ImportError:  # pragma: no cover - Python 2 on an old managed node
+    from urllib import unquote, unquote_plus
 
 try:
     import pymongo
     from pymongo import errors as pymongo_errors
-    from pymongo.uri_parser import parse_uri
+    from pymongo.uri_parser import parse_uri as _pymongo_parse_uri
     PYMONGO_IMPORT_ERROR = None
 except ImportError as exc:  # pragma: no cover - reported by the module wrapper
     pymongo = None
@@ -28,16 +35,109 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
 
 READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
 AUTH_FAILED_CODES = (18,)  # AuthenticationFailed
-_URI_CREDENTIALS = re.compile(r"(mongodb(?:\+srv)?://)[^@/]*@")
+MASK = "********"
+# Seconds a server may take to answer one request (a batch, a write, a command) before the
+# operation fails; large enough for a 16 MB getMore or an index build on a busy server.
+DEFAULT_SOCKET_TIMEOUT = 300
+_URI_SCHEME = re.compile(r"mongodb(?:\+srv)?://", re.IGNORECASE)
+# Where pymongo puts the user name and password back into the URI it parses, stand-ins
+# that cannot be mistaken for anyone's secret.
+_PLACEHOLDER_USERINFO = "user:password"
+
+
+def split_uri(uri):
+    """(scheme, userinfo or None, rest) of a connection string, however malformed.
+
+    The userinfo is everything between ``://`` and the LAST ``@``: an unescaped ``/``, ``?``,
+    ``@`` or ``:`` in a password cannot move the split, so the whole secret is always found.
+    """
+    match = _URI_SCHEME.match(uri or "")
+    if not match:
+        return "", None, uri or ""
+    scheme, rest = match.group(0), uri[match.end():]
+    userinfo, at, hosts = rest.rpartition("@")
+    if not at:
+        return scheme, None, rest
+    return scheme, userinfo, hosts
+
+
+def uri_secrets(uri):
+    """Every form in which a URI's credentials may show up in a driver message."""
+    _scheme, userinfo, _rest = split_uri(uri)
+    if not userinfo:
+        return []
+    password = userinfo.partition(":")[2]
+    forms = [userinfo, password, unquote(password), unquote_plus(password)]
+    return [form for form in forms if form]
+
+
+def _redact_uri_userinfo(line):
+    """mongodb://ANYTHING@host -> mongodb://********@host, up to the last @ of the line."""
+    match = _URI_SCHEME.search(line)
+    if not match:
+        return line
+    _userinfo, at, rest = line[match.end():].rpartition("@")
+    if not at:
+        return line
+    return line[:match.end()] + MASK + "@" + rest
 
 
 def redact(text, secrets=()):
-    """Remove credentials from a message before anyone sees it."""
-    text = _URI_CREDENTIALS.sub(r"\1********@", str(text))
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "********")
-    return text
+    """Remove credentials from a message before anyone sees it.
+
+    Known secrets go first (longest first, so a password is never half replaced), then the
+    userinfo of any URI left in the text, whether or not that URI is well formed.
+    """
+    text = str(text)
+    for secret in sorted(set(s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return "\n".join(_redact_uri_userinfo(line) for line in text.split("\n"))
+
+
+def parse_uri(uri):
+    """pymongo's parse of a connection string; a malformed one raises ConnectionFailure whose
+    message never quotes the user name or password, whichever character broke the parse."""
+    _check_pymongo()
+    try:
+        with warnings.catch_warnings():  # pymongo's warnings quote the URI, password included
+            warnings.simplefilter("ignore")
+            return _pymongo_parse_uri(uri)
+    except (pymongo_errors.InvalidURI, pymongo_errors.ConfigurationError, ValueError, TypeError) as exc:
+        cause = exc
+    scheme, userinfo, rest = split_uri(uri)
+    target = describe_uri_hosts(uri)
+    if userinfo is None:
+        raise ConnectionFailure(
+            "malformed connection settings for %s: %s; check uri (mongodb://host:port/?options)"
+            % (target, redact(cause)))
+    # Same URI with harmless credentials: if that parses, the credentials were the problem.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _pymongo_parse_uri(scheme + _PLACEHOLDER_USERINFO + "@" + rest)
+    except (pymongo_errors.InvalidURI, pymongo_errors.ConfigurationError, ValueError, TypeError) as exc:
+        raise ConnectionFailure(
+            "malformed connection settings for %s: %s; check uri (mongodb://host:port/?options)"
+            % (target, redact(exc, uri_secrets(uri))))
+    raise ConnectionFailure(
+        "malformed connection settings for %s: the user name or password in uri holds a character "
+        "that must be percent-escaped (: / ? # [ ] @ %% or a space); escape them with "
+        "urllib.parse.quote_plus, or pass them as login_user and login_password instead" % target)
+
+
+def describe_uri_hosts(uri):
+    """The host list of a connection string, for messages: never its credentials or options."""
+    scheme, _userinfo, rest = split_uri(uri)
+    if scheme.lower() == "mongodb://":  # an SRV name would need a DNS query: shown as written
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                nodes = _pymongo_parse_uri(uri)["nodelist"]
+            return ",".join("%s:%s" % node for node in nodes)
+        except Exception:  # malformed: reported by parse_uri; the hosts as written will do
+            pass
+    hosts = re.split(r"[/?]", rest, maxsplit=1)[0]
+    return hosts or "(no host in uri)"
 
 
 class ConnectionOptions:
@@ -48,7 +148,7 @@ class ConnectionOptions:
                  direct_connection=None, tls=False, tls_ca_file=None,
                  tls_certificate_key_file=None, tls_certificate_key_file_password=None,
                  tls_allow_invalid_hostnames=False, tls_allow_invalid_certificates=False,
-                 read_preference=None, connect_timeout=10):
+                 read_preference=None, connect_timeout=10, socket_timeout=DEFAULT_SOCKET_TIMEOUT):
         self.uri = uri
         self.login_host = login_host
         self.login_port = login_port
@@ -65,6 +165,7 @@ class ConnectionOptions:
         self.tls_allow_invalid_certificates = tls_allow_invalid_certificates
         self.read_preference = read_preference
         self.connect_timeout = connect_timeout
+        self.socket_timeout = socket_timeout
 
     @classmethod
     def from_params(cls, params):
@@ -73,29 +174,20 @@ class ConnectionOptions:
 
     @property
     def secrets(self):
-        return [s for s in (self.login_password, self.tls_certificate_key_file_password,
-                            self._uri_password()) if s]
-
-    def _uri_password(self):
-        if not self.uri:
-            return None
-        match = re.match(r"mongodb(?:\+srv)?://[^:@/]*:([^@/]*)@", self.uri)
-        return match.group(1) if match else None
+        return [s for s in [self.login_password, self.tls_certificate_key_file_password]
+                + uri_secrets(self.uri) if s]
 
     def describe_target(self):
         """host:port list for messages; never includes credentials."""
         if self.uri:
-            try:
-                nodes = parse_uri(self.uri, warn=True)["nodelist"]
-                return ",".join("%s:%s" % node for node in nodes)
-            except Exception:  # malformed URIs are reported by connect()
-                return redact(self.uri.split("?")[0], self.secrets)
+            return describe_uri_hosts(self.uri)
         return "%s:%s" % (self.login_host or "localhost", self.login_port or 27017)
 
     def client_kwargs(self):
         """Keyword arguments for MongoClient (credentials passed here, never in a URI string)."""
         timeout_ms = int(self.connect_timeout * 1000)
         kwargs = dict(connectTimeoutMS=timeout_ms, serverSelectionTimeoutMS=timeout_ms,
+                      socketTimeoutMS=socket_timeout_ms(self.socket_timeout),
                       appname="dbops.mongodb_backup")
         if self.login_user is not None:
             kwargs["username"] = self.login_user
@@ -124,6 +216,83 @@ class ConnectionOptions:
             if self.tls_allow_invalid_certificates:
                 kwargs["tlsAllowInvalidCertificates"] = True
         return kwargs
+
+
+def socket_timeout_ms(seconds):
+    """socketTimeoutMS for ``socket_timeout`` seconds; 0 turns the bound off, as in pymongo."""
+    if seconds is None:
+        seconds = DEFAULT_SOCKET_TIMEOUT
+    if seconds < 0:
+        raise InvalidOption("socket_timeout must be 0 (no limit) or a number of seconds, not %r"
+                            % (seconds,))
+    return int(seconds * 1000)
+
+
+def _stall_kinds():
+    """The driver errors that mean the server stopped answering, with what each one measured."""
+    if pymongo_errors is None:
+        return ()
+    kinds = [(pymongo_errors.NetworkTimeout, "no reply within socket_timeout"),
+             (pymongo_errors.ExecutionTimeout, "the server's own time limit for the operation ran out")]
+    cancelled = getattr(pymongo_errors, "_OperationCancelled", None)  # pymongo >= 4.9
+    if cancelled is not None:
+        kinds.append((cancelled, "the driver's heartbeat got no reply within connect_timeout and "
+                                 "cancelled the request"))
+    kinds.append((pymongo_errors.ServerSelectionTimeoutError,
+                  "the server could not be reached again within connect_timeout"))
+    return kinds
+
+
+def is_timeout(exc):
+    """True when the server did not answer in time (a hung or overloaded server)."""
+    return any(isinstance(exc, kind) for kind, _what in _stall_kinds())
+
+
+def driver_error_cause(exc):
+    """A driver error in words; a stall says that the server stopped answering and what to do."""
+    for kind, what in _stall_kinds():
+        if isinstance(exc, kind):
+            return ("the server stopped answering (%s: %s: %s); check that it is running and not "
+                    "overloaded, or raise socket_timeout when single requests legitimately take longer"
+                    % (what, type(exc).__name__, exc))
+    return str(exc)
+
+
+def check_tls_files(options):
+    """Load the TLS files as the driver will, and say which one is wrong, why, and what to give.
+
+    Without this, a CA file that is not PEM surfaces as "cannot read None" (the ssl module's
+    errors carry no file name).
+    """
+    if not options.tls:
+        return
+    context = ssl.create_default_context()
+    if options.tls_ca_file:
+        try:
+            context.load_verify_locations(cafile=options.tls_ca_file)
+        except ssl.SSLError as exc:
+            raise ConnectionFailure(
+                "tls_ca_file %s holds no PEM certificate (%s); give the PEM file (-----BEGIN "
+                "CERTIFICATE----- blocks) of the certificate authority that signed the server's "
+                "certificate" % (options.tls_ca_file, exc.reason or exc))
+        except OSError as exc:
+            raise ConnectionFailure(
+                "tls_ca_file %s cannot be read: %s; give the path of a PEM file on the host that "
+                "runs the module" % (options.tls_ca_file, exc.strerror or exc))
+    if options.tls_certificate_key_file:
+        try:
+            context.load_cert_chain(options.tls_certificate_key_file,
+                                    password=options.tls_certificate_key_file_password or None)
+        except ssl.SSLError as exc:
+            raise ConnectionFailure(
+                "tls_certificate_key_file %s cannot be loaded as a PEM client certificate with its "
+                "private key (%s); give one PEM file holding both, and "
+                "tls_certificate_key_file_password when the key is encrypted"
+                % (options.tls_certificate_key_file, redact(exc.reason or exc, options.secrets)))
+        except OSError as exc:
+            raise ConnectionFailure(
+                "tls_certificate_key_file %s cannot be read: %s; give the path of a PEM file on the "
+                "host that runs the module" % (options.tls_certificate_key_file, exc.strerror or exc))
 
 
 def _check_pymongo():
@@ -166,6 +335,9 @@ def connect(options, pinned_host=None, **overrides):
     if options.read_preference and options.read_preference not in READ_PREFERENCES:
         raise InvalidOption("read_preference %r is not one of %s" % (
             options.read_preference, ", ".join(READ_PREFERENCES)))
+    if options.uri:
+        parse_uri(options.uri)  # a malformed URI is reported without its credentials
+    check_tls_files(options)
     target = pinned_host or options.describe_target()
     kwargs = pinned_kwargs(options) if pinned_host else options.client_kwargs()
     kwargs.update(overrides)
@@ -181,12 +353,13 @@ def connect(options, pinned_host=None, **overrides):
     except OSError as exc:  # pymongo opens the TLS files while validating the options
         raise ConnectionFailure(
             "cannot read %s for the TLS connection to %s: %s; check tls_ca_file and "
-            "tls_certificate_key_file" % (exc.filename, target, exc.strerror or exc))
+            "tls_certificate_key_file (or the tls options in uri)"
+            % (exc.filename or "the TLS files", target, exc.strerror or exc))
     except (pymongo_errors.InvalidURI, pymongo_errors.ConfigurationError, ValueError, TypeError) as exc:
         raise ConnectionFailure(
             "malformed connection settings for %s: %s; check uri (mongodb://host:port/?options, "
-            "special characters in user names and passwords percent-escaped) and the TLS options"
-            % (target, redact(exc, options.secrets)))
+            "special characters in user names and passwords percent-escaped), the TLS options and "
+            "the timeouts" % (target, redact(exc, options.secrets)))
     try:
         # ping forces server selection, the TLS handshake and authentication now.
         client.admin.command("ping")
@@ -223,10 +396,8 @@ def translate_connection_error(exc, options, target):
 
 
 def _uri_user(uri):
-    if not uri:
-        return None
-    match = re.match(r"mongodb(?:\+srv)?://([^:@/]*)[:@]", uri)
-    return match.group(1) if match and "@" in uri else None
+    _scheme, userinfo, _rest = split_uri(uri)
+    return unquote_plus(userinfo.partition(":")[0]) if userinfo else None
 
 
 def server_facts(client):

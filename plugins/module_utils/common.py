@@ -34,6 +34,7 @@ CONNECTION_ARGUMENT_SPEC = dict(
     tls_allow_invalid_certificates=dict(type="bool", default=False),
     read_preference=dict(type="str", choices=list(client_utils.READ_PREFERENCES)),
     connect_timeout=dict(type="int", default=10),
+    socket_timeout=dict(type="int", default=client_utils.DEFAULT_SOCKET_TIMEOUT),
 )
 
 CONNECTION_MUTUALLY_EXCLUSIVE = [
@@ -74,5 +75,8 @@ class MongoDBModule(AnsibleModule):
             self.fail_json(**result)
         except Exception as exc:  # a bug or an unexpected driver error: keep the trace
             secrets = self.connection_options.secrets
-            self.fail_json(msg="unexpected error: %s" % client_utils.redact(exc, secrets),
-                           exception=client_utils.redact(traceback.format_exc(), secrets))
+            trace = client_utils.redact(traceback.format_exc(), secrets)
+            if client_utils.is_timeout(exc):  # a step the engine does not wrap still says what happened
+                self.fail_json(msg=client_utils.redact(client_utils.driver_error_cause(exc), secrets),
+                               exception=trace)
+            self.fail_json(msg="unexpected error: %s" % client_utils.redact(exc, secrets), exception=trace)

@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archive as archive_format
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import driver_error_cause
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
@@ -681,7 +682,7 @@ class Dumper:
                 raise DumpFailed(
                     "reading %s from %s failed after %d documents: %s; the incomplete backup was "
                     "removed; check the server and run the dump again"
-                    % (plan.namespace, self.member, sink.documents, exc))
+                    % (plan.namespace, self.member, sink.documents, driver_error_cause(exc)))
             finally:
                 cursor.close()
             sink.close()
@@ -741,7 +742,7 @@ class Dumper:
                               "%s; grant it the backup role" % (self.member, exc))
         if isinstance(exc, pymongo_errors.PyMongoError):
             return DumpFailed("the dump from %s failed: %s; the incomplete backup was removed; "
-                              "check the server and run the dump again" % (self.member, exc))
+                              "check the server and run the dump again" % (self.member, driver_error_cause(exc)))
         return exc
 
 

@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archive as archive_format
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import driver_error_cause
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import namespaces as ns_rules
@@ -660,6 +661,9 @@ class Restorer:
                                         "inserted there so far, %d failed"
                                         % (state.planned.target, state.first_error, state.inserted, state.failed))
                 continue
+            except pymongo_errors.PyMongoError as exc:  # no answer, or the connection broke
+                raise RestoreFailed("inserting into %s failed after %d documents: %s"
+                                    % (state.planned.target, state.inserted, driver_error_cause(exc)))
             self._count(state, len(chunk), 0, chunk)
 
     def _count(self, state, inserted, failed, chunk, error=None):
@@ -787,7 +791,7 @@ def restore(client, options, check_mode=False, progress=None):
         details = dict(exc.details, namespaces=[s.describe() for s in states])
         raise RestoreFailed(_failure_message(exc.message, states), **details)
     except pymongo_errors.PyMongoError as exc:
-        raise RestoreFailed(_failure_message("the restore failed: %s" % exc, states),
+        raise RestoreFailed(_failure_message("the restore failed: %s" % driver_error_cause(exc), states),
                             namespaces=[s.describe() for s in states])
     seconds = max(time.time() - started, 1e-6)
     total_bytes = sum(s.bytes for s in states)

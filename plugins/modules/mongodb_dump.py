@@ -129,8 +129,12 @@ options:
     description:
       - V(native) uses this collection's engine.
       - V(mongodump) runs the real C(mongodump) binary when it is installed. The password is passed
-        through a temporary 0600 C(--config) file, never on the command line. O(ns_include) and
-        O(ns_exclude) need the native engine.
+        through a 0600 C(--config) file in a private 0700 directory under the temporary directory
+        (C($TMPDIR/dbops-mongodb-backup-<uid>/)), never on the command line or in its environment;
+        the file is deleted when C(mongodump) exits, and a file left by a killed run is deleted by
+        the next run. C(mongodump) runs in its own process group and is stopped with the module,
+        even when the module is killed. O(ns_include) and O(ns_exclude) need the native engine.
+      - C(mongodump) applies its own network timeouts, not O(socket_timeout).
     type: str
     choices: [native, mongodump]
     default: native

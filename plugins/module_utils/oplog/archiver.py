@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import locking
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import driver_error_cause
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import format_ts, parse_oplog_limit
@@ -254,7 +255,7 @@ def _copy(oplog, options, replica_set, start, end, result):
     except pymongo_errors.PyMongoError as exc:
         writer.abort()
         raise ArchiveFailed("reading the oplog of %s failed after %d entries: %s; complete slices are kept, "
-                            "run the archiving again" % (replica_set, result["entries"], exc))
+                            "run the archiving again" % (replica_set, result["entries"], driver_error_cause(exc)))
     except OSError as exc:
         writer.abort()
         raise ArchiveFailed("writing an oplog slice of %s into %s failed after %d entries: %s; the unfinished "

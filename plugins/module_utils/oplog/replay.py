@@ -48,6 +48,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespac
     split_namespace as _split_namespace)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError, FormatError, InvalidOption)
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import driver_error_cause, is_timeout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import diff
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import (
     before_limit, format_ts)
@@ -195,6 +196,8 @@ def _document_id(entry):
 
 def _server_cause(exc):
     """A short cause for a driver error: code, name and the server's message."""
+    if is_timeout(exc):
+        return driver_error_cause(exc)
     if isinstance(exc, pymongo_errors.BulkWriteError):
         errors = exc.details.get("writeErrors") or []
         if errors:
