@@ -43,3 +43,7 @@ class DumpFailed(BackupError):
 
 class OplogOverflow(DumpFailed):
     """The oplog rolled over while an ``oplog: true`` dump was running."""
+
+
+class LockHeld(BackupError):
+    """Another run holds the lock of the same backup target (or catalog) for longer than allowed."""
