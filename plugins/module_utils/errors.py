@@ -45,5 +45,5 @@ class OplogOverflow(DumpFailed):
     """The oplog rolled over while an ``oplog: true`` dump was running."""
 
 
-class LockHeld(BackupError):
-    """Another run holds the lock of the same backup target (or catalog) for longer than allowed."""
+class LockError(BackupError):
+    """A lock could not be taken: another run held it too long, or its file cannot be created."""

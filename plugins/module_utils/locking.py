@@ -22,7 +22,7 @@ import os
 import socket
 import time
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import LockHeld
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import LockError
 
 LOCK_POLL = 0.1
 LOCK_FILE_MODE = 0o600
@@ -42,7 +42,7 @@ def exclusive(path, timeout, what, purpose):
             break
         os.close(fd)
         if time.monotonic() >= deadline:
-            raise LockHeld("%s is in use by another run (%s) and stayed locked for %g seconds; wait "
+            raise LockError("%s is in use by another run (%s) and stayed locked for %g seconds; wait "
                            "for that run to finish, or raise lock_timeout (the lock file %s is released "
                            "by the kernel when its process ends: never delete it by hand)"
                            % (what, describe_holder(path), timeout, path))
@@ -75,8 +75,8 @@ def _open(path, what):
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), LOCK_FILE_MODE)
     except OSError as exc:
-        raise LockHeld("cannot open the lock file %s of %s: %s; check the permissions of its directory"
-                       % (path, what, exc.strerror or exc))
+        raise LockError("cannot create the lock file %s of %s: %s; check that its directory exists and "
+                        "is writable by this user" % (path, what, exc.strerror or exc))
     return fd
 
 
