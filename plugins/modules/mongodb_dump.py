@@ -27,7 +27,7 @@ description:
     the end, released by the kernel if the run dies) from its first check to its last rename; a second
     run on the same target waits up to O(lock_timeout) seconds, then fails naming the run that holds it.
   - A C(<target>.partial) (or C(<target>.replaced)) that this collection did not create is never
-    removed: the task fails and names it. A leftover of a killed run of ours is removed under the lock.
+    removed; the task fails and names it. A leftover of a killed run of ours is removed under the lock.
   - Idempotent by O(label). When a complete backup with the same O(label) is already at the target,
     the module checks that it was taken with the same scope (O(db), O(collection), O(query),
     O(ns_include), O(ns_exclude), O(oplog), O(gzip), O(dump_users_and_roles), directory or archive)
