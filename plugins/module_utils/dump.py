@@ -655,10 +655,10 @@ class Dumper:
         target = os.path.abspath(self.options.target)
         self.check_backup_location(os.path.dirname(target))
         staging = Staging(target, self.options.is_archive)
-        staging.create()  # outside the try: what is in the way and not ours is never removed
         started = time.time()
         backup_id = str(uuid.uuid4())
         try:
+            staging.create()  # discard() removes only what create() made: never what was in the way
             output = self._open_output(staging.data_path, plans)
             results, oplog_result = self._dump(output, plans)
             output.finish(self.server.get("version"))

@@ -125,9 +125,9 @@ def _kept(existing, options, target):
 
 
 def _dump_into(staging, binary, connection, options, target):
-    staging.create()
     started = time.time()
     try:
+        staging.create()  # discard() removes only what create() made: never what was in the way
         _run_mongodump(binary, connection, options, staging.data_path)
         files = _file_records(staging.data_path)
         finished = time.time()
@@ -142,9 +142,9 @@ def _dump_into(staging, binary, connection, options, target):
         staging.discard()
         raise
     return {"backup_id": document["backup_id"], "label": options.label, "path": target,
-                  "manifest": manifest_utils.manifest_path(target, options.is_archive),
-                  "bytes_on_disk": document["totals"]["bytes_on_disk"],
-                  "duration_seconds": document["totals"]["seconds"], "engine": "mongodump"}
+            "manifest": manifest_utils.manifest_path(target, options.is_archive),
+            "bytes_on_disk": document["totals"]["bytes_on_disk"],
+            "duration_seconds": document["totals"]["seconds"], "engine": "mongodump"}
 
 
 def _run_mongodump(binary, connection, options, output):

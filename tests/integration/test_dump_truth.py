@@ -1,6 +1,7 @@
 """Issue 8, the dump's part: nothing lost, nothing falsely reported (locks, staging, idempotence, empty queries,
 clear errors). Real test server, real files; disk full on a real (small) tmpfs."""
 
+import contextlib
 import json
 import os
 import re
@@ -9,12 +10,13 @@ import stat
 import subprocess
 import sys
 import threading
-import uuid
+import time
 
 import pytest
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import locking
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     DumpFailed,
@@ -131,6 +133,19 @@ def test_concurrent_processes_one_complete_backup(server, shop, tmp_path):
         dest: "{{{{ result_file }}}}"
 """
     runs = []
+    with _held_a_while(target):  # both runs reach the lock while it is held, then race for it
+        _start_two(runs, tmp_path, playbook, server, target)
+    results = []
+    for work, process in runs:
+        out = process.communicate(timeout=300)[0].decode()
+        assert process.returncode == 0, out
+        results.append(json.loads((work / "result.json").read_text()))
+    assert sorted(r["changed"] for r in results) == [False, True]
+    assert len({r["backup_id"] for r in results}) == 1
+    assert_intact(target)
+
+
+def _start_two(runs, tmp_path, playbook, server, target):
     for index in range(2):
         work = tmp_path / ("run%d" % index)
         work.mkdir()
@@ -140,14 +155,14 @@ def test_concurrent_processes_one_complete_backup(server, shop, tmp_path):
                 "-e", "result_file=%s" % (work / "result.json")]
         runs.append((work, subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT)))
-    results = []
-    for work, process in runs:
-        out = process.communicate(timeout=300)[0].decode()
-        assert process.returncode == 0, out
-        results.append(json.loads((work / "result.json").read_text()))
-    assert sorted(r["changed"] for r in results) == [False, True]
-    assert len({r["backup_id"] for r in results}) == 1
-    assert_intact(target)
+
+
+@contextlib.contextmanager
+def _held_a_while(target, seconds=12):
+    """Hold the target's lock (as a third run would) while ansible-playbook starts the modules."""
+    with locking.exclusive(str(target) + dump_engine.LOCK_SUFFIX, 0, "test", "the test holding the lock"):
+        yield
+        time.sleep(seconds)
 
 
 def test_a_user_directory_named_partial_survives(shop, tmp_path):
@@ -417,3 +432,66 @@ def test_every_directory_is_0700_and_every_file_0600_whatever_the_umask(server, 
     wrong = {path: oct(mode) for path, mode in modes.items()
              if mode != (0o700 if os.path.isdir(str(root / path)) else 0o600)}
     assert wrong == {}
+
+
+def test_two_backup_playbooks_with_the_same_label_at_once_one_backup_one_catalog_entry(server, shop, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    vars_file = tmp_path / "vars.yml"
+    vars_file.write_text("backup_root: %s\nbackup_label: nightly\nbackup_oplog: false\nbackup_parallel: 1\n" % root)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), MONGODB_URI=server.uri,
+               ANSIBLE_NOCOLOR="1")
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+            os.path.join(REPO, "playbooks", "backup.yml"), "-e", "@%s" % vars_file]
+    (root / "localhost").mkdir(mode=0o700)
+    with _held_a_while(root / "localhost" / "nightly"):  # both runs reach the lock while it is held
+        processes = [subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                     for _ in range(2)]
+    outputs = [process.communicate(timeout=300)[0].decode() for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    assert sorted("written to %s/localhost/nightly" % root in out for out in outputs) == [False, True]
+    assert sorted("already complete at %s/localhost/nightly" % root in out for out in outputs) == [False, True]
+    document = assert_intact(root / "localhost" / "nightly")
+    catalog = json.loads((root / "localhost" / "catalog.json").read_text())
+    assert [(b["label"], b["backup_id"]) for b in catalog["backups"]] == [("nightly", document["backup_id"])]
+    assert sorted(os.listdir(str(root / "localhost"))) == ["catalog.json", "catalog.lock", "nightly"]
+
+
+# --------------------------------------------------------------------------- the same rules with engine: mongodump
+
+def _mongodump_binary():
+    tools = os.environ.get("MONGO_TOOLS_BIN") or os.path.join(REPO, "..", "shared", "mongo-tools", "bin")
+    binary = os.path.join(tools, "mongodump")
+    if not os.access(binary, os.X_OK):
+        pytest.skip("the real mongodump is not at %s (set MONGO_TOOLS_BIN)" % binary)
+    return binary
+
+
+@pytest.mark.parametrize("kind", ["path", "archive"])
+def test_engine_mongodump_uses_the_lock_the_marked_staging_and_the_kept_backup_checks(shop, connection, tmp_path,
+                                                                                       kind):
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongodump_tool
+    binary = _mongodump_binary()
+    target = tmp_path / ("data" if kind == "path" else "data.archive")
+    users = tmp_path / (target.name + ".partial")
+    users.mkdir()
+    (users / "keep.txt").write_text("mine")
+
+    def run(**extra):
+        options = dict({kind: str(target), "label": "data", "db": DB}, **extra)
+        return mongodump_tool.run(connection, dump_engine.DumpOptions(**options), binary, False)
+
+    with pytest.raises(DumpFailed, match="is in the way"):
+        run()
+    assert (users / "keep.txt").read_text() == "mine"
+    shutil.rmtree(str(users))
+    changed, first = run()
+    assert changed
+    assert_intact(target, is_archive=kind == "archive")
+    assert dump_engine.STAGING_MARKER not in json.dumps(manifest_of(target, kind == "archive")["files"])
+    assert sorted(os.listdir(str(tmp_path))) == sorted([target.name] + (
+        [target.name + ".manifest.json"] if kind == "archive" else []))
+    changed, kept = run()
+    assert not changed and kept["backup_id"] == first["backup_id"]
+    with pytest.raises(DumpFailed, match='gzip: asked true, the backup holds false'):
+        run(gzip=True)
