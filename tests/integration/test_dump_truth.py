@@ -79,6 +79,8 @@ def _second_run_during_first(client, target, second_options):
     def on_progress(event, **details):
         if event == "batch" and not thread.is_alive() and "started" not in outcome:
             outcome["started"] = True
+            lock = str(target) + dump_engine.LOCK_SUFFIX
+            outcome["lock"] = (stat.S_IMODE(os.stat(lock).st_mode), json.loads(open(lock).read()))
             thread.start()
             thread.join(1.0)  # the second run is now waiting on the lock, or failed at once
 
@@ -95,6 +97,8 @@ def test_concurrent_same_label_second_run_waits_then_keeps_the_complete_backup(s
     first_changed, first = outcome["first"]
     second_changed, second = outcome["second"]
     assert first_changed and not second_changed
+    mode, holder = outcome["lock"]  # the lock file during the run: private, names the run
+    assert mode == 0o600 and holder["pid"] == os.getpid() and holder["purpose"] == "dump with label data"
     assert second["backup_id"] == first["backup_id"]
     assert "already complete" in second["msg"]
     document = assert_intact(target)
