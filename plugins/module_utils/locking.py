@@ -43,9 +43,9 @@ def exclusive(path, timeout, what, purpose):
         os.close(fd)
         if time.monotonic() >= deadline:
             raise LockError("%s is in use by another run (%s) and stayed locked for %g seconds; wait "
-                           "for that run to finish, or raise lock_timeout (the lock file %s is released "
-                           "by the kernel when its process ends: never delete it by hand)"
-                           % (what, describe_holder(path), timeout, path))
+                            "for that run to finish, or raise lock_timeout (the lock file %s is released "
+                            "by the kernel when its process ends: never delete it by hand)"
+                            % (what, describe_holder(path), timeout, path))
         time.sleep(LOCK_POLL)
     try:
         _record_holder(fd, purpose)

@@ -472,8 +472,7 @@ def _mongodump_binary():
 
 
 @pytest.mark.parametrize("kind", ["path", "archive"])
-def test_engine_mongodump_uses_the_lock_the_marked_staging_and_the_kept_backup_checks(shop, connection, tmp_path,
-                                                                                       kind):
+def test_engine_mongodump_uses_the_marked_staging_and_the_kept_backup_checks(shop, connection, tmp_path, kind):
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongodump_tool
     binary = _mongodump_binary()
     target = tmp_path / ("data" if kind == "path" else "data.archive")
