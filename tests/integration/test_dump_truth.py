@@ -450,7 +450,7 @@ def test_two_backup_playbooks_with_the_same_label_at_once_one_backup_one_catalog
     (root / "localhost").mkdir(mode=0o700)
     with _held_a_while(root / "localhost" / "nightly"):  # both runs reach the lock while it is held
         processes = [subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-                     for _ in range(2)]
+                     for _run in range(2)]
     outputs = [process.communicate(timeout=300)[0].decode() for process in processes]
     assert [process.returncode for process in processes] == [0, 0], outputs
     assert sorted("written to %s/localhost/nightly" % root in out for out in outputs) == [False, True]
