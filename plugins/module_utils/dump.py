@@ -963,8 +963,8 @@ class Staging:
             raise
         remove_path(self.path)
 
-    def resume_commit(self):
-        """Finish an archive commit a killed run left between its two renames; True when done.
+    def interrupted_commit(self):
+        """The staged manifest of an archive commit a killed run left between its two renames, or None.
 
         The staging then holds the complete manifest and the archive is at its final name; it is
         taken only when the archive matches that manifest's size and sha256.
@@ -972,12 +972,18 @@ class Staging:
         if not self.is_archive or not is_ours(self.path) or not os.path.isfile(self.manifest) \
                 or os.path.lexists(self.data_path) or not os.path.isfile(self.target) \
                 or os.path.lexists(manifest_utils.manifest_path(self.target, True)):
-            return False
+            return None
         try:
             document = manifest_utils.read_manifest(self.manifest)
         except FormatError:
-            return False
+            return None
         if document is None or manifest_utils.damaged_files(self.target, True, document):
+            return None
+        return document
+
+    def resume_commit(self):
+        """Finish an interrupted archive commit (see interrupted_commit); True when done."""
+        if self.interrupted_commit() is None:
             return False
         os.rename(self.manifest, manifest_utils.manifest_path(self.target, True))
         manifest_utils.fsync_directory(os.path.dirname(self.target))
@@ -999,7 +1005,9 @@ def dump(client, options, server, member=None, check_mode=False, progress=None):
     dumper = Dumper(client, options, server, member=member, progress=progress)
     check_target_kind(options)
     if check_mode:
-        existing = existing_backup(options)
+        # a run would first finish an interrupted archive commit (Staging.resume_commit)
+        existing = Staging(os.path.abspath(options.target), options.is_archive).interrupted_commit() \
+            or existing_backup(options)
         if existing is not None and not options.force:
             check_kept_backup(existing, options)
             return False, _existing_result(existing, options)

@@ -261,6 +261,9 @@ def test_a_run_killed_between_the_archive_renames_is_finished_by_the_rerun(shop,
     staging.mkdir()
     (staging / dump_engine.STAGING_MARKER).write_text("{}")
     os.rename(str(tmp_path / "m1.archive.manifest.json"), str(staging / "manifest.json"))
+    changed, result = run_dump(shop, archive=str(target), label="m1", db=DB, check_mode=True)
+    assert not changed and result["backup_id"] == first["backup_id"]  # check mode plans the same, writes nothing
+    assert (staging / "manifest.json").exists()
     changed, result = run_dump(shop, archive=str(target), label="m1", db=DB)
     assert not changed and result["backup_id"] == first["backup_id"]
     assert sorted(os.listdir(str(tmp_path))) == ["m1.archive", "m1.archive.manifest.json"]
