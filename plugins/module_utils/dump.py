@@ -35,6 +35,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archiv
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import driver_error_cause
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import locking
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     NamespacePattern,
@@ -46,6 +47,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespac
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError,
     DumpFailed,
+    FormatError,
     InvalidOption,
     NamespaceNotFound,
     OplogOverflow,
@@ -62,6 +64,13 @@ _INT32 = struct.Struct("<i")
 # A server batch may reach 16 MB and the driver holds a few copies of it while we write it;
 # asking for batches of about this many bytes keeps memory bounded with 4 collections at once.
 TARGET_BATCH_BYTES = 4 * 1024 * 1024
+# Beside the target: its lock, the staging directory a run builds in, an old backup being replaced.
+LOCK_SUFFIX = ".lock"
+PARTIAL_SUFFIX = ".partial"
+REPLACED_SUFFIX = ".replaced"
+# Written first into a staging directory: proof that a leftover ``.partial`` is ours to remove.
+STAGING_MARKER = ".dbops-mongodb-backup-staging"
+DEFAULT_LOCK_TIMEOUT = 60
 
 
 # --------------------------------------------------------------------------- options
@@ -72,7 +81,8 @@ class DumpOptions:
     def __init__(self, db=None, collection=None, query=None, query_file=None, ns_include=None,
                  ns_exclude=None, path=None, archive=None, gzip=False, gzip_level=6, oplog=False,
                  dump_users_and_roles=False, label=None, num_parallel_collections=4,
-                 allow_empty=False, force=False, prefer_secondary=True):
+                 allow_empty=False, force=False, prefer_secondary=True, lock_timeout=DEFAULT_LOCK_TIMEOUT,
+                 create_parent=False):
         self.db = db
         self.collection = collection
         self.query = parse_query(query, query_file)
@@ -89,6 +99,8 @@ class DumpOptions:
         self.allow_empty = bool(allow_empty)
         self.force = bool(force)
         self.prefer_secondary = prefer_secondary
+        self.lock_timeout = lock_timeout
+        self.create_parent = bool(create_parent)
         self._validate()
 
     @property
@@ -117,6 +129,9 @@ class DumpOptions:
         bsonio.check_compression_level("gzip", self.gzip_level, "gzip_level")
         if self.num_parallel_collections < 1:
             raise InvalidOption("num_parallel_collections must be at least 1")
+        if isinstance(self.lock_timeout, bool) or not isinstance(self.lock_timeout, (int, float)) \
+                or self.lock_timeout < 0:
+            raise InvalidOption("lock_timeout must be a number of seconds, 0 or more, got %r" % (self.lock_timeout,))
         if self.label is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$", self.label):
             raise InvalidOption("label %r may only hold letters, digits and . _ : + - "
                                 "(it names the backup in the catalog)" % self.label)
@@ -316,9 +331,19 @@ class Planner:
                     source_name = "system.buckets." + name
         size, count = self._estimate(database, source_name) if source_name else (0, 0)
         query = self.options.query if self.options.collection == name else None
+        if query is not None and source_name and not self.options.allow_empty:
+            self._check_query_matches(database, source_name, query)
         return NamespacePlan(database.name, name, coll_type, options, indexes, uuid_hex,
                              database.name, source_name, query=query,
                              estimated_bytes=size, estimated_count=count)
+
+    def _check_query_matches(self, database, name, query):
+        """A query that selects nothing makes an empty backup: refused unless allow_empty (as documented)."""
+        if database[name].find_one(query, {"_id": 1}) is None:
+            raise NamespaceNotFound(
+                "the query %s matches no document in %s.%s on %s, so the backup would hold nothing; "
+                "check the query, or set allow_empty: true to accept an empty backup"
+                % (json_util.dumps(query), database.name, name, self.server.get("address")))
 
     @staticmethod
     def _estimate(database, name):
@@ -437,7 +462,7 @@ class ArchiveOutput:
 
     def file_records(self):
         disk = self.stream.disk
-        return [{"path": os.path.basename(self.path)[:-len(".partial")], "bytes": disk.size,
+        return [{"path": os.path.basename(self.path), "bytes": disk.size,
                  "sha256": disk.sha256}]
 
 
@@ -578,44 +603,58 @@ class Dumper:
 
     def existing_backup(self):
         """The manifest of a complete backup already at the target, or None."""
-        target = self.options.target
-        found = manifest_utils.read_manifest(manifest_utils.manifest_path(target, self.options.is_archive))
-        if found is None and os.path.exists(target) and not self._is_empty_dir(target):
-            raise DumpFailed("%s already exists and is not a complete backup made by this collection; "
-                             "choose another path, or remove it" % target)
-        return found
+        return existing_backup(self.options)
 
     def check(self, plans):
         """What a run would do, for check mode: nothing is written."""
-        parent = os.path.dirname(os.path.abspath(self.options.target))
-        self.check_backup_location(parent)
-        return {
+        target = os.path.abspath(self.options.target)
+        planned = {
             "namespaces": [plan.describe() for plan in plans],
             "estimated_bytes": sum(plan.estimated_bytes for plan in plans),
             "estimated_documents": sum(plan.estimated_count for plan in plans),
         }
+        parent = os.path.dirname(target)
+        if self.options.create_parent and not os.path.isdir(parent):
+            self.check_backup_location(os.path.dirname(parent))
+            planned["create_parent"] = parent
+            return planned
+        self.check_backup_location(parent)
+        Staging(target, self.options.is_archive).check_free()
+        return planned
 
     def run(self, plans):
         target = os.path.abspath(self.options.target)
         self.check_backup_location(os.path.dirname(target))
-        partial = target + ".partial"
-        remove_path(partial)  # left over from a killed run: ours by name, never a complete backup
+        staging = Staging(target, self.options.is_archive)
         started = time.time()
         backup_id = str(uuid.uuid4())
         try:
-            output = self._open_output(partial, plans)
+            staging.create()  # discard() removes only what create() made: never what was in the way
+            output = self._open_output(staging.data_path, plans)
             results, oplog_result = self._dump(output, plans)
             output.finish(self.server.get("version"))
+            self._check_not_empty(results)
             finished = time.time()
             document = self._manifest(backup_id, started, finished, results, output.file_records(),
                                       oplog_result)
-            commit_backup(partial, target, self.options.is_archive, document)
+            staging.commit(document)
         except BaseException as exc:
-            remove_path(partial)
+            staging.discard()
             if isinstance(exc, BackupError):
                 raise
             raise self._translate(exc)
         return document
+
+    def _check_not_empty(self, results):
+        """The query matched documents at planning time; they may be gone since (allow_empty accepts it)."""
+        if self.options.query is None or self.options.allow_empty:
+            return
+        if not any(r["documents"] for r in results if r["collection"] == self.options.collection):
+            raise NamespaceNotFound(
+                "the query %s matched no document in %s.%s during the dump, so the backup would hold "
+                "nothing (the incomplete backup was removed); check the query, or set allow_empty: "
+                "true to accept an empty backup"
+                % (json_util.dumps(self.options.query), self.options.db, self.options.collection))
 
     # ------------------------------------------------------------------ steps
 
@@ -720,10 +759,6 @@ class Dumper:
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
-    def _is_empty_dir(path):
-        return os.path.isdir(path) and not os.listdir(path)
-
-    @staticmethod
     def check_backup_location(parent):
         if not os.path.isdir(parent):
             raise DumpFailed("the backup location %s does not exist or is not a directory; create it "
@@ -746,23 +781,185 @@ class Dumper:
         return exc
 
 
-def commit_backup(partial, target, is_archive, document):
-    """Manifest last, then one rename: a complete backup appears all at once or not at all."""
-    if is_archive:
-        # Drop the old manifest first: an archive without one is never taken as complete.
-        remove_path(manifest_utils.manifest_path(target, True))
-        os.rename(partial, target)
-        manifest_utils.write_json_atomic(manifest_utils.manifest_path(target, True), document)
-        return
-    manifest_utils.write_json_atomic(manifest_utils.manifest_path(partial, False), document)
-    old = None
-    if os.path.exists(target):
-        old = target + ".replaced"
-        remove_path(old)
-        os.rename(target, old)
-    os.rename(partial, target)
-    if old:
-        remove_path(old)
+# --------------------------------------------------------------------------- target, staging, commit
+
+def check_target_kind(options):
+    """Refuse a target of the wrong kind up front, before anything is read or written."""
+    target = os.path.abspath(options.target)
+    if options.is_archive and os.path.isdir(target):
+        raise InvalidOption("archive %s is an existing directory; archive names the file to write "
+                            "(e.g. %s), or use path: %s for a backup in mongodump directory layout"
+                            % (target, os.path.join(target, "backup.archive"), target))
+    if not options.is_archive and os.path.lexists(target) and not os.path.isdir(target):
+        raise InvalidOption("path %s is an existing file; path names the directory to create, or use "
+                            "archive: %s for a single-file archive backup" % (target, target))
+
+
+def existing_backup(options):
+    """The manifest of a complete backup already at the target, or None (nothing there, or force may
+    replace what is there). Refuses what this collection did not write."""
+    target = os.path.abspath(options.target)
+    manifest = manifest_utils.manifest_path(target, options.is_archive)
+    try:
+        found = manifest_utils.read_manifest(manifest)
+    except FormatError as exc:
+        if options.force:
+            return None  # our manifest's name, unreadable: force replaces the backup
+        raise DumpFailed("%s; force: true replaces the backup at %s with a new one" % (exc.message, target))
+    if found is not None or not os.path.lexists(target) or _is_empty_dir(target):
+        return found
+    if options.force and options.is_archive and os.path.lexists(manifest + PARTIAL_SUFFIX):
+        # An archive left by an older version that failed while writing its manifest beside it.
+        return None
+    raise DumpFailed("%s already exists and is not a complete backup made by this collection; "
+                     "choose another path, or remove it" % target)
+
+
+def _is_empty_dir(path):
+    return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
+
+
+def scope_mismatches(recorded, requested):
+    """``["<option>: asked <x>, the backup holds <y>"]`` for every scope option that differs."""
+    mismatches = []
+    for key, asked in sorted(requested.items()):
+        held = recorded.get(key)
+        if (asked or None) != (held or None):
+            mismatches.append("%s: asked %s, the backup holds %s" % (key, json.dumps(asked), json.dumps(held)))
+    return mismatches
+
+
+def check_kept_backup(existing, options):
+    """A complete backup with the requested label is kept only if it is what was asked and intact."""
+    target = os.path.abspath(options.target)
+    if options.label is None or existing.get("label") != options.label:
+        raise DumpFailed("%s already holds backup %s (label %r); use another path, the same label "
+                         "to keep it, or force: true to replace it"
+                         % (target, existing.get("backup_id"), existing.get("label")))
+    mismatches = scope_mismatches(existing.get("options") or {}, options.describe())
+    if mismatches:
+        raise DumpFailed("%s already holds backup %s with label %r but of another scope (%s); use another "
+                         "label or path for this scope, or force: true to replace that backup"
+                         % (target, existing.get("backup_id"), options.label, "; ".join(mismatches)))
+    damaged = manifest_utils.damaged_files(target, options.is_archive, existing)
+    if damaged:
+        raise DumpFailed("backup %s with label %r at %s is damaged (%s); run again with force: true to "
+                         "replace it with a new backup, or use another path"
+                         % (existing.get("backup_id"), options.label, target, "; ".join(damaged[:5])))
+
+
+def is_ours(path):
+    """A directory this collection made: a staging marker or one of our manifests inside."""
+    if os.path.islink(path) or not os.path.isdir(path):
+        return False
+    if os.path.isfile(os.path.join(path, STAGING_MARKER)):
+        return True
+    try:
+        return manifest_utils.read_manifest(os.path.join(path, manifest_utils.MANIFEST_NAME)) is not None
+    except FormatError:
+        return False
+
+
+class Staging:
+    """``<target>.partial``: the directory a backup is built in (marked as ours), moved into place last.
+
+    A directory backup is the staging directory itself; an archive is built as a file inside it,
+    with its manifest, so that the archive reaches its final name only once its manifest is
+    complete. Use it only while holding the target's lock.
+    """
+
+    def __init__(self, target, is_archive):
+        self.target = target
+        self.is_archive = is_archive
+        self.path = target + PARTIAL_SUFFIX
+        self.replaced = target + REPLACED_SUFFIX
+        self.marker = os.path.join(self.path, STAGING_MARKER)
+        self.manifest = os.path.join(self.path, manifest_utils.MANIFEST_NAME)
+        self.data_path = os.path.join(self.path, os.path.basename(target)) if is_archive else self.path
+        self.created = False
+
+    def check_free(self):
+        """Refuse, before anything is written, what is in the way and was not made by this collection."""
+        for path in (self.path, self.replaced):
+            if os.path.lexists(path) and not is_ours(path):
+                raise DumpFailed("%s is in the way of the backup %s and was not made by this collection (it "
+                                 "holds neither our staging marker nor our manifest), so it is left untouched; "
+                                 "move it away, or choose another path" % (path, self.target))
+
+    def create(self):
+        self.check_free()
+        remove_path(self.path)  # a killed run's leftover: provably ours, and we hold the target's lock
+        manifest_utils.make_private_dir(self.path)
+        self.created = True
+        fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, manifest_utils.FILE_MODE)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"target": self.target, "pid": os.getpid(), "created_at": manifest_utils.iso_time(time.time())},
+                      handle)
+
+    def discard(self):
+        if self.created:
+            remove_path(self.path)
+
+    def commit(self, document):
+        """The manifest is complete on disk before anything moves; then the renames."""
+        manifest_utils.write_json_atomic(self.manifest, document)
+        if self.is_archive:
+            self._commit_archive()
+        else:
+            self._commit_directory()
+        manifest_utils.fsync_directory(os.path.dirname(self.target))
+        self.created = False
+
+    def _commit_directory(self):
+        os.remove(self.marker)  # from here the manifest inside marks the directory as ours
+        old = None
+        if os.path.lexists(self.target):
+            old = self.replaced
+            remove_path(old)  # checked by check_free: an earlier replaced backup of ours
+            os.rename(self.target, old)
+        os.rename(self.path, self.target)
+        if old:
+            remove_path(old)
+
+    def _commit_archive(self):
+        final_manifest = manifest_utils.manifest_path(self.target, True)
+        # The old archive loses its manifest first: from here it is never taken as complete.
+        remove_path(final_manifest)
+        remove_path(final_manifest + PARTIAL_SUFFIX)  # an older version's leftover temporary
+        os.rename(self.data_path, self.target)
+        try:
+            os.rename(self.manifest, final_manifest)
+        except BaseException:
+            os.rename(self.target, self.data_path)  # nothing may look complete without its manifest
+            raise
+        remove_path(self.path)
+
+    def interrupted_commit(self):
+        """The staged manifest of an archive commit a killed run left between its two renames, or None.
+
+        The staging then holds the complete manifest and the archive is at its final name; it is
+        taken only when the archive matches that manifest's size and sha256.
+        """
+        if not self.is_archive or not is_ours(self.path) or not os.path.isfile(self.manifest) \
+                or os.path.lexists(self.data_path) or not os.path.isfile(self.target) \
+                or os.path.lexists(manifest_utils.manifest_path(self.target, True)):
+            return None
+        try:
+            document = manifest_utils.read_manifest(self.manifest)
+        except FormatError:
+            return None
+        if document is None or manifest_utils.damaged_files(self.target, True, document):
+            return None
+        return document
+
+    def resume_commit(self):
+        """Finish an interrupted archive commit (see interrupted_commit); True when done."""
+        if self.interrupted_commit() is None:
+            return False
+        os.rename(self.manifest, manifest_utils.manifest_path(self.target, True))
+        manifest_utils.fsync_directory(os.path.dirname(self.target))
+        remove_path(self.path)
+        return True
 
 
 def remove_path(path):
@@ -777,20 +974,45 @@ def remove_path(path):
 def dump(client, options, server, member=None, check_mode=False, progress=None):
     """Run (or, in check mode, plan) a dump. Returns (changed, result dict)."""
     dumper = Dumper(client, options, server, member=member, progress=progress)
-    existing = dumper.existing_backup()
-    if existing is not None and not options.force:
-        if options.label is not None and existing.get("label") == options.label:
-            return False, _existing_result(existing, options)
-        raise DumpFailed("%s already holds backup %s (label %r); use another path, the same label "
-                         "to keep it, or force: true to replace it"
-                         % (options.target, existing.get("backup_id"), existing.get("label")))
-    plans = dumper.plan()
+    check_target_kind(options)
     if check_mode:
-        planned = dumper.check(plans)
+        # a run would first finish an interrupted archive commit (Staging.resume_commit)
+        existing = Staging(os.path.abspath(options.target), options.is_archive).interrupted_commit() \
+            or existing_backup(options)
+        if existing is not None and not options.force:
+            check_kept_backup(existing, options)
+            return False, _existing_result(existing, options)
+        planned = dumper.check(dumper.plan())
         planned.update(path=options.target, label=options.label, server=server)
         return True, planned
-    document = dumper.run(plans)
+    prepare_parent(options)
+    with target_lock(options):
+        Staging(os.path.abspath(options.target), options.is_archive).resume_commit()
+        existing = existing_backup(options)
+        if existing is not None and not options.force:
+            check_kept_backup(existing, options)
+            return False, _existing_result(existing, options)
+        document = dumper.run(dumper.plan())
     return True, _run_result(document, options)
+
+
+def prepare_parent(options):
+    """The directory the backup goes in must exist (create_parent makes one missing level, 0700)."""
+    parent = os.path.dirname(os.path.abspath(options.target))
+    if options.create_parent and not os.path.isdir(parent):
+        Dumper.check_backup_location(os.path.dirname(parent))
+        try:
+            manifest_utils.make_private_dir(parent)
+        except FileExistsError:
+            pass  # made by a concurrent run meanwhile
+    Dumper.check_backup_location(parent)
+
+
+def target_lock(options):
+    """One run per target at a time, held from the idempotence check to the commit."""
+    target = os.path.abspath(options.target)
+    return locking.exclusive(target + LOCK_SUFFIX, options.lock_timeout, "the backup target %s" % target,
+                             "dump with label %s" % options.label)
 
 
 def _run_result(document, options):

@@ -43,3 +43,7 @@ class DumpFailed(BackupError):
 
 class OplogOverflow(DumpFailed):
     """The oplog rolled over while an ``oplog: true`` dump was running."""
+
+
+class LockError(BackupError):
+    """A lock could not be taken: another run held it too long, or its file cannot be created."""

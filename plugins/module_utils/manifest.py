@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import sha256_file
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
 MANIFEST_NAME = "manifest.json"
@@ -52,6 +53,39 @@ def make_private_dirs(path):
     os.chmod(path, DIR_MODE)
 
 
+def files_base(target, is_archive):
+    """The directory the manifest's file paths are relative to."""
+    return os.path.dirname(target) if is_archive else target
+
+
+def make_private_dir(path):
+    """Create the directory ``path`` with mode 0700 whatever the umask (its parent must exist)."""
+    os.mkdir(path, DIR_MODE)
+    os.chmod(path, DIR_MODE)
+
+
+def damaged_files(target, is_archive, document):
+    """What no longer matches the manifest: ``["<path>: <cause>"]``, empty when every file is intact.
+
+    Sizes are compared first (cheap), then every sha256.
+    """
+    base = files_base(target, is_archive)
+    records = [(os.path.join(base, record["path"]), record) for record in document.get("files") or []]
+    problems = []
+    for path, record in records:
+        if not os.path.isfile(path):
+            problems.append("%s: missing" % path)
+        elif os.path.getsize(path) != record.get("bytes"):
+            problems.append("%s: %d bytes, the manifest records %s" % (path, os.path.getsize(path), record.get("bytes")))
+    if problems:
+        return problems
+    for path, record in records:
+        actual = sha256_file(path)
+        if actual != record.get("sha256"):
+            problems.append("%s: sha256 %s, the manifest records %s" % (path, actual, record.get("sha256")))
+    return problems
+
+
 def write_json_atomic(path, document):
     """Write JSON to ``path`` through a temporary file and a rename, mode 0600."""
     temporary = path + ".partial"
@@ -62,10 +96,10 @@ def write_json_atomic(path, document):
         handle.flush()
         os.fsync(handle.fileno())
     os.rename(temporary, path)
-    _fsync_directory(os.path.dirname(path) or ".")
+    fsync_directory(os.path.dirname(path) or ".")
 
 
-def _fsync_directory(path):
+def fsync_directory(path):
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

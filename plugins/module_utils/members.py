@@ -49,7 +49,8 @@ class MemberSelectionError(BackupError):
     """No replica-set member fits the backup (all lagging, none healthy, unknown ``member``)."""
 
 
-def select_member(client, member=None, max_lag_seconds=None, prefer_hidden=True, allow_primary=True):
+def select_member(client, member=None, max_lag_seconds=None, prefer_hidden=True, allow_primary=True,
+                  member_option=None):
     """The member to back up, as {host, state, hidden, lag_seconds, reason}.
 
     ``client`` is connected to any member of the set (it runs replSetGetStatus and
@@ -65,38 +66,50 @@ def select_member(client, member=None, max_lag_seconds=None, prefer_hidden=True,
     if ``allow_primary``; when secondaries qualify but all lag beyond the limit, the primary is
     not used: MemberSelectionError lists each lag. Unusable state raises MemberSelectionError;
     a lost connection raises ConnectionFailure.
+
+    ``member_option`` is the ``member`` the user gave (default: ``member``), for the messages: a
+    member chosen by the module (the primary, for read_preference primary) was not the user's.
     """
-    status, config = read_replica_set(client)
+    status, config = read_replica_set(client, member if member_option is None else member_option)
     return choose_member(status, config, member=member, max_lag_seconds=max_lag_seconds,
                          prefer_hidden=prefer_hidden, allow_primary=allow_primary)
 
 
-def read_replica_set(client):
+def read_replica_set(client, member_option=None):
     """(replSetGetStatus, replSetGetConfig["config"]) from the member the client talks to.
 
     primaryPreferred: a client to the whole set still gets an answer while there is no primary.
+    ``member_option``: the ``member`` the user set, if any (it changes what the errors advise).
     """
     admin = client.get_database("admin", read_preference=ReadPreference.PRIMARY_PREFERRED)
     try:
         status = admin.command("replSetGetStatus")
         config = admin.command("replSetGetConfig")["config"]
     except pymongo_errors.OperationFailure as exc:
-        raise _status_error(exc)
+        raise _status_error(exc, client, member_option)
     except pymongo_errors.PyMongoError as exc:
         raise ConnectionFailure("cannot read the replica set status: %s; check that the members are "
                                 "reachable from the host running the module" % exc)
     return status, config
 
 
-def _status_error(exc):
+def _status_error(exc, client, member_option):
     if exc.code in UNAUTHORIZED_CODES:
         return MemberSelectionError(
             "not allowed to run replSetGetStatus/replSetGetConfig: %s; grant the backup user the "
             "clusterMonitor role (or backup plus clusterMonitor)" % exc)
-    if exc.code in NOT_A_REPLICA_SET_CODES:
+    if exc.code in NOT_A_REPLICA_SET_CODES and member_option:
         return MemberSelectionError(
             "the server is not a replica set member (%s); member selection applies to replica "
-            "sets only, leave member unset for a standalone server or mongos" % exc)
+            "sets only, leave member unset (it is %r) for a standalone server or mongos" % (exc, member_option))
+    if exc.code in NOT_A_REPLICA_SET_CODES:
+        address = "%s:%s" % client.address if client.address else "the server"
+        return MemberSelectionError(
+            "%s cannot report a replica set status (%s): it is not a replica set member this module "
+            "can inspect, so no member can be chosen by health and lag (member is unset); connect to "
+            "the server directly (directConnection=true in the URI, or direct_connection: true) to "
+            "back it up as it is"
+            % (address, exc))
     return MemberSelectionError("cannot read the replica set status: %s" % exc)
 
 
@@ -330,8 +343,10 @@ def reader_client(client, options, prefer_secondary=True, member=None, max_lag_s
     if not member and topology in ("Single", "Unknown", "Sharded", "LoadBalanced"):
         address = "%s:%s" % client.address if client.address else None
         return client, address, None
+    member_option = member
     if not prefer_secondary and not member:
         primary = client.primary
         member = "%s:%s" % primary if primary else None
-    selection = select_member(client, member=member, max_lag_seconds=max_lag_seconds)
+    selection = select_member(client, member=member, max_lag_seconds=max_lag_seconds,
+                              member_option=member_option or "")
     return pinned_client(options, selection["host"]), selection["host"], selection

@@ -143,24 +143,37 @@ def run(connection, options, binary, check_mode):
     check_tls_files(connection)
     binary = find_binary(binary)
     target = os.path.abspath(options.target)
-    existing = dump_engine.Dumper(None, options, {}).existing_backup()
-    if existing is not None and not options.force:
-        if options.label is not None and existing.get("label") == options.label:
-            return False, {"backup_id": existing["backup_id"], "label": existing["label"], "path": target,
-                           "msg": "backup with label %r is already complete at %s" % (options.label, target)}
-        raise DumpFailed("%s already holds backup %s (label %r); use another path, the same label "
-                         "to keep it, or force: true to replace it"
-                         % (target, existing.get("backup_id"), existing.get("label")))
-    dump_engine.Dumper.check_backup_location(os.path.dirname(target))
-    partial = target + ".partial"
+    dump_engine.check_target_kind(options)
+    staging = dump_engine.Staging(target, options.is_archive)
     if check_mode:
+        existing = dump_engine.existing_backup(options)
+        if existing is not None and not options.force:
+            return False, _kept(existing, options, target)
+        dump_engine.Dumper.check_backup_location(os.path.dirname(target))
+        staging.check_free()
         return True, {"path": target, "label": options.label,
-                      "command": build_argv(binary, connection, options, partial, "<0600 config file>")}
-    dump_engine.remove_path(partial)
+                      "command": build_argv(binary, connection, options, staging.data_path, "<0600 config file>")}
+    dump_engine.prepare_parent(options)
+    with dump_engine.target_lock(options):
+        staging.resume_commit()
+        existing = dump_engine.existing_backup(options)
+        if existing is not None and not options.force:
+            return False, _kept(existing, options, target)
+        return True, _dump_into(staging, binary, connection, options, target)
+
+
+def _kept(existing, options, target):
+    dump_engine.check_kept_backup(existing, options)
+    return {"backup_id": existing["backup_id"], "label": existing["label"], "path": target,
+            "msg": "backup with label %r is already complete at %s" % (options.label, target)}
+
+
+def _dump_into(staging, binary, connection, options, target):
     started = time.time()
     try:
-        _run_mongodump(binary, connection, options, partial)
-        files = _file_records(partial)
+        staging.create()  # discard() removes only what create() made: never what was in the way
+        _run_mongodump(binary, connection, options, staging.data_path)
+        files = _file_records(staging.data_path)
         finished = time.time()
         document = manifest_utils.new_manifest(
             str(uuid.uuid4()), options.label, "logical", manifest_utils.iso_time(started), manifest_utils.iso_time(finished),
@@ -168,14 +181,14 @@ def run(connection, options, binary, check_mode):
         document["files"] = files
         document["totals"] = {"bytes_on_disk": sum(f["bytes"] for f in files),
                               "seconds": round(finished - started, 3)}
-        dump_engine.commit_backup(partial, target, options.is_archive, document)
+        staging.commit(document)
     except BaseException:
-        dump_engine.remove_path(partial)
+        staging.discard()
         raise
-    return True, {"backup_id": document["backup_id"], "label": options.label, "path": target,
-                  "manifest": manifest_utils.manifest_path(target, options.is_archive),
-                  "bytes_on_disk": document["totals"]["bytes_on_disk"],
-                  "duration_seconds": document["totals"]["seconds"], "engine": "mongodump"}
+    return {"backup_id": document["backup_id"], "label": options.label, "path": target,
+            "manifest": manifest_utils.manifest_path(target, options.is_archive),
+            "bytes_on_disk": document["totals"]["bytes_on_disk"],
+            "duration_seconds": document["totals"]["seconds"], "engine": "mongodump"}
 
 
 def _run_mongodump(binary, connection, options, output):
@@ -350,7 +363,7 @@ def _file_records(output):
     records = []
     for path in paths:
         relative = os.path.relpath(path, base)
-        if relative.endswith(".partial"):
-            relative = relative[:-len(".partial")]
+        if relative == dump_engine.STAGING_MARKER:
+            continue
         records.append({"path": relative, "bytes": os.path.getsize(path), "sha256": bsonio.sha256_file(path)})
     return records

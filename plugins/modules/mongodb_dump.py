@@ -19,11 +19,21 @@ description:
   - The native engine streams raw BSON batches without decoding documents, dumps several
     collections at once, and keeps memory bounded by the driver's batch size whatever the
     collection size.
-  - The backup is written to C(<path>.partial) and renamed into place only when complete, with a
-    C(manifest.json) (per-file sha256, sizes, document counts, oplog range) written last. A failed
+  - The backup is built in the directory C(<target>.partial) and moved into place only when complete,
+    with a C(manifest.json) (per-file sha256, sizes, document counts, oplog range) written before
+    anything moves; an archive reaches its final name only once its manifest is complete. A failed
     run leaves nothing that looks like a backup.
+  - One run per target at a time. A run holds the lock file C(<target>.lock) (mode 0600, removed at
+    the end, released by the kernel if the run dies) from its first check to its last rename; a second
+    run on the same target waits up to O(lock_timeout) seconds, then fails naming the run that holds it.
+  - A C(<target>.partial) (or C(<target>.replaced)) that this collection did not create is never
+    removed; the task fails and names it. A leftover of a killed run of ours is removed under the lock.
   - Idempotent by O(label). When a complete backup with the same O(label) is already at the target,
-    the module reports C(changed=false) and leaves it alone unless O(force=true).
+    the module checks that it was taken with the same scope (O(db), O(collection), O(query),
+    O(ns_include), O(ns_exclude), O(oplog), O(gzip), O(dump_users_and_roles), directory or archive)
+    and that every file still has the size and sha256 its manifest records; then it reports
+    C(changed=false) and leaves it alone. A different scope or a damaged file fails the task, naming
+    what differs; use another O(label) or path, or O(force=true) to replace it.
 extends_documentation_fragment:
   - dbops.mongodb_backup.connection
 attributes:
@@ -44,6 +54,7 @@ options:
     description:
       - File that becomes the backup, in mongodump C(--archive) format. Its directory must exist.
       - The manifest is written beside it as C(<archive>.manifest.json).
+      - An existing directory is refused before anything is read (use O(path) for a directory backup).
     type: path
   db:
     description:
@@ -59,6 +70,9 @@ options:
   query:
     description:
       - Filter for the documents of O(collection), as Extended JSON text or a dictionary.
+      - A query that matches no document fails the task before anything is written, unless
+        O(allow_empty=true). (C(mongodump --query) writes an empty backup in that case; an empty backup
+        that looks successful is what O(allow_empty) exists to prevent.)
     type: raw
   query_file:
     description:
@@ -144,15 +158,30 @@ options:
     type: path
   allow_empty:
     description:
-      - Accept a backup that contains nothing (an unknown database or collection, or filters that
-        match nothing). Without it such a dump fails, so a typo never produces an empty backup that
-        looks successful.
+      - Accept a backup that contains nothing (an unknown database or collection, namespace filters
+        that match nothing, or a O(query) that matches no document). Without it such a dump fails, so
+        a typo never produces an empty backup that looks successful.
     type: bool
     default: false
   force:
     description:
-      - Replace a complete backup already at the target. The new backup is built beside it and
-        swapped in only when complete.
+      - Replace a backup already at the target (complete, of another scope, damaged, or whose manifest
+        is unreadable). The new backup is built beside it and swapped in only when complete.
+    type: bool
+    default: false
+  lock_timeout:
+    description:
+      - Seconds to wait for another run that holds the same target's lock (see the description) before
+        failing with its pid, host, start time and label. V(0) fails at once.
+      - A run that waited finds the other run's backup and, when it has the same label and scope,
+        reports C(changed=false).
+    type: int
+    default: 60
+  create_parent:
+    description:
+      - Create the directory O(path) or O(archive) goes in (mode 0700) when it is missing. Its own parent
+        must exist, so an unmounted backup volume is still refused. Check mode reports it in
+        RV(create_parent) and creates nothing.
     type: bool
     default: false
 notes:
@@ -264,6 +293,16 @@ estimated_documents:
   returned: check mode
   type: int
   sample: 120000
+create_parent:
+  description: The directory the run would create with O(create_parent=true).
+  returned: check mode, when that directory is missing
+  type: str
+  sample: /backups/mongodb/db1
+msg:
+  description: Why nothing changed, when a complete, intact backup with the same label and scope is already there.
+  returned: when changed is false
+  type: str
+  sample: backup 0b6f0f8e-2f63-4a43-9d0e-5b0d9a1b2c3d with label 'nightly-2024-05-01' is already complete at /backups/mongodb/nightly-2024-05-01
 duration_seconds:
   description: Wall-clock time of the dump.
   returned: success, not in check mode
@@ -316,7 +355,8 @@ def run_module(module):
         dump_users_and_roles=params["dump_users_and_roles"], label=params["label"],
         num_parallel_collections=params["num_parallel_collections"],
         allow_empty=params["allow_empty"], force=params["force"],
-        prefer_secondary=params["read_preference"] != "primary")
+        prefer_secondary=params["read_preference"] != "primary", lock_timeout=params["lock_timeout"],
+        create_parent=params["create_parent"])
     connection = module.connection_options
     if params["engine"] == "mongodump":
         return mongodump_tool.run(connection, options, params["mongodump_path"], module.check_mode)
@@ -360,6 +400,8 @@ def main():
             mongodump_path=dict(type="path"),
             allow_empty=dict(type="bool", default=False),
             force=dict(type="bool", default=False),
+            lock_timeout=dict(type="int", default=60),
+            create_parent=dict(type="bool", default=False),
         ),
         mutually_exclusive=[["path", "archive"], ["query", "query_file"]],
         required_one_of=[["path", "archive"]],

@@ -21,7 +21,7 @@ description:
     what is new; a killed run leaves no half slice in the catalog.
   - One run per replica set at a time. A run holds an exclusive lock on
     C(<backup_root>/oplog-archive.<replica set>.lock) (mode 0600); a second run waits up to
-    O(lock_wait_seconds) for it, then continues from where the first one stopped, or fails naming the lock.
+    O(lock_timeout) for it, then continues from where the first one stopped, or fails naming the lock.
     The catalog also refuses a slice that overlaps recorded ones.
   - Detects a gap. When the oldest entry still in the oplog is newer than the last archived one,
     entries were lost; the gap is recorded in the catalog, so restorable windows are reported
@@ -60,7 +60,7 @@ options:
         need much more memory); the library default (gzip 6, zstd 3) when not set.
       - Checked before connecting, in check mode too. Not allowed with O(compression=none).
     type: int
-  lock_wait_seconds:
+  lock_timeout:
     description:
       - How long to wait for another archive run of the same replica set to finish before failing.
     type: int
@@ -163,7 +163,7 @@ def run_module(module):
     options = archiver.ArchiveOptions(
         params["backup_root"], replica_set=params["replica_set"], span_seconds=params["slice_span_minutes"] * 60,
         compression=params["compression"], compression_level=params["compression_level"],
-        start_from_backup=params["start_from_backup"], lock_wait_seconds=params["lock_wait_seconds"])
+        start_from_backup=params["start_from_backup"], lock_timeout=params["lock_timeout"])
     connection = module.connection_options
     client = client_utils.connect(connection)
     try:
@@ -189,7 +189,7 @@ def main():
             compression=dict(type="str", default="gzip", choices=["gzip", "zstd", "none"]),
             compression_level=dict(type="int"),
             start_from_backup=dict(type="path"),
-            lock_wait_seconds=dict(type="int", default=60),
+            lock_timeout=dict(type="int", default=60),
         ),
         supports_check_mode=True,
     )

@@ -18,6 +18,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.archive import ArchiveReader
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
+    BackupError,
     ConnectionFailure,
     DumpFailed,
     InvalidOption,
@@ -285,11 +286,12 @@ def test_missing_backup_location_fails_before_reading(dataset, tmp_path):
 
 def test_unwritable_backup_location_fails_with_the_cause(dataset):
     """/proc refuses new directories even to root: the same path an unwritable mount takes."""
-    with pytest.raises(DumpFailed) as failure:
+    with pytest.raises(BackupError) as failure:
         run_dump(dataset, path="/proc/dbops-backup-test", db="dumptest_b")
     message = failure.value.message
-    assert message.startswith("writing the backup to /proc/dbops-backup-test.partial failed")
-    assert "run the dump again" in message
+    # The run's lock file beside the target is the first thing written (issue 8, defect 4).
+    assert message.startswith("cannot create the lock file /proc/dbops-backup-test.lock")
+    assert "writable" in message
     assert not os.path.exists("/proc/dbops-backup-test")
 
 

@@ -131,8 +131,7 @@ def test_two_concurrent_archive_runs_record_one_chain(private_server, replica, t
         entries = slice_ts(root, record)
         archived.extend(entries if not archived else entries[1:])  # the shared boundary entry once
     assert archived == oplog_ts_after(client, start), "an entry is missing or archived twice"
-    lock = os.path.join(root, "oplog-archive.%s.lock" % facts["replica_set"])
-    assert mode(lock) == 0o600
+    assert not os.path.exists(os.path.join(root, "oplog-archive.%s.lock" % facts["replica_set"]))  # released
 
     info = module_result(tmp_path, "dbops.mongodb_backup.mongodb_backup_info", backup_root=root)
     per_set = info["slices"]["replica_sets"][facts["replica_set"]]
@@ -172,13 +171,13 @@ def test_a_held_lock_fails_the_second_run_clearly_and_writes_nothing(private_ser
     client, facts, root = replica
     workload(client, 0, 30)
     path = archiver.lock_path(root, facts["replica_set"])
-    with locking.exclusive_lock(path, "a test holding the archive lock", 0):
+    with locking.exclusive(path, 0, "the archive lock", "a test holding the archive lock"):
         before = sorted(os.listdir(root)), (open(os.path.join(root, "catalog.json")).read())
         result = module_result(tmp_path, "dbops.mongodb_backup.mongodb_oplog_archive", server=private_server,
-                               backup_root=root, lock_wait_seconds=1)
+                               backup_root=root, lock_timeout=1)
     assert result.get("failed"), result
-    assert "another run holds the lock %s" % path in result["msg"], result["msg"]
-    assert "oplog archiving of replica set %s" % facts["replica_set"] in result["msg"]
+    assert "the oplog archive of replica set %s is in use by another run" % facts["replica_set"] in result["msg"]
+    assert "a test holding the archive lock" in result["msg"] and path in result["msg"], result["msg"]
     assert (sorted(os.listdir(root)), open(os.path.join(root, "catalog.json")).read()) == before
 
 
@@ -377,5 +376,5 @@ def test_directories_are_private_under_umask_000(private_server, replica, tmp_pa
     assert mode(os.path.join(root, "oplog", facts["replica_set"])) == 0o700
     for record in catalog_utils.Catalog.load(root).slices:
         assert mode(os.path.join(root, record["file"])) == 0o600
-    assert mode(archiver.lock_path(root, facts["replica_set"])) == 0o600
+    assert not os.path.exists(archiver.lock_path(root, facts["replica_set"]))  # released; 0600 while held
     assert mode(os.path.join(root, "catalog.json")) == 0o600

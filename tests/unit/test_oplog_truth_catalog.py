@@ -10,7 +10,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import locking
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import Catalog, CatalogError
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption, LockError
 
 from test_catalog import register, ts
 
@@ -61,15 +61,15 @@ def test_windows_end_before_a_missing_or_resized_slice(tmp_path):
 
 def test_second_holder_fails_naming_the_lock_and_the_purpose(tmp_path):
     path = str(tmp_path / "job.lock")
-    with locking.exclusive_lock(path, "the first job", 0) as held:
+    with locking.exclusive(path, 0, "the job", "the first job") as held:
         assert held.path == path and held.waited_seconds < 1
-        with pytest.raises(locking.LockBusy) as busy:
-            with locking.exclusive_lock(path, "oplog archiving of replica set rs0", 0.3):
+        with pytest.raises(LockError) as busy:
+            with locking.exclusive(path, 0.3, "the oplog archive of replica set rs0", "a second job"):
                 pass
     assert isinstance(busy.value, BackupError)
     message = busy.value.message
-    assert "another run holds the lock %s (pid %d)" % (path, os.getpid()) in message
-    assert "oplog archiving of replica set rs0" in message and "after waiting 0.3 seconds" in message
+    assert "the oplog archive of replica set rs0 is in use by another run (pid %d" % os.getpid() in message
+    assert "the first job" in message and "stayed locked for 0.3 seconds" in message
 
 
 def test_second_holder_waits_until_the_first_releases(tmp_path):
@@ -77,27 +77,28 @@ def test_second_holder_waits_until_the_first_releases(tmp_path):
     released = threading.Event()
 
     def hold():
-        with locking.exclusive_lock(path, "first", 0):
+        with locking.exclusive(path, 0, "the job", "first"):
             time.sleep(0.5)
         released.set()
 
     holder = threading.Thread(target=hold)
     holder.start()
     time.sleep(0.1)
-    with locking.exclusive_lock(path, "second", 10) as held:
+    with locking.exclusive(path, 10, "the job", "second") as held:
         assert released.is_set() and held.waited_seconds >= 0.3
     holder.join()
 
 
 def test_lock_file_is_private_under_umask_000(tmp_path):
+    lock = str(tmp_path / "job.lock")
     previous = os.umask(0)
     try:
-        with locking.exclusive_lock(str(tmp_path / "job.lock"), "job", 0):
-            pass
+        with locking.exclusive(lock, 0, "the job", "job"):
+            assert oct(os.stat(lock).st_mode & 0o777) == "0o600"
         manifest_utils.make_private_dirs(str(tmp_path / "a" / "b" / "c"))
     finally:
         os.umask(previous)
-    assert oct(os.stat(str(tmp_path / "job.lock")).st_mode & 0o777) == "0o600"
+    assert not os.path.exists(lock)  # removed when released
     for part in ("a", "a/b", "a/b/c"):
         assert oct(os.stat(str(tmp_path / part)).st_mode & 0o777) == "0o700"
 

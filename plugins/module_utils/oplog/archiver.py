@@ -34,7 +34,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timesta
 
 SLICE_DIR = "oplog"
 EXTENSIONS = {"gzip": ".bson.gz", "zstd": ".bson.zst", "none": ".bson"}
-LOCK_WAIT_SECONDS = 60
+LOCK_TIMEOUT = 60
 
 
 class OplogGap(BackupError):
@@ -47,16 +47,16 @@ class ArchiveFailed(BackupError):
 
 class ArchiveOptions:
     def __init__(self, backup_root, replica_set=None, span_seconds=600, compression="gzip",
-                 compression_level=None, start_from_backup=None, lock_wait_seconds=LOCK_WAIT_SECONDS):
+                 compression_level=None, start_from_backup=None, lock_timeout=LOCK_TIMEOUT):
         catalog_utils.check_backup_root(backup_root)  # before connecting to anything
         if int(span_seconds) < 1:
             raise InvalidOption("slice span must be at least one second")
         if compression not in EXTENSIONS:
             raise InvalidOption("compression must be one of %s" % ", ".join(sorted(EXTENSIONS)))
         bsonio.check_compression_level(compression, compression_level, "compression_level")
-        if lock_wait_seconds is None or int(lock_wait_seconds) < 0:
-            raise InvalidOption("lock_wait_seconds must be 0 or more, got %r" % (lock_wait_seconds,))
-        self.lock_wait_seconds = int(lock_wait_seconds)
+        if lock_timeout is None or int(lock_timeout) < 0:
+            raise InvalidOption("lock_timeout must be 0 or more, got %r" % (lock_timeout,))
+        self.lock_timeout = int(lock_timeout)
         self.backup_root = backup_root
         self.replica_set = replica_set
         self.span_seconds = int(span_seconds)
@@ -167,8 +167,9 @@ def archive_oplog(client, options, server, check_mode=False):
         return _archive_locked(client, options, replica_set, check_mode)
     # One run per replica set: a second one would start from the same catalog end and record
     # slices that overlap the first one's.
-    with locking.exclusive_lock(lock_path(options.backup_root, replica_set),
-                                "oplog archiving of replica set %s" % replica_set, options.lock_wait_seconds) as held:
+    with locking.exclusive(lock_path(options.backup_root, replica_set), options.lock_timeout,
+                           "the oplog archive of replica set %s" % replica_set,
+                           "oplog archiving of replica set %s" % replica_set) as held:
         changed, result = _archive_locked(client, options, replica_set, check_mode)
         result.update(lock=held.path, lock_waited_seconds=held.waited_seconds)
         return changed, result
