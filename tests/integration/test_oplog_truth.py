@@ -171,8 +171,8 @@ def test_a_held_lock_fails_the_second_run_clearly_and_writes_nothing(private_ser
     client, facts, root = replica
     workload(client, 0, 30)
     path = archiver.lock_path(root, facts["replica_set"])
+    before = sorted(os.listdir(root)), (open(os.path.join(root, "catalog.json")).read())
     with locking.exclusive(path, 0, "the archive lock", "a test holding the archive lock"):
-        before = sorted(os.listdir(root)), (open(os.path.join(root, "catalog.json")).read())
         result = module_result(tmp_path, "dbops.mongodb_backup.mongodb_oplog_archive", server=private_server,
                                backup_root=root, lock_timeout=1)
     assert result.get("failed"), result
