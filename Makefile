@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKUP_ROOT ?= $(CURDIR)/backups
 
-.PHONY: venv server server-stop demo test unit integration sanity bench bench-restore clean
+.PHONY: venv server server-stop demo test unit integration sanity bench bench-restore bench-all clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,19 @@ bench: venv
 
 bench-restore: venv
 	$(PY) benchmarks/restore_benchmark.py
+
+# Dump and restore against the real tools in one run, on one server: BENCH_MB MiB (default 1 GiB),
+# output and JSON in BENCH_OUT. The oplog replay part runs with make bench-restore.
+BENCH_MB ?= 1024
+BENCH_OUT ?= .cache/benchmark/results
+bench-all: venv
+	mkdir -p $(BENCH_OUT)
+	$(PY) benchmarks/dump_benchmark.py --size-mb $(BENCH_MB) --keep-server --json-out $(BENCH_OUT)/dump.json \
+	    > $(BENCH_OUT)/dump.txt; status=$$?; cat $(BENCH_OUT)/dump.txt; \
+	    if [ $$status -eq 0 ]; then $(PY) benchmarks/restore_benchmark.py --size-mb $(BENCH_MB) --reuse-server \
+	    --skip-oplog --json-out $(BENCH_OUT)/restore.json > $(BENCH_OUT)/restore.txt; status=$$?; \
+	    cat $(BENCH_OUT)/restore.txt; fi; \
+	    $(PY) tools/testserver.py stop --state .cache/benchmark/server.json; exit $$status
 
 clean:
 	-$(PY) tools/testserver.py stop
