@@ -8,6 +8,7 @@ import json
 import os
 import stat
 import threading
+import time
 
 import bson
 import pytest
@@ -140,27 +141,29 @@ def test_two_concurrent_archive_runs_record_one_chain(private_server, replica, t
 
 
 def test_runs_truly_overlap_and_the_second_waits(replica):
-    """The same race inside one process (two threads start together): one waited for the other."""
+    """The same race inside one process: both runs start while the lock is held, so both are waiting
+    when it is released; one wins and the other waits for it to finish (no timing assumption)."""
     client, facts, root = replica
     workload(client, 0, 1800)
-    barrier = threading.Barrier(2)
     results, errors = [], []
 
     def run():
-        barrier.wait()
         try:
             results.append(archiver.archive_oplog(client, archiver.ArchiveOptions(root, span_seconds=60), facts))
         except Exception as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
+    with locking.exclusive(archiver.lock_path(root, facts["replica_set"]), 0, "the archive lock",
+                           "the test, holding it while both runs start"):
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
     for thread in threads:
         thread.join()
     assert not errors, errors
     waited = sorted(result["lock_waited_seconds"] for _changed, result in results)
-    assert waited[1] > 0.5, "the runs did not overlap: %s" % waited
+    assert waited[0] >= 0.9 and waited[1] > waited[0], "the runs did not overlap: %s" % waited
     late = max((result for _changed, result in results), key=lambda r: r["lock_waited_seconds"])
     early = min((result for _changed, result in results), key=lambda r: r["lock_waited_seconds"])
     assert late["start"] == early["slices"][-1]["last_ts"]  # resumed after the first run, not from its start
