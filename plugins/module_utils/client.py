@@ -98,6 +98,7 @@ def parse_uri(uri):
     """pymongo's parse of a connection string; a malformed one raises ConnectionFailure whose
     message never quotes the user name or password, whichever character broke the parse."""
     _check_pymongo()
+    cause = None
     try:
         with warnings.catch_warnings():  # pymongo's warnings quote the URI, password included
             warnings.simplefilter("ignore")

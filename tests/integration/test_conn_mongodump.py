@@ -90,7 +90,7 @@ def _start_playbook(text, tmp_path, name):
 
 
 def _finish(process, timeout=300):
-    output, _ = process.communicate(timeout=timeout)
+    output, _stderr = process.communicate(timeout=timeout)
     return process.returncode, output.decode("utf-8", "replace")
 
 

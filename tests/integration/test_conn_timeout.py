@@ -189,7 +189,7 @@ def test_restore_task_through_ansible_fails_within_the_timeout(private_server, t
                 break
             time.sleep(0.02)
         assert stopped_at is not None, "the restore never started writing"
-        output, _ = running.communicate(timeout=120)
+        output, _stderr = running.communicate(timeout=120)
         elapsed = time.monotonic() - stopped_at
     finally:
         os.kill(private_server.pid, signal.SIGCONT)

@@ -153,7 +153,7 @@ def test_runs_truly_overlap_and_the_second_waits(replica):
         except Exception as exc:  # reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
+    threads = [threading.Thread(target=run) for _run in range(2)]
     with locking.exclusive(archiver.lock_path(root, facts["replica_set"]), 0, "the archive lock",
                            "the test, holding it while both runs start"):
         for thread in threads:

@@ -126,7 +126,7 @@ def test_sigterm_stops_the_child_and_reports_it(tmp_path):
     runner, child = _start_runner(tmp_path)
     try:
         os.kill(runner.pid, signal.SIGTERM)
-        output, _ = runner.communicate(timeout=20)
+        output, _stderr = runner.communicate(timeout=20)
         assert runner.returncode == 3
         assert b"the module was stopped (signal 15) while mongodump ran" in output
         assert _gone(child, within=1)
