@@ -47,9 +47,9 @@ def load_large_dataset(args, server, client):
 
 def setup(args, server, workdir):
     """Data, a full backup with oplog registered in a catalog, then the workload."""
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
 
     client = server.client()
     if args.size_mb:
@@ -146,9 +146,9 @@ def child(args):
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import collection_link
     collection_link.expose()
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import archiver
     stats = CommandStats()
     client = client_utils.connect(client_utils.ConnectionOptions(uri=os.environ["BENCH_URI"]),

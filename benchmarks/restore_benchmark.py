@@ -9,7 +9,7 @@ What it does (see benchmarks/README.md, "Restore benchmark"):
        raw-insert    the dump's .bson files read with bsonio.read_batches and written with
                      insert_many of RawBSONDocuments (unordered, 1000 per call), collections
                      4 at a time: the floor for any restore through pymongo
-       native        the engine's restore (plugins/module_utils/restore.py), renaming the
+       native        the engine's restore (plugins/module_utils/logical/restore.py), renaming the
                      database with ns_from/ns_to, indexes included (their build timed apart)
        mongorestore  real mongorestore --nsFrom/--nsTo, when it is on PATH
      each into a freshly dropped target database (the drop is not timed);
@@ -388,8 +388,9 @@ def verify_replayed(client, database, workload):
 
 def engine_modules():
     collection_link.expose()
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio, layout
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_module
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_module
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as replay_module
     return bsonio, layout, restore_module, replay_module
 
@@ -573,7 +574,7 @@ def run_child(args):
         result = child_mongorestore(args, variant)
     else:
         collection_link.expose()
-        from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import (
+        from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import (
             ConnectionOptions, connect)
         client = connect(ConnectionOptions(uri=os.environ["BENCH_URI"]))  # same options for every variant
         if variant == "raw-insert":
@@ -891,9 +892,9 @@ def selected_variants(args):
 def dump_dataset(args, dump_dir):
     """Dump the dataset once with the engine (directory format); returns the dump's result."""
     collection_link.expose()
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import (
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import (
         ConnectionOptions, connect, server_facts)
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.dump import DumpOptions, dump
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump import DumpOptions, dump
     client = connect(ConnectionOptions(uri=args.uri))
     try:
         options = DumpOptions(db=args.db, path=dump_dir, num_parallel_collections=args.parallel,

@@ -213,9 +213,9 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import timestamps
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
 
 
 def register(module, root, paths):

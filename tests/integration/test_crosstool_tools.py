@@ -21,11 +21,11 @@ from bson.codec_options import CodecOptions
 from bson.json_util import CANONICAL_JSON_OPTIONS
 from bson.raw_bson import RawBSONDocument
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.archive import ArchiveReader, open_archive_for_read
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import ArchiveReader, open_archive_for_read
 
 SOURCE_DB = "xtool_src"
 # Escaped far beyond 238 bytes, so the file name is shortened; the 208-byte cut falls inside a %XX.

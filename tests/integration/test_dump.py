@@ -14,9 +14,9 @@ import bson
 import pytest
 from bson import json_util
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.archive import ArchiveReader
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import ArchiveReader
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError,
     ConnectionFailure,
@@ -307,7 +307,8 @@ def test_disk_full_fails_cleanly(server, dataset, tmp_path):
 import json, os, resource, signal, sys
 sys.path.insert(0, os.path.join(sys.argv[1], "tools"))
 import collection_link; collection_link.expose()
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as cu, dump as d
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as cu
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as d
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import locking
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import locking
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     DumpFailed,
     InvalidOption,
@@ -476,7 +476,7 @@ def _mongodump_binary():
 
 @pytest.mark.parametrize("kind", ["path", "archive"])
 def test_engine_mongodump_uses_the_marked_staging_and_the_kept_backup_checks(shop, connection, tmp_path, kind):
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongodump_tool
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import mongotools as mongodump_tool
     binary = _mongodump_binary()
     target = tmp_path / ("data" if kind == "path" else "data.archive")
     users = tmp_path / (target.name + ".partial")

@@ -10,12 +10,12 @@ from bson import Timestamp
 from bson.codec_options import CodecOptions
 from pymongo import errors as pymongo_errors
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.archive import (
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import (
     ArchiveReader, OPLOG_COLLECTION, OPLOG_DB, open_archive_for_read)
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import MAX_OPLOG_ENTRY_SIZE
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import MAX_OPLOG_ENTRY_SIZE
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import parse_oplog_limit
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import parse_oplog_limit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPAT = os.path.join(REPO, "..", "shared", "compat", "mongo-tools")

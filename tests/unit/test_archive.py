@@ -15,8 +15,8 @@ import bson
 import pytest
 from bson.int64 import Int64
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archive as A
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as A
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

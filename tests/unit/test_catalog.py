@@ -15,9 +15,9 @@ import threading
 import pytest
 from bson import Timestamp
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import Catalog, CatalogError, OplogGapError
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog, CatalogError, OplogGapError
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption
 
 BASE = 1700000000

@@ -23,8 +23,9 @@ import pytest
 from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archive as A
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio, layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as A
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

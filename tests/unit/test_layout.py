@@ -20,7 +20,9 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.son import SON
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio, layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -17,7 +17,7 @@ from pymongo import errors as pymongo_errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption, FormatError
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import diff as diff_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import (
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import (
     before_limit, format_ts, parse_oplog_limit)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

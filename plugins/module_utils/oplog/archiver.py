@@ -24,13 +24,13 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     pymongo_errors = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import locking
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import driver_error_cause
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import locking
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import driver_error_cause
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import format_ts, parse_oplog_limit
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import format_ts, parse_oplog_limit
 
 SLICE_DIR = "oplog"
 EXTENSIONS = {"gzip": ".bson.gz", "zstd": ".bson.zst", "none": ".bson"}

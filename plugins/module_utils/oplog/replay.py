@@ -40,17 +40,17 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     DeleteOne = InsertOne = ReplaceOne = pymongo_errors = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.archive import (
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import (
     ArchiveReader, OPLOG_COLLECTION, OPLOG_DB, open_archive_for_read)
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import (
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import (
     CORRUPT_HINT, MAX_OPLOG_ENTRY_SIZE, iter_raw_documents, open_maybe_gzip)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     split_namespace as _split_namespace)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError, FormatError, InvalidOption)
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import driver_error_cause, is_timeout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import driver_error_cause, is_timeout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import diff
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import (
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import (
     before_limit, format_ts)
 
 MODES = ("auto", "applyops", "crud")

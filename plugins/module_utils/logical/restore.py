@@ -25,12 +25,12 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     RawBSONDocument = WriteConcern = pymongo_errors = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archive as archive_format
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import driver_error_cause
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as archive_format
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import driver_error_cause
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import namespaces as ns_rules
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     NamespacePattern,
@@ -38,9 +38,9 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespac
     matches_any,
     split_namespace,
 )
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.dump import TOOL_NAME
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump import TOOL_NAME
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import parse_oplog_limit
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import parse_oplog_limit
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError,
     FormatError,

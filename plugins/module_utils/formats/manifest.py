@@ -16,7 +16,7 @@ import datetime
 import json
 import os
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import sha256_file
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import sha256_file
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
 MANIFEST_NAME = "manifest.json"

@@ -22,11 +22,11 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     bson = Int64 = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import (
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import (
     BsonStream, Crc64, Truncated, check_length, create_output_file, open_maybe_gzip,
     stream_label, GZIP_ERRORS, MAX_BSON_SIZE, CORRUPT_HINT, INCOMPLETE_HINT)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.layout import (
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.dumpdir import (
     BUCKETS_PREFIX, metadata_from_json, parse_server_version, VIEWLESS_TIMESERIES_VERSION)
 
 MAGIC = b"\x6d\xe2\x99\x81"  # uint32 0x8199e26d, little-endian

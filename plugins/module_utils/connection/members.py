@@ -25,7 +25,7 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     pymongo_errors = ReadPreference = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError,
     ConnectionFailure,

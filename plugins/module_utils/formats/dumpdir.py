@@ -30,7 +30,7 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     bson = json_util = Code = Int64 = CANONICAL_JSON_OPTIONS = JSONOptions = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import (
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import (
     create_output_file, open_maybe_gzip, GZIP_ERRORS, CORRUPT_HINT)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     DATABASE_NAME_RULE,
