@@ -237,7 +237,7 @@ def run_module(module, result):
     params = module.params
     root = params["backup_root"]
     if params["max_age"] is not None:
-        catalog_utils.parse_duration(params["max_age"])  # a typo fails before anything is written
+        timestamps.parse_duration(params["max_age"])  # a typo fails before anything is written
     target = None
     if params["target_time"] is not None:
         if timestamps.Timestamp is None:
@@ -263,7 +263,7 @@ def run_module(module, result):
     if params["max_age"] is not None:
         failure = catalog_utils.check_max_age(result, params["max_age"], now=now)
         if failure:
-            result["max_age_seconds"] = catalog_utils.parse_duration(params["max_age"])
+            result["max_age_seconds"] = timestamps.parse_duration(params["max_age"])
             module.fail_json(msg=failure, **result)
 
 

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
@@ -62,7 +63,7 @@ def test_slices_capture_new_writes_and_restore_to_the_end(replica, compression):
     assert len(catalog.slices) == len(first["slices"]) + len(second["slices"])
     window = catalog.windows(facts["replica_set"])[0]
     assert window["end_ts"] == second["slices"][-1]["last_ts"] and not window["stopped_by_gap"]
-    slices = [os.path.join(root, s["file"]) for s in sorted(catalog.slices, key=lambda s: catalog_utils.ts_key(s["first_ts"]))]
+    slices = [os.path.join(root, s["file"]) for s in sorted(catalog.slices, key=lambda s: timestamps.ts_key(s["first_ts"]))]
     client.drop_database("arch")
     restore_engine.restore(client, restore_engine.RestoreOptions(
         source=os.path.join(root, "full-1"), drop=True, oplog_replay=True, oplog_slices=slices))

@@ -16,6 +16,7 @@ import pytest
 from conftest import run_playbook, run_project_playbook
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
@@ -123,7 +124,7 @@ def test_two_concurrent_archive_runs_record_one_chain(private_server, replica, t
         assert code == 0, out
 
     catalog = catalog_utils.Catalog.load(root)
-    slices = sorted(catalog.slices, key=lambda s: catalog_utils.ts_key(s["first_ts"]))
+    slices = sorted(catalog.slices, key=lambda s: timestamps.ts_key(s["first_ts"]))
     assert slices and slices[0]["first_ts"] == start
     for before, after in zip(slices, slices[1:]):
         assert after["first_ts"] == before["last_ts"], "slices overlap or leave a hole: %s" % slices

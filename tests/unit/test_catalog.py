@@ -16,6 +16,7 @@ import pytest
 from bson import Timestamp
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog, CatalogError, OplogGapError
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption
@@ -27,8 +28,8 @@ def make_backup(root, name, start, end, replica_set="rs0", finished=None, archiv
     """A backup as the dump engine leaves it: only the manifest matters to the catalog."""
     finished = BASE + end if finished is None else finished
     document = manifest_utils.new_manifest(
-        backup_id or "id-" + name, name, "logical", manifest_utils.iso_time(finished - 10),
-        manifest_utils.iso_time(finished), {"replica_set": replica_set, "topology": "replicaset"}, "db1:27017", {})
+        backup_id or "id-" + name, name, "logical", timestamps.iso_time(finished - 10),
+        timestamps.iso_time(finished), {"replica_set": replica_set, "topology": "replicaset"}, "db1:27017", {})
     document["oplog"] = {"start": {"ts": "%d:1" % (BASE + start)}, "end": {"ts": "%d:1" % (BASE + end)}, "entries": 3}
     document["totals"] = {"bytes": 1000, "bytes_on_disk": 400, "documents": 10}
     target = os.path.join(str(root), name)
@@ -174,10 +175,10 @@ def test_gap_with_an_empty_oplog(tmp_path):
 
 
 def test_timestamps_compare_as_numbers_not_text():
-    assert catalog_utils.ts_key("1700000009:10") > catalog_utils.ts_key("1700000009:9")
-    assert catalog_utils.ts_key(Timestamp(5, 6)) == (5, 6)
+    assert timestamps.ts_key("1700000009:10") > timestamps.ts_key("1700000009:9")
+    assert timestamps.ts_key(Timestamp(5, 6)) == (5, 6)
     with pytest.raises(InvalidOption):
-        catalog_utils.ts_key("yesterday")
+        timestamps.ts_key("yesterday")
 
 
 # --------------------------------------------------------------------------- windows
@@ -312,7 +313,7 @@ def test_summary_and_max_age(tmp_path):
     assert catalog_utils.check_max_age(summary, "4h") is None
     message = catalog_utils.check_max_age(summary, "2h")
     assert message == ("newest complete backup b2 finished at %s, 3h ago, older than max_age 2h; check the "
-                       "backup schedule" % manifest_utils.iso_time(BASE + 1000))
+                       "backup schedule" % timestamps.iso_time(BASE + 1000))
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no complete backup is registered" in catalog_utils.check_max_age(Catalog.load(str(empty)).summary(), "1d")
@@ -321,13 +322,13 @@ def test_summary_and_max_age(tmp_path):
 @pytest.mark.parametrize("text, seconds", [("26h", 93600), ("90m", 5400), ("2d", 172800), ("3600", 3600),
                                            (3600, 3600), ("45s", 45), ("1w", 604800)])
 def test_parse_duration(text, seconds):
-    assert catalog_utils.parse_duration(text) == seconds
+    assert timestamps.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "1y", "-5m", "0", "h"])
 def test_parse_duration_rejects(text):
     with pytest.raises(InvalidOption):
-        catalog_utils.parse_duration(text)
+        timestamps.parse_duration(text)
 
 
 # --------------------------------------------------------------------------- concurrency

@@ -18,7 +18,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import diff as diff_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import (
-    before_limit, format_ts, parse_oplog_limit)
+    before_limit, ts_text, parse_oplog_limit)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPAT = os.path.join(REPO, "..", "shared", "compat", "mongo-tools")
@@ -188,7 +188,7 @@ def test_limit_is_exclusive(ts, passes):
 
 def test_nested_entries_without_ts_count_as_zero():
     assert before_limit(None, Timestamp(0, 1)) and not before_limit(None, Timestamp(0, 0))
-    assert format_ts(Timestamp(1700000123, 4)) == "1700000123:4" and format_ts(None) is None
+    assert ts_text(Timestamp(1700000123, 4)) == "1700000123:4" and ts_text(None) is None
 
 
 def test_replay_stops_at_the_first_entry_at_or_past_the_limit():

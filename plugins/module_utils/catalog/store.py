@@ -23,14 +23,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
-import datetime
 import errno
 import fcntl
 import json
 import os
-import re
 import time
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import (
+    format_duration, now_iso, parse_duration, parse_iso_time, ts_key, ts_text, ts_time)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import sha256_file
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
@@ -42,9 +42,6 @@ CATALOG_VERSION = 1
 LOCK_TIMEOUT = 120.0
 LOCK_POLL = 0.05
 
-_TS_RE = re.compile(r"^(\d+):(\d+)$")
-_DURATION_RE = re.compile(r"^(\d+)\s*([smhdw]?)$")
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class CatalogError(BackupError):
@@ -57,88 +54,10 @@ class OplogGapError(CatalogError):
 
 # --------------------------------------------------------------------------- small helpers
 
-def ts_key(value):
-    """``(secs, inc)`` from ``"secs:inc"``, a bson Timestamp, a ``{"t", "i"}`` dict or a pair."""
-    if value is None:
-        return None
-    if isinstance(value, tuple) and len(value) == 2:
-        return (int(value[0]), int(value[1]))
-    if isinstance(value, dict) and "t" in value:
-        return (int(value["t"]), int(value.get("i") or 0))
-    if hasattr(value, "time") and hasattr(value, "inc"):
-        return (int(value.time), int(value.inc))
-    if isinstance(value, str):
-        match = _TS_RE.match(value.strip())
-        if match:
-            return (int(match.group(1)), int(match.group(2)))
-    raise InvalidOption("oplog timestamp %r is not valid; use secs:inc such as 1700000123:4" % (value,))
-
-
-def ts_text(value):
-    """``"secs:inc"`` for any form ``ts_key`` takes; None stays None."""
-    key = ts_key(value)
-    return None if key is None else "%d:%d" % key
-
-
-def ts_time(value):
-    """ISO-8601 UTC time (whole seconds) of an oplog timestamp; None stays None."""
-    key = ts_key(value)
-    if key is None:
-        return None
-    return datetime.datetime.utcfromtimestamp(key[0]).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def check_backup_root(root):
     if not os.path.isdir(root or ""):
         raise CatalogError("the backup root %s does not exist or is not a directory; create it or mount the "
                            "backup volume" % root)
-
-
-def parse_time(text):
-    """Epoch seconds of a time recorded by this collection (``iso_time``); None when unparsable."""
-    if not text:
-        return None
-    for pattern in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            moment = datetime.datetime.strptime(text, pattern)
-        except ValueError:
-            continue
-        return (moment - datetime.datetime(1970, 1, 1)).total_seconds()
-    return None
-
-
-def parse_duration(value):
-    """Seconds from ``26h``, ``90m``, ``2d``, ``1w``, ``45s`` or a number of seconds."""
-    if isinstance(value, bool):
-        value = None
-    if isinstance(value, int):
-        seconds = value
-    else:
-        match = _DURATION_RE.match(str(value).strip().lower()) if value is not None else None
-        if not match:
-            raise InvalidOption("duration %r is not valid; use a number of seconds or a number with a unit "
-                                "s, m, h, d or w (90m, 26h, 2d)" % (value,))
-        seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds <= 0:
-        raise InvalidOption("duration %r must be more than zero" % (value,))
-    return seconds
-
-
-def format_duration(seconds):
-    """``1d 2h 3m 4s`` style, for messages."""
-    seconds = int(max(seconds, 0))
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            parts.append("%d%s" % (seconds // size, unit))
-            seconds %= size
-    if seconds or not parts:
-        parts.append("%ds" % seconds)
-    return " ".join(parts)
-
-
-def _now_iso():
-    return manifest_utils.iso_time(time.time())
 
 
 def _empty_document():
@@ -231,7 +150,7 @@ class Catalog:
         if not self.writable:
             raise CatalogError("the catalog of %s was opened read-only; open it with Catalog.locked to change it"
                                % self.root)
-        self.document["updated_at"] = _now_iso()
+        self.document["updated_at"] = now_iso()
         manifest_utils.write_json_atomic(self.path, self.document)
         self.changed = False
 
@@ -328,7 +247,7 @@ class Catalog:
         record = dict(fields)
         record.update({"replica_set": replica_set, "first_ts": ts_text(first), "last_ts": ts_text(last),
                        "entries": int(entries), "file": relative, "bytes": int(size), "sha256": sha256,
-                       "created_at": created_at or _now_iso()})
+                       "created_at": created_at or now_iso()})
         self.slices.append(record)
         self.slices.sort(key=lambda s: (s["replica_set"] or "", ts_key(s["first_ts"]), ts_key(s["last_ts"])))
         self.changed = True
@@ -359,7 +278,7 @@ class Catalog:
         if last_archived_ts is None:
             raise InvalidOption("an oplog gap of %s needs the last archived timestamp" % replica_set)
         record = {"replica_set": replica_set, "last_archived_ts": ts_text(last_archived_ts),
-                  "oldest_available_ts": ts_text(oldest_available_ts), "detected_at": detected_at or _now_iso()}
+                  "oldest_available_ts": ts_text(oldest_available_ts), "detected_at": detected_at or now_iso()}
         for existing in self.gaps:
             if all(existing[k] == record[k] for k in ("replica_set", "last_archived_ts", "oldest_available_ts")):
                 return existing, False
@@ -563,10 +482,10 @@ class Catalog:
         damage = self.damaged_slices(verify)
         backups = []
         for record in self.backups:
-            finished = parse_time(record.get("finished_at"))
+            finished = parse_iso_time(record.get("finished_at"))
             backups.append(dict(record, absolute_path=self.absolute(record["path"]),
                                 age_seconds=None if finished is None else int(now - finished)))
-        last = max(backups, key=lambda b: parse_time(b.get("finished_at")) or 0) if backups else None
+        last = max(backups, key=lambda b: parse_iso_time(b.get("finished_at")) or 0) if backups else None
         per_set = {}
         ends = set((s["replica_set"], s["last_ts"]) for s in self.slices)
         for record in self.slices:

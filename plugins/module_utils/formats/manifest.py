@@ -12,7 +12,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
 import json
 import os
 
@@ -24,11 +23,6 @@ MANIFEST_FORMAT = "dbops.mongodb_backup/manifest"
 MANIFEST_VERSION = 1
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-
-
-def iso_time(epoch):
-    """UTC time as recorded in manifests."""
-    return datetime.datetime.utcfromtimestamp(epoch).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def manifest_path(target, is_archive):

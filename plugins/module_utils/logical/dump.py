@@ -13,7 +13,6 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
 import json
 import os
 import re
@@ -37,6 +36,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.cl
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import locking
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import iso_time, timestamp_result, ts_text
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     NamespacePattern,
     check_collection_option,
@@ -468,17 +468,6 @@ class ArchiveOutput:
 
 # --------------------------------------------------------------------------- oplog window
 
-def format_timestamp(ts):
-    return "%d:%d" % (ts.time, ts.inc) if ts is not None else None
-
-
-def _timestamp_result(ts):
-    if ts is None:
-        return None
-    return {"ts": format_timestamp(ts), "t": ts.time, "i": ts.inc,
-            "time": datetime.datetime.utcfromtimestamp(ts.time).strftime("%Y-%m-%dT%H:%M:%SZ")}
-
-
 class OplogWindow:
     """mongodump --oplog: copy [start, end] of the oplog and fail if it rolled over meanwhile."""
 
@@ -546,8 +535,8 @@ class OplogWindow:
                 "start %s, so writes made during the dump are lost; make the oplog larger "
                 "(replSetResizeOplog) or the dump faster (a less busy member, more "
                 "num_parallel_collections), then run the dump again" % (
-                    self.collection.name, self.member, format_timestamp(oldest),
-                    format_timestamp(self.start)))
+                    self.collection.name, self.member, ts_text(oldest),
+                    ts_text(self.start)))
 
 
 def _iter_decoded(raw_batch):
@@ -558,7 +547,7 @@ def _iter_decoded(raw_batch):
 def check_oplog_entry(entry):
     """Entries that make a point-in-time dump unrestorable (as mongodump refuses them)."""
     namespace = entry.get("ns", "")
-    when = format_timestamp(entry.get("ts"))
+    when = ts_text(entry.get("ts"))
     if namespace == "admin.system.version":
         raise DumpFailed("the oplog at %s changes admin.system.version (auth schema or feature "
                          "compatibility version) during the dump; run the dump again after "
@@ -684,7 +673,7 @@ class Dumper:
             self.collections_dumped(oplog)
             sink = output.open_oplog()
             oplog.copy(sink)
-            oplog_result = {"start": _timestamp_result(oplog.start), "end": _timestamp_result(oplog.end),
+            oplog_result = {"start": timestamp_result(oplog.start), "end": timestamp_result(oplog.end),
                             "entries": sink.documents, "bytes": sink.bytes,
                             "collection": "local." + oplog.collection.name}
         return results, oplog_result
@@ -738,7 +727,7 @@ class Dumper:
 
     def _manifest(self, backup_id, started, finished, results, files, oplog_result):
         document = manifest_utils.new_manifest(
-            backup_id, self.options.label, "logical", manifest_utils.iso_time(started), manifest_utils.iso_time(finished),
+            backup_id, self.options.label, "logical", iso_time(started), iso_time(finished),
             self.server, self.member, self.options.describe())
         total_bytes = sum(r["bytes"] for r in results)
         seconds = max(finished - started, 1e-6)
@@ -893,7 +882,7 @@ class Staging:
         self.created = True
         fd = os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, manifest_utils.FILE_MODE)
         with os.fdopen(fd, "w") as handle:
-            json.dump({"target": self.target, "pid": os.getpid(), "created_at": manifest_utils.iso_time(time.time())},
+            json.dump({"target": self.target, "pid": os.getpid(), "created_at": iso_time(time.time())},
                       handle)
 
     def discard(self):

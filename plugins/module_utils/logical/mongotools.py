@@ -29,6 +29,7 @@ import time
 import uuid
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import check_tls_files, parse_uri, redact
@@ -176,7 +177,7 @@ def _dump_into(staging, binary, connection, options, target):
         files = _file_records(staging.data_path)
         finished = time.time()
         document = manifest_utils.new_manifest(
-            str(uuid.uuid4()), options.label, "logical", manifest_utils.iso_time(started), manifest_utils.iso_time(finished),
+            str(uuid.uuid4()), options.label, "logical", timestamps.iso_time(started), timestamps.iso_time(finished),
             {"tool": "mongodump"}, None, dict(options.describe(), engine="mongodump"))
         document["files"] = files
         document["totals"] = {"bytes_on_disk": sum(f["bytes"] for f in files),

@@ -51,7 +51,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import driver_error_cause, is_timeout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import diff
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import (
-    before_limit, format_ts)
+    before_limit, ts_text)
 
 MODES = ("auto", "applyops", "crud")
 DEFAULT_BATCH_SIZE = 1000
@@ -559,11 +559,11 @@ class OplogReplayer:
                                 if reason in NOT_APPLIED_REASONS),
             "transactions": {"committed": counts["committed"], "aborted": counts["aborted"],
                              "discarded": len(self._transactions)},
-            "last_applied": format_ts(self._applied_ts),
+            "last_applied": ts_text(self._applied_ts),
             "stopped_at_limit": self._stopped_at_limit,
-            "limit": format_ts(self.limit),
-            "first_ts": format_ts(self._seen[0]),
-            "last_ts": format_ts(self._seen[1]),
+            "limit": ts_text(self.limit),
+            "first_ts": ts_text(self._seen[0]),
+            "last_ts": ts_text(self._seen[1]),
             "index_catalog": self.index_catalog,
             "warnings": self._warnings(),
         }
@@ -935,14 +935,14 @@ class OplogReplayer:
             self._flush_quietly()
             last_applied = self._applied_ts
         self._applied_ts = last_applied
-        where = format_ts(top.ts) if top.ts is not None else "(none)"
-        done = ("entries up to %s were applied" % format_ts(last_applied) if last_applied is not None
+        where = ts_text(top.ts) if top.ts is not None else "(none)"
+        done = ("entries up to %s were applied" % ts_text(last_applied) if last_applied is not None
                 else "no entry was applied")
         message = "replay stopped at oplog entry op=%s ns=%s ts=%s: %s; %s; %s" % (
             entry.get("op"), entry.get("ns"), where, cause, done, RETRY_HINT)
         result = self.result()
-        raise ReplayError(message, op=entry.get("op"), namespace=entry.get("ns"), ts=format_ts(top.ts),
-                          last_applied=format_ts(last_applied), applied=result["applied"],
+        raise ReplayError(message, op=entry.get("op"), namespace=entry.get("ns"), ts=ts_text(top.ts),
+                          last_applied=ts_text(last_applied), applied=result["applied"],
                           skipped=result["skipped"], transactions=result["transactions"],
                           mode_used=result["mode_used"])
 
