@@ -23,6 +23,7 @@ import pytest
 from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import versions
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as A
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
@@ -489,7 +490,7 @@ def test_prelude_facts():
         prelude = layout.find_prelude(os.path.join(base, name, target))
         expected = "unknown" if name == "server_version_unknown" else "7.0.16"
         assert prelude == {"ServerVersion": expected, "ToolVersion": ""}
-    assert layout.parse_server_version("unknown") is None
+    assert versions.parse_server_version("unknown") is None
 
 
 def test_oplog_only_fixture_facts():

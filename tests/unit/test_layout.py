@@ -20,6 +20,7 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.son import SON
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import versions
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
@@ -108,13 +109,13 @@ def test_paths():
 
 
 def test_timeseries_data_names_depend_on_source_version():
-    assert layout.data_collection_name("ts", "timeseries", "5.0.0-rc0") == "system.buckets.ts"
-    assert layout.data_collection_name("ts", "timeseries", "8.2.1") == "system.buckets.ts"
-    assert layout.data_collection_name("ts", "timeseries", "8.3.0") == "ts"
-    assert layout.data_collection_name("ts", "timeseries", None) == "system.buckets.ts"
-    assert layout.data_collection_name("c", "collection", "5.0.0") == "c"
-    assert layout.parse_server_version("unknown") is None
-    assert layout.parse_server_version("r3.4.3") == (3, 4, 3)
+    assert versions.data_collection_name("ts", "timeseries", "5.0.0-rc0") == "system.buckets.ts"
+    assert versions.data_collection_name("ts", "timeseries", "8.2.1") == "system.buckets.ts"
+    assert versions.data_collection_name("ts", "timeseries", "8.3.0") == "ts"
+    assert versions.data_collection_name("ts", "timeseries", None) == "system.buckets.ts"
+    assert versions.data_collection_name("c", "collection", "5.0.0") == "c"
+    assert versions.parse_server_version("unknown") is None
+    assert versions.parse_server_version("r3.4.3") == (3, 4, 3)
 
 
 # --------------------------------------------------------------------------- metadata.json

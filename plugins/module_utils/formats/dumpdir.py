@@ -36,14 +36,13 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespac
     DATABASE_NAME_RULE,
     database_name_problem,
 )
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import BUCKETS_PREFIX, data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
-BUCKETS_PREFIX = "system.buckets."
 MAX_STEM_BYTES = 238  # leaves room for ".metadata.json.gz" within a 255-byte file name
 TRUNCATED_PREFIX_BYTES = 208
 HASH_MARKER = "%24"
 # Viewless timeseries (data read raw under the collection's own name) start with 8.3.
-VIEWLESS_TIMESERIES_VERSION = (8, 3)
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 PRELUDE_NAMES = ("prelude.json", "prelude.json.gz")
 # Deleting a file of a backup with a manifest only trades this error for "listed file is missing".
@@ -54,7 +53,6 @@ PRELUDE_HINT = ("restore it from a good copy of the backup; only in mongodump ou
 
 _LOAD_OPTIONS = JSONOptions(document_class=dict) if JSONOptions else None
 _ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_VERSION_RE = re.compile(r"^\s*r?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
 # --------------------------------------------------------------------------------------
@@ -105,31 +103,6 @@ def unescape_collection_stem(stem):
         raise FormatError(
             "file name stem %r: the unescaped name is not valid UTF-8 (%s); "
             "rename the file to the escaped collection name" % (stem, exc), path=stem)
-
-
-def parse_server_version(text):
-    """(major, minor, patch) from a version string like "5.0.0-rc0"; None if unknown."""
-    match = _VERSION_RE.match(text or "")
-    if not match:
-        return None
-    return tuple(int(part or 0) for part in match.groups())
-
-
-def timeseries_uses_buckets(server_version):
-    """Pre-8.3 sources dump timeseries data from system.buckets.<name>.
-
-    An unknown version counts as old: every server that has timeseries and reports no
-    usable version predates viewless timeseries.
-    """
-    parsed = parse_server_version(server_version) if server_version else None
-    return parsed is None or parsed[:2] < VIEWLESS_TIMESERIES_VERSION
-
-
-def data_collection_name(collection, coll_type, server_version=None):
-    """Name the data of a collection is stored under (system.buckets.X for old timeseries)."""
-    if coll_type == "timeseries" and timeseries_uses_buckets(server_version):
-        return BUCKETS_PREFIX + collection
-    return collection
 
 
 def bson_path(root, db, coll, gzip=False):

@@ -36,6 +36,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.cl
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import locking
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import iso_time, timestamp_result, ts_text
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     NamespacePattern,
@@ -251,11 +252,6 @@ def _uuid_hex(info):
     return None
 
 
-def _supports_raw_timeseries(server):
-    version = server.get("version_array") or [0, 0, 0]
-    return tuple(version[:2]) >= (8, 3)
-
-
 class Planner:
     """Lists what a dump will contain, with metadata gathered before any data is read."""
 
@@ -327,8 +323,7 @@ class Planner:
             indexes = [dict(index) for index in database[name].list_indexes()]
             if coll_type == "timeseries":
                 uuid_hex = None
-                if not _supports_raw_timeseries(self.server):
-                    source_name = "system.buckets." + name
+                source_name = data_collection_name(name, coll_type, self.server.get("version_array"))
         size, count = self._estimate(database, source_name) if source_name else (0, 0)
         query = self.options.query if self.options.collection == name else None
         if query is not None and source_name and not self.options.allow_empty:

@@ -41,6 +41,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespac
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump import TOOL_NAME
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import parse_oplog_limit
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError,
     FormatError,
@@ -312,7 +313,7 @@ class ArchiveSource:
         for entry, metadata in self._metadata:
             if entry["db"] == "" and entry["collection"] == "oplog":
                 continue
-            stored = archive_format.data_collection(entry, self.server_version) or entry["collection"]
+            stored = data_collection_name(entry["collection"], entry.get("type"), self.server_version)
             items.append(SourceNamespace(entry["db"], entry["collection"], entry.get("type"), metadata,
                                          "%s.%s" % (entry["db"], stored)))
         return sorted(items, key=lambda item: item.namespace)
