@@ -18,10 +18,8 @@ import os
 import re
 import shutil
 import struct
-import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 try:
     from bson import json_util
@@ -30,15 +28,18 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     pass
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import server_codes
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as archive_format
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import driver_error_cause
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import locking
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.workers import FailFastPool
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import iso_time, timestamp_result, ts_text
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
+    KEPT_CONFIG_COLLECTIONS,
     NamespacePattern,
     check_collection_option,
     check_database_option,
@@ -57,7 +58,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
 # The prelude and archive header record it: how a restore recognises a backup of ours.
 TOOL_NAME = "dbops.mongodb_backup"
 TOOL_VERSION = TOOL_NAME + "-1.0.0"
-CONFIG_COLLECTIONS_KEPT = ("chunks", "collections", "databases", "settings", "shards", "tags", "version")
 USERS_AND_ROLES = (("$admin.system.users", "system.users", True),
                    ("$admin.system.roles", "system.roles", True),
                    ("$admin.system.version", "system.version", False))
@@ -234,7 +234,7 @@ def skip_system_namespace(db, name, requested_db):
         return True
     if db == "admin" and name == "system.keys":
         return True
-    if db == "config" and requested_db != "config" and name not in CONFIG_COLLECTIONS_KEPT:
+    if db == "config" and requested_db != "config" and name not in KEPT_CONFIG_COLLECTIONS:
         return True
     if name.startswith("system.") and db != "admin" and name != "system.js":
         return True
@@ -561,14 +561,6 @@ def check_oplog_entry(entry):
 
 # --------------------------------------------------------------------------- the dump
 
-class _Cancelled(DumpFailed):
-    """A worker stopped because another one failed; the other failure is the one reported."""
-
-    def __init__(self, namespace):
-        super(_Cancelled, self).__init__("dump of %s cancelled because another collection failed"
-                                         % namespace)
-
-
 class Dumper:
     """Runs one dump. ``progress(event, **details)`` is called from worker threads."""
 
@@ -578,7 +570,6 @@ class Dumper:
         self.server = server
         self.member = member or server.get("address")
         self.progress = progress or (lambda event, **details: None)
-        self._failed = threading.Event()  # one worker failed: the others stop early
 
     # ------------------------------------------------------------------ public
 
@@ -654,14 +645,8 @@ class Dumper:
             oplog.open()
         for plan in plans:
             output.write_metadata(plan)
-        workers = max(1, min(self.options.num_parallel_collections, len(plans)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dump") as pool:
-            futures = [pool.submit(self._guarded, self._dump_namespace, output, plan) for plan in plans]
-        errors = [f.exception() for f in futures if f.exception() is not None]
-        root_causes = [e for e in errors if not isinstance(e, _Cancelled)]
-        if errors:
-            raise (root_causes or errors)[0]
-        results = [f.result() for f in futures]
+        pool = FailFastPool(self.options.num_parallel_collections, "dump")
+        results = pool.run(lambda plan: self._dump_namespace(output, plan, pool), plans)
         oplog_result = None
         if oplog:
             oplog.close()
@@ -676,17 +661,8 @@ class Dumper:
     def collections_dumped(self, oplog):
         """Seam between the data phase and the oplog copy (tests use it to provoke overflow)."""
 
-    def _guarded(self, function, *args):
-        try:
-            return function(*args)
-        except BaseException:
-            self._failed.set()
-            raise
-
-    def _dump_namespace(self, output, plan):
+    def _dump_namespace(self, output, plan, pool):
         started = time.time()
-        if self._failed.is_set():
-            raise _Cancelled(plan.namespace)
         sink = None
         if plan.source_name is not None:
             sink = output.open_namespace(plan)
@@ -696,8 +672,7 @@ class Dumper:
             cursor = source.find_raw_batches(filter_, hint=hint, batch_size=plan.batch_size or 0)
             try:
                 for batch in cursor:
-                    if self._failed.is_set():
-                        raise _Cancelled(plan.namespace)
+                    pool.check()
                     sink.write(batch)
                     self.progress("batch", namespace=plan.namespace, documents=sink.documents,
                                   bytes=sink.bytes)
@@ -756,7 +731,7 @@ class Dumper:
             return DumpFailed("writing the backup to %s failed: %s; free space or fix the filesystem, "
                               "then run the dump again (the incomplete backup was removed)"
                               % (exc.filename or self.options.target, exc.strerror or exc))
-        if isinstance(exc, pymongo_errors.OperationFailure) and exc.code == 13:
+        if isinstance(exc, pymongo_errors.OperationFailure) and exc.code == server_codes.UNAUTHORIZED:
             return DumpFailed("the user is not authorized to read everything the dump needs on %s: "
                               "%s; grant it the backup role" % (self.member, exc))
         if isinstance(exc, pymongo_errors.PyMongoError):

@@ -41,6 +41,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespac
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump import TOOL_NAME
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import parse_oplog_limit
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.workers import FailFastPool
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError,
@@ -597,7 +598,7 @@ class Restorer:
         self.progress = progress or (lambda event, **details: None)
         self.batch_bytes = READ_BATCH_BYTES
         self.auth_documents = {"users": [], "roles": [], "version": []}
-        self._failed = threading.Event()
+        self.pool = FailFastPool(options.num_parallel_collections, "restore")
 
     def _collection(self, planned):
         collection = self.client[planned.target_db][self._data_name(planned)]
@@ -649,8 +650,7 @@ class Restorer:
                 future.result()
 
     def _insert(self, collection, state, raw_docs):
-        if self._failed.is_set():
-            raise _Stopped()
+        self.pool.check()
         for start in range(0, len(raw_docs), self.options.batch_size):
             chunk = raw_docs[start:start + self.options.batch_size]
             documents = [RawBSONDocument(raw) for raw in chunk]
@@ -737,10 +737,6 @@ def source_oplog(source, options):
     yield from first
     for path in options.oplog_slices:
         yield from oplog_replay.iter_oplog_file(path)
-
-
-class _Stopped(Exception):
-    """Another worker failed first."""
 
 
 def restore(client, options, check_mode=False, progress=None):
@@ -847,23 +843,10 @@ def _restore_data(restorer, source, states, options):
         restorer.insert_batches(state, source.iter_batches(state.planned.item, restorer.batch_bytes))
         state.complete = True
 
-    workers = max(1, min(options.num_parallel_collections, len(data_states)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_guard, restorer, one, state) for state in data_states]
-    errors = [f.exception() for f in futures if f.exception() and not isinstance(f.exception(), _Stopped)]
-    if errors:
-        raise errors[0]
+    restorer.pool.run(one, data_states)
     for state in states:
         if not state.planned.item.data_key and state.planned.item.type != "view":
             state.complete = True
-
-
-def _guard(restorer, function, state):
-    try:
-        return function(state)
-    except BaseException:
-        restorer._failed.set()
-        raise
 
 
 def _restore_archive_stream(restorer, source, states):

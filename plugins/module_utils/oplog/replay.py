@@ -40,12 +40,13 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     DeleteOne = InsertOne = ReplaceOne = pymongo_errors = None
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import server_codes
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import (
     ArchiveReader, OPLOG_COLLECTION, OPLOG_DB, open_archive_for_read)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import (
     CORRUPT_HINT, MAX_OPLOG_ENTRY_SIZE, iter_raw_documents, open_maybe_gzip)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
-    split_namespace as _split_namespace)
+    KEPT_CONFIG_COLLECTIONS, split_namespace as _split_namespace)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError, FormatError, InvalidOption)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import driver_error_cause, is_timeout
@@ -57,9 +58,6 @@ MODES = ("auto", "applyops", "crud")
 DEFAULT_BATCH_SIZE = 1000
 WRITE_CHUNK = 90  # statements per write command (see MongoTarget.write)
 
-# config.* is skipped except these (mongo-tools common/dumprestore/config.go).
-KEPT_CONFIG_COLLECTIONS = frozenset(("chunks", "collections", "databases", "settings", "shards",
-                                     "tags", "version"))
 RECORD_ID_OPS = frozenset(("cd", "ci", "cu", "km"))
 IGNORED_COMMANDS = frozenset(("startIndexBuild", "abortIndexBuild", "setMultikeyMetadata", "dropIdent"))
 CATALOG_ADD_COMMANDS = frozenset(("createIndexes", "commitIndexBuild"))
@@ -78,10 +76,10 @@ CRUD_UNWRITABLE = frozenset(("admin.system.users", "admin.system.roles", "admin.
 
 # Answers meaning "applyOps is not available here", not "this entry is wrong":
 # Unauthorized, CommandNotFound, CommandNotSupported, NotImplemented, AtlasError.
-APPLYOPS_UNAVAILABLE_CODES = frozenset((13, 59, 115, 238, 8000))
+APPLYOPS_UNAVAILABLE_CODES = frozenset((server_codes.UNAUTHORIZED, server_codes.COMMAND_NOT_FOUND,
+                                        server_codes.COMMAND_NOT_SUPPORTED, 238, 8000))  # 238: NotImplemented, 8000: Atlas
 APPLYOPS_UNAVAILABLE_WORDS = ("not allowed", "no such command", "not supported", "unsupported",
                               "not implemented", "not authorized")
-NAMESPACE_EXISTS, NAMESPACE_NOT_FOUND, INDEX_NOT_FOUND = 48, 26, 27
 RETRY_HINT = "fix the cause and replay again from the same oplog (replay is idempotent)"
 # Skip reasons that leave a write of the source undone (the others are entries with nothing to
 # do): reported as ``not_applied``, and a restore with any fails unless the user accepts them.
@@ -215,9 +213,9 @@ def _rerun_outcome(entry, exc):
     (nothing left to do), a skip reason, or None for a real failure."""
     code = getattr(exc, "code", None)
     name = command_name(entry) if entry.get("op") == "c" else ""
-    if name == "create" and code == NAMESPACE_EXISTS:
+    if name == "create" and code == server_codes.NAMESPACE_EXISTS:
         return "applied"
-    if name == "renameCollection" and code == NAMESPACE_NOT_FOUND:
+    if name == "renameCollection" and code == server_codes.NAMESPACE_NOT_FOUND:
         return "rename_source_missing"
     return None
 
@@ -268,7 +266,6 @@ class Write(namedtuple("Write", "id_value state inserted")):
     __slots__ = ()
 
 
-DUPLICATE_KEY = 11000
 
 
 def _selector(id_value):
@@ -286,7 +283,7 @@ def _write_request(write):
 
 def _existing_id(error, request):
     """True when an insert failed only because a document with its _id exists."""
-    if error.get("code") != DUPLICATE_KEY or not isinstance(request, InsertOne):
+    if error.get("code") != server_codes.DUPLICATE_KEY or not isinstance(request, InsertOne):
         return False
     pattern = error.get("keyPattern")
     return pattern is None or list(pattern) == ["_id"]
@@ -352,7 +349,7 @@ class MongoTarget:
         try:
             self._client[database].command(command)
         except pymongo_errors.OperationFailure as exc:
-            if exc.code == NAMESPACE_EXISTS:
+            if exc.code == server_codes.NAMESPACE_EXISTS:
                 return False
             raise
         return True
@@ -369,7 +366,7 @@ class MongoTarget:
         try:
             self._client.admin.command(command)
         except pymongo_errors.OperationFailure as exc:
-            if exc.code == NAMESPACE_NOT_FOUND:
+            if exc.code == server_codes.NAMESPACE_NOT_FOUND:
                 return False
             raise
         return True
@@ -385,7 +382,7 @@ class MongoTarget:
         try:
             self._client[database].command(OrderedDict([("dropIndexes", collection), ("index", name)]))
         except pymongo_errors.OperationFailure as exc:
-            if exc.code not in (INDEX_NOT_FOUND, NAMESPACE_NOT_FOUND):
+            if exc.code not in (server_codes.INDEX_NOT_FOUND, server_codes.NAMESPACE_NOT_FOUND):
                 raise
 
     def create_index(self, namespace, spec):
