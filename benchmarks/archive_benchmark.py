@@ -50,6 +50,7 @@ def setup(args, server, workdir):
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 
     client = server.client()
     if args.size_mb:
@@ -60,7 +61,7 @@ def setup(args, server, workdir):
     root = os.path.join(workdir, "root")
     os.makedirs(root)
     started = time.time()
-    _changed, dumped = dump_engine.dump(client, dump_engine.DumpOptions(
+    _changed, dumped = dump_engine.dump(client, dump_options.DumpOptions(
         path=os.path.join(root, "full"), oplog=True, label="full"), facts)
     backup = {"bytes": dumped["total_bytes"], "documents": dumped["total_documents"],
               "seconds": round(time.time() - started, 1)}

@@ -359,7 +359,8 @@ def own_peak_rss_mb():
 def child_raw_read(client, args):
     """The baseline: read every document raw, collections in parallel, write nothing."""
     from concurrent.futures import ThreadPoolExecutor
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump import count_documents
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump_outputs import (
+        count_documents)
     database = client[args.db]
 
     def read(name):
@@ -381,7 +382,8 @@ def child_raw_read(client, args):
 def child_native(client, args, gzip):
     """The engine's dump of the benchmark database, as the module runs it."""
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import server_facts
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump import DumpOptions, dump
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump import dump
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump_options import DumpOptions
     facts = server_facts(client)
     target = {"archive": args.out} if args.archive else {"path": args.out}
     options = DumpOptions(db=args.db, gzip=gzip, num_parallel_collections=args.parallel,

@@ -894,7 +894,8 @@ def dump_dataset(args, dump_dir):
     collection_link.expose()
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import (
         ConnectionOptions, connect, server_facts)
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump import DumpOptions, dump
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump import dump
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump_options import DumpOptions
     client = connect(ConnectionOptions(uri=args.uri))
     try:
         options = DumpOptions(db=args.db, path=dump_dir, num_parallel_collections=args.parallel,

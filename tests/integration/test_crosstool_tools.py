@@ -23,7 +23,9 @@ from bson.raw_bson import RawBSONDocument
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import ArchiveReader, open_archive_for_read
 
@@ -107,7 +109,7 @@ def _stores(server, value):
 
 def our_dump(client, **options):
     facts = client_utils.server_facts(client)
-    return dump_engine.dump(client, dump_engine.DumpOptions(**options), facts)[1]
+    return dump_engine.dump(client, dump_options.DumpOptions(**options), facts)[1]
 
 
 def restore_foreign(client, source, **options):
@@ -280,7 +282,7 @@ def test_single_database_dump_keeps_its_prelude_in_the_database_directory(our_ou
     name = "prelude.json" + (".gz" if use_gzip else "")
     assert os.path.isfile(os.path.join(root, SOURCE_DB, name))
     assert not os.path.exists(os.path.join(root, name))
-    assert layout.scan_dump_directory(root).prelude["ToolVersion"] == dump_engine.TOOL_VERSION
+    assert layout.scan_dump_directory(root).prelude["ToolVersion"] == manifest_utils.TOOL_VERSION
 
 
 @pytest.mark.parametrize("fmt,use_gzip", VARIANTS, ids=VARIANT_IDS)

@@ -9,6 +9,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import t
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import archiver
 
@@ -21,7 +22,7 @@ def replica(private_server, tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     facts = client_utils.server_facts(client)
-    dump_engine.dump(client, dump_engine.DumpOptions(path=str(root / "full-1"), oplog=True, label="full-1"), facts)
+    dump_engine.dump(client, dump_options.DumpOptions(path=str(root / "full-1"), oplog=True, label="full-1"), facts)
     with catalog_utils.Catalog.locked(str(root)) as catalog:
         catalog.add_backup_from_manifest(str(root / "full-1"))
         catalog.save()

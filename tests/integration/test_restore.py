@@ -11,6 +11,7 @@ from bson.codec_options import CodecOptions
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError, InvalidOption
 
@@ -25,7 +26,7 @@ def restore(client, source, check_mode=False, **options):
 
 
 def dump(client, **options):
-    return dump_engine.dump(client, dump_engine.DumpOptions(**options), client_utils.server_facts(client))
+    return dump_engine.dump(client, dump_options.DumpOptions(**options), client_utils.server_facts(client))
 
 
 def raw_documents(client, db, name):

@@ -12,6 +12,7 @@ from bson import Timestamp
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
 
@@ -28,7 +29,7 @@ def restore(client, source, check_mode=False, **options):
 
 
 def dump(client, **options):
-    return dump_engine.dump(client, dump_engine.DumpOptions(**options), client_utils.server_facts(client))
+    return dump_engine.dump(client, dump_options.DumpOptions(**options), client_utils.server_facts(client))
 
 
 def everything(client, *databases):

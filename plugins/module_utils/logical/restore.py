@@ -38,7 +38,8 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespac
     matches_any,
     split_namespace,
 )
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump import TOOL_NAME
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.manifest import TOOL_NAME
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import parse_oplog_limit
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.workers import FailFastPool
