@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
@@ -90,7 +91,7 @@ def test_gap_is_detected_recorded_and_reported(replica):
     # a capped oplog that rolled over: everything up to and past the last archived entry is gone
     newest = client.local["oplog.rs"].find_one({}, sort=[("$natural", -1)])["ts"]
     client.local["oplog.rs"].delete_many({"ts": {"$lt": newest}})
-    with pytest.raises(archiver.OplogGap) as failure:
+    with pytest.raises(errors.OplogGap) as failure:
         archive(client, facts, root)
     message = failure.value.message
     assert "oplog gap" in message and last in message and "take a new full backup" in message

@@ -10,6 +10,7 @@ from bson import Timestamp
 from bson.codec_options import CodecOptions
 from pymongo import errors as pymongo_errors
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import (
     ArchiveReader, OPLOG_COLLECTION, OPLOG_DB, open_archive_for_read)
@@ -120,7 +121,7 @@ def build_or_skip(server, client, catalog, lacking):
     """build_indexes; on FerretDB an index option it does not implement skips the test."""
     try:
         return replay.build_indexes(client, catalog)
-    except replay.ReplayError as exc:
+    except errors.ReplayError as exc:
         if is_ferretdb(server) and ("NotImplemented" in exc.message or "is unknown" in exc.message):
             pytest.skip("FerretDB lacks %s (%s)" % (lacking, exc.message))
         raise
@@ -289,7 +290,7 @@ def test_bypass_document_validation_fixture(server, fresh):
             fresh[PREFIX + "probe"].command({"create": "v", "validator": {"$jsonSchema": {"bsonType": "object"}}})
         except pymongo_errors.OperationFailure as exc:
             pytest.skip("FerretDB lacks document validators (%s)" % exc.details.get("errmsg"))
-    with pytest.raises(replay.ReplayError, match="op=i"):
+    with pytest.raises(errors.ReplayError, match="op=i"):
         _coll_fixture(fresh, "coll_without_index", "bypassDocumentValidation.bson")
     fresh.drop_database(PREFIX + "fxm")
     result = _coll_fixture(fresh, "coll_without_index", "bypassDocumentValidation.bson",
@@ -387,7 +388,7 @@ def test_applyops_mode_reports_a_target_without_applyops(server, fresh):
     if not is_ferretdb(server):
         assert replay.OplogReplayer(fresh, mode="applyops").replay(entries)["applied"] == 5
         return
-    with pytest.raises(replay.ReplayError) as info:
+    with pytest.raises(errors.ReplayError) as info:
         replay.OplogReplayer(fresh, mode="applyops").replay(entries)
     assert "ts=1511064038:28" in info.value.message and "replay with mode crud or auto" in info.value.message
     assert "no entry was applied" in info.value.message
@@ -401,7 +402,7 @@ def test_a_command_the_target_lacks_stops_with_the_entry_named(server, fresh):
         replay.OplogReplayer(fresh, mode="crud").replay(entries)
         assert coll(fresh, PREFIX + "cap.c").options().get("capped") is True
         return
-    with pytest.raises(replay.ReplayError) as info:
+    with pytest.raises(errors.ReplayError) as info:
         replay.OplogReplayer(fresh, mode="crud").replay(entries)
     assert info.value.message.startswith("replay stopped at oplog entry op=c ns=%scap.$cmd ts=50:2: server error 59" % PREFIX)
     assert "entries up to 50:1 were applied" in info.value.message

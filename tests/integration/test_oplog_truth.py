@@ -15,6 +15,7 @@ import pytest
 
 from conftest import run_playbook, run_project_playbook
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
@@ -197,7 +198,7 @@ def test_catalog_refuses_a_slice_that_overlaps_recorded_ones(replica):
     with open(os.path.join(root, record["file"]), "rb") as source, open(copy, "wb") as target:
         target.write(source.read())
     with catalog_utils.Catalog.locked(root) as catalog:
-        with pytest.raises(catalog_utils.CatalogError) as refused:
+        with pytest.raises(errors.CatalogError) as refused:
             catalog.add_slice(facts["replica_set"], "%d:%d" % (middle.time, middle.inc), record["last_ts"], copy,
                               entries=10)
     message = refused.value.message
@@ -344,7 +345,7 @@ def test_a_failed_run_leaves_no_slice_file(replica, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(bsonio.HashingFile, "write", refuse)
-    with pytest.raises(archiver.ArchiveFailed, match="No space left on device; the unfinished slice was removed"):
+    with pytest.raises(errors.ArchiveFailed, match="No space left on device; the unfinished slice was removed"):
         archiver.archive_oplog(client, archiver.ArchiveOptions(root, compression="none"), facts)
     slice_dir = os.path.join(root, "oplog", facts["replica_set"])
     assert os.listdir(slice_dir) == []

@@ -18,7 +18,7 @@ from bson import Timestamp
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog, CatalogError, OplogGapError
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog, CatalogError, OplogGap
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption
 
 BASE = 1700000000
@@ -170,7 +170,7 @@ def test_gap_with_an_empty_oplog(tmp_path):
         with pytest.raises(InvalidOption):
             cat.record_gap("rs0", None, ts(1))
         assert cat.windows()[0]["end_ts"] == ts(150)
-        with pytest.raises(OplogGapError, match="up to the oldest entry then available were lost"):
+        with pytest.raises(OplogGap, match="up to the oldest entry then available were lost"):
             cat.restore_plan(ts(180))
 
 
@@ -247,7 +247,7 @@ def test_plan_with_iso_target_and_target_right_after_backup(tmp_path):
 def test_plan_target_at_chain_end_inclusive(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100)], slices=[(100, 200)])
     assert len(cat.restore_plan("%d:2" % (BASE + 200))["slices"]) == 1  # everything through 200:1
-    with pytest.raises(OplogGapError, match="does not reach the target"):
+    with pytest.raises(OplogGap, match="does not reach the target"):
         cat.restore_plan("%d:3" % (BASE + 200))  # would need 200:2, which nobody archived
 
 
@@ -265,7 +265,7 @@ def test_plan_refuses_empty_catalog(tmp_path):
 
 def test_plan_names_the_gap(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100)], slices=[(100, 200), (200, 400)], gaps=[(200, 260)])
-    with pytest.raises(OplogGapError) as raised:
+    with pytest.raises(OplogGap) as raised:
         cat.restore_plan(ts(300))
     message = raised.value.message
     assert "oplog gap on replica set rs0: the entries after %s" % ts(200) in message
@@ -278,7 +278,7 @@ def test_plan_names_the_gap(tmp_path):
 
 def test_plan_names_missing_coverage(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100)], slices=[(100, 200), (300, 400)])
-    with pytest.raises(OplogGapError, match="run without a break only up to %s" % ts(200)):
+    with pytest.raises(OplogGap, match="run without a break only up to %s" % ts(200)):
         cat.restore_plan(ts(350))
 
 

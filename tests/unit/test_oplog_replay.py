@@ -14,6 +14,7 @@ from bson.codec_options import CodecOptions
 from bson.json_util import JSONOptions
 from pymongo import errors as pymongo_errors
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption, FormatError
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import diff as diff_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay
@@ -448,7 +449,7 @@ def test_a_bad_update_stops_after_writing_what_came_before():
            entry("i", "shop.orders", {"_id": 2}, Timestamp(1700000123, 3)),
            entry("u", "shop.orders", {"$v": 2, "diff": {"p": 1}}, Timestamp(1700000123, 4), o2={"_id": 1}),
            entry("i", "shop.orders", {"_id": 3}, Timestamp(1700000123, 5))]
-    with pytest.raises(replay.ReplayError) as info:
+    with pytest.raises(errors.ReplayError) as info:
         replayer(target, mode="crud").replay(ops)
     assert info.value.message.startswith(
         "replay stopped at oplog entry op=u ns=shop.orders ts=1700000123:4: the update cannot be applied (")
@@ -478,7 +479,7 @@ def test_unknown_command_is_fatal_and_named():
     target = MemoryTarget()
     ops = [entry("i", "db.c", {"_id": 1}, Timestamp(10, 1)),
            entry("c", "db.$cmd", {"frobnicate": "c"}, Timestamp(10, 2))]
-    with pytest.raises(replay.ReplayError) as info:
+    with pytest.raises(errors.ReplayError) as info:
         replayer(target, mode="crud").replay(ops)
     assert info.value.message == (
         "replay stopped at oplog entry op=c ns=db.$cmd ts=10:2: unknown oplog command name 'frobnicate' "
@@ -489,7 +490,7 @@ def test_unknown_command_is_fatal_and_named():
 
 
 def test_fcv_timeseries_conversion_is_fatal():
-    with pytest.raises(replay.ReplayError, match="upgradeDowngradeViewlessTimeseries.*no entry was applied"):
+    with pytest.raises(errors.ReplayError, match="upgradeDowngradeViewlessTimeseries.*no entry was applied"):
         replayer(MemoryTarget(), mode="crud").replay(
             [entry("c", "db.$cmd", {"upgradeDowngradeViewlessTimeseries": "ts"})])
 
@@ -560,10 +561,10 @@ def test_auto_mode_keeps_applyops_when_it_works_and_reports_real_errors():
     result = replayer(target, mode="auto").replay([entry("i", "db.c", {"_id": 1}), entry("i", "db.c", {"_id": 2})])
     assert result["mode_used"] == "applyops" and len(target.sent) == 2 and result["applied"] == 2
     bad = pymongo_errors.OperationFailure("bad value", 2, {"codeName": "BadValue", "errmsg": "bad value"})
-    with pytest.raises(replay.ReplayError, match=r"server error 2 \(BadValue\): bad value; no entry was applied"):
+    with pytest.raises(errors.ReplayError, match=r"server error 2 \(BadValue\): bad value; no entry was applied"):
         replayer(MemoryTarget(applyops_error=bad), mode="auto").replay([entry("i", "db.c", {"_id": 1})])
     refused = pymongo_errors.OperationFailure("no such command", 59, {"codeName": "CommandNotFound"})
-    with pytest.raises(replay.ReplayError, match="replay with mode crud or auto"):
+    with pytest.raises(errors.ReplayError, match="replay with mode crud or auto"):
         replayer(MemoryTarget(applyops_error=refused), mode="applyops").replay([entry("i", "db.c", {"_id": 1})])
 
 
@@ -841,7 +842,7 @@ def test_protocol_duplicate_on_a_unique_index_stops_the_replay():
              "errmsg": "E11000 duplicate key error collection: shop.users index: email_1 dup key"}]})
 
     ops = [entry("i", "shop.users", {"_id": 1, "email": "a@b"}, Timestamp(10, 1))]
-    with pytest.raises(replay.ReplayError) as failure:
+    with pytest.raises(errors.ReplayError) as failure:
         _run_against_mock({"applyOps": _refuse_applyops, "insert": insert}, ops, mode="auto")
     message = failure.value.message
     assert "op=i ns=shop.users ts=10:1" in message and "email_1 dup key" in message

@@ -33,7 +33,8 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestam
     format_duration, now_iso, parse_duration, parse_iso_time, ts_key, ts_text, ts_time)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import sha256_file
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
+    CatalogError, InvalidOption, OplogGap)
 
 CATALOG_NAME = "catalog.json"
 LOCK_NAME = "catalog.lock"
@@ -41,15 +42,6 @@ CATALOG_FORMAT = "dbops.mongodb_backup/catalog"
 CATALOG_VERSION = 1
 LOCK_TIMEOUT = 120.0
 LOCK_POLL = 0.05
-
-
-
-class CatalogError(BackupError):
-    """The catalog cannot be read or updated, or it cannot serve the requested restore."""
-
-
-class OplogGapError(CatalogError):
-    """The chain of archived oplog from a full backup to the target is broken."""
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -448,7 +440,7 @@ class Catalog:
         needed = (target[0], target[1] - 1) if target[1] > 0 else (target[0] - 1, 0xFFFFFFFF)
         end, used, gap = self._chain(replica_set, start, until=needed)
         if gap is not None and end < needed:
-            raise OplogGapError(
+            raise OplogGap(
                 "oplog gap on %s: the entries after %s (the last archived, %s) up to %s were lost, so the target "
                 "%s (%s) cannot be reached from the full backup %s (oplog end %s); choose a target at or before "
                 "%s, or take a new full backup to start a new chain"
@@ -457,7 +449,7 @@ class Catalog:
                    ts_text(target), ts_time(target), backup["label"], backup["oplog_end"], gap["last_archived_ts"]),
                 gap=gap, last_archived_ts=gap["last_archived_ts"])
         if end < needed:
-            raise OplogGapError(
+            raise OplogGap(
                 "the archived oplog of %s does not reach the target %s (%s): from the full backup %s (oplog end %s) "
                 "the slices run without a break only up to %s (%s); choose a target at or before %s, check the "
                 "oplog capture, or take a new full backup"

@@ -28,9 +28,7 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import server_codes
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
-    BackupError,
-    ConnectionFailure,
-)
+    ConnectionFailure, MemberSelectionError)
 
 STATE_PRIMARY = 1
 STATE_SECONDARY = 2
@@ -42,10 +40,6 @@ Member = namedtuple("Member", [
     "name", "state", "state_str", "healthy", "optime", "hidden", "arbiter",
     "build_indexes", "delay", "lag",
 ])
-
-
-class MemberSelectionError(BackupError):
-    """No replica-set member fits the backup (all lagging, none healthy, unknown ``member``)."""
 
 
 def select_member(client, member=None, max_lag_seconds=None, prefer_hidden=True, allow_primary=True,

@@ -10,9 +10,7 @@ __metaclass__ = type
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-
-class Cancelled(Exception):
-    """A worker stopped because another one failed first; that other failure is the one reported."""
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import Cancelled
 
 
 class FailFastPool:

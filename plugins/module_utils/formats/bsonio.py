@@ -35,7 +35,8 @@ try:
 except ImportError:  # pragma: no cover
     zstandard = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError, InvalidOption
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
+    FormatError, InvalidOption, Truncated)
 
 MAX_BSON_SIZE = 16 * 1024 * 1024
 # mongorestore accepts oplog entries a little over the document limit (RestoreOplog).
@@ -85,16 +86,6 @@ def stream_label(fileobj, source_name):
     if isinstance(fileobj, gzip.GzipFile):
         return "%s (gzip; offsets are in uncompressed bytes)" % source_name
     return source_name
-
-
-class Truncated(Exception):
-    """Internal: the stream ended before ``need`` bytes were available at ``offset``."""
-
-    def __init__(self, offset, need, have):
-        super(Truncated, self).__init__("need %d bytes at byte %d, only %d left" % (need, offset, have))
-        self.offset = offset
-        self.need = need
-        self.have = have
 
 
 class BsonStream:

@@ -34,7 +34,8 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import backup_target
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import check_tls_files, parse_uri, redact
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import DumpFailed, InvalidOption
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
+    DumpFailed, InvalidOption, Terminated)
 
 try:
     from bson import json_util
@@ -333,10 +334,6 @@ def stop_process_group(process):
             continue
 
 
-class _Terminated(DumpFailed):
-    """The module was asked to stop while mongodump ran."""
-
-
 class _sigterm_raises:
     """While the child runs, SIGTERM raises (so finally blocks clean up) instead of killing us."""
 
@@ -348,7 +345,7 @@ class _sigterm_raises:
 
     @staticmethod
     def _raise(signum, _frame):
-        raise _Terminated("the module was stopped (signal %d) while mongodump ran; mongodump was stopped "
+        raise Terminated("the module was stopped (signal %d) while mongodump ran; mongodump was stopped "
                           "and the incomplete backup removed" % signum)
 
     def __exit__(self, *exc_info):

@@ -45,22 +45,11 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestam
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.workers import FailFastPool
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
-    BackupError,
-    FormatError,
-    InvalidOption,
-)
+    BackupError, FormatError, InvalidOption, RestoreFailed, VerificationFailed)
 
 # Users, roles and the auth schema version: restored through _mergeAuthzCollections, never inserted.
 AUTH_COLLECTIONS = {"system.users": "users", "system.roles": "roles", "system.version": "version"}
 TEMP_USERS, TEMP_ROLES = "tempusers", "temproles"
-
-
-class RestoreFailed(BackupError):
-    """The restore stopped; the details say what was and was not applied."""
-
-
-class VerificationFailed(BackupError):
-    """The source does not match its manifest, or is structurally broken: nothing was written."""
 
 
 # --------------------------------------------------------------------------- options

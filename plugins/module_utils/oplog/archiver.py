@@ -29,20 +29,13 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import locking
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import driver_error_cause
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
+    ArchiveFailed, InvalidOption, OplogGap)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import ts_text, parse_oplog_limit
 
 SLICE_DIR = "oplog"
 EXTENSIONS = {"gzip": ".bson.gz", "zstd": ".bson.zst", "none": ".bson"}
 LOCK_TIMEOUT = 60
-
-
-class OplogGap(BackupError):
-    """Entries between the last archived one and the oldest still in the oplog are gone."""
-
-
-class ArchiveFailed(BackupError):
-    """The archiving run failed; complete slices written before the failure stay recorded."""
 
 
 class ArchiveOptions:

@@ -40,6 +40,7 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     DeleteOne = InsertOne = ReplaceOne = pymongo_errors = None
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import server_codes
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import (
     ArchiveReader, OPLOG_COLLECTION, OPLOG_DB, open_archive_for_read)
@@ -48,7 +49,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsoni
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     KEPT_CONFIG_COLLECTIONS, split_namespace as _split_namespace)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
-    BackupError, FormatError, InvalidOption)
+    FormatError, InvalidOption, ReplayError)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import driver_error_cause, is_timeout
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import diff
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import (
@@ -84,10 +85,6 @@ RETRY_HINT = "fix the cause and replay again from the same oplog (replay is idem
 # Skip reasons that leave a write of the source undone (the others are entries with nothing to
 # do): reported as ``not_applied``, and a restore with any fails unless the user accepts them.
 NOT_APPLIED_REASONS = ("system_collection",)
-
-
-class ReplayError(BackupError):
-    """The replay stopped; ``details`` hold the entry, ``last_applied`` and the counts so far."""
 
 
 class _Deleted:
@@ -264,8 +261,6 @@ class Write(namedtuple("Write", "id_value state inserted")):
     inserted the document (so it most likely does not exist on the target yet)."""
 
     __slots__ = ()
-
-
 
 
 def _selector(id_value):
@@ -464,7 +459,7 @@ class CrudWindow:
                     base = {"_id": item.id_value}  # b: true is an upsert
                 try:
                     state = diff.apply_update(base, update)
-                except diff.DiffError as exc:
+                except errors.DiffError as exc:
                     return states, steps, missing, (index, exc)
             states[item.key] = (item, state)
             steps.append((index, state))
