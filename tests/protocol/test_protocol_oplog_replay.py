@@ -126,7 +126,7 @@ def test_protocol_applyops_sends_one_reduced_entry_per_command(mock):
     wire = entry("i", "shop.orders", {"_id": 1, "total": 5}, Timestamp(1700000123, 4), ui=UUID, h=Int64(9),
                  wall=None, stmtId=0)
     result, received = mock.run({}, [wire, entry("n", "", {"msg": "noop"})], mode="applyops",
-                                         bypass_document_validation=True)
+                                bypass_document_validation=True)
     commands = [doc for name, doc in received if name == "applyOps"]
     assert len(commands) == 1 and result["applied"] == 1 and result["mode_used"] == "applyops"
     sent = commands[0]
@@ -194,8 +194,8 @@ def test_protocol_transaction_fixtures_in_applyops_mode(mock, fixture):
 
 
 def test_protocol_create_loses_record_ids_replicated_in_applyops_mode(mock):
-    _result, received = mock.run({}, [entry("c", "db.$cmd", {"create": "c", "recordIdsReplicated": True,
-                                                                      "idIndex": {"key": {"_id": 1}}})], mode="applyops")
+    create = entry("c", "db.$cmd", {"create": "c", "recordIdsReplicated": True, "idIndex": {"key": {"_id": 1}}})
+    _result, received = mock.run({}, [create], mode="applyops")
     assert [list(e["o"]) for e in _applyops_entries(received)] == [["create", "idIndex"]]
 
 
@@ -258,7 +258,7 @@ def test_protocol_auto_mode_falls_back_to_crud_when_applyops_is_refused(mock, co
         request.command_err(code=code, errmsg=errmsg, codeName=name)
 
     result, received = mock.run({"applyOps": refuse},
-                                         [entry("i", "db.c", {"_id": 1}), entry("i", "db.c", {"_id": 2})], mode="auto")
+                                [entry("i", "db.c", {"_id": 1}), entry("i", "db.c", {"_id": 2})], mode="auto")
     assert [n for n, _doc in received] == ["applyOps", "insert"]
     assert [dict(d) for d in received[1][1]["documents"]] == [{"_id": 1}, {"_id": 2}]
     assert result["mode_used"] == "crud" and result["applied"] == 2
@@ -322,7 +322,7 @@ def test_protocol_insert_of_an_existing_id_becomes_a_replacement(mock):
 
     ops = [entry("i", "shop.orders", {"_id": n, "total": n}, Timestamp(10, n)) for n in (1, 2)]
     result, received = mock.run({"applyOps": _refuse_applyops, "insert": insert, "update": update},
-                                         ops, mode="auto")
+                                ops, mode="auto")
     names = [name for name, _doc in received]
     assert names == ["applyOps", "insert", "update"] and result["applied"] == 2
     update_doc = [doc for name, doc in received if name == "update"][0]

@@ -38,8 +38,6 @@ def entry(op, ns, o, ts=None, **extra):
     ("2024-05-01 12:00:00.999Z", (1714564800, 0)), ("2024-05-01T12:00Z", (1714564800, 0)),
     ("1970-01-01T00:00:00Z", (0, 0)),
 ])
-
-
 def test_parse_oplog_limit_accepts(text, expected):
     limit = parse_oplog_limit(text)
     assert isinstance(limit, Timestamp) and (limit.time, limit.inc) == expected
@@ -50,8 +48,6 @@ def test_parse_oplog_limit_accepts(text, expected):
     "2024-13-01T00:00:00Z", "2024-05-01", "12:00:00", "2024-05-01T25:00:00Z", "1960-01-01T00:00:00Z",
     "2024-05-01T12:00:00+2", None, 123,
 ])
-
-
 def test_parse_oplog_limit_rejects_with_both_forms_in_the_message(text):
     with pytest.raises(InvalidOption) as info:
         parse_oplog_limit(text)
@@ -61,8 +57,6 @@ def test_parse_oplog_limit_rejects_with_both_forms_in_the_message(text):
 @pytest.mark.parametrize("ts, passes", [
     ((4, 9), True), ((4, 0), True), ((0, 1), True), ((5, 0), False), ((5, 1), False), ((1000, 0), False),
 ])
-
-
 def test_limit_is_exclusive(ts, passes):
     """TestValidOplogLimitChecking: limit 5:0."""
     assert before_limit(Timestamp(*ts), Timestamp(5, 0)) is passes
@@ -97,8 +91,6 @@ def test_nested_entries_without_ts_count_as_zero():
     (entry("c", "db.$cmd", {"createIndexes": "c"}), None),
     (entry("c", "admin.$cmd", {"applyOps": []}), None),
 ])
-
-
 def test_skip_rules(doc, reason):
     assert replay.skip_reason(doc) == reason
 
@@ -113,8 +105,6 @@ def test_skip_rules(doc, reason):
     (entry("c", "db.$cmd", {"createIndexes": "k"}, lsid={"id": UUID}, txnNumber=Int64(1)), False),
     (entry("i", "db.c", {"_id": 1}, lsid={"id": UUID}, txnNumber=Int64(1)), False),
 ])
-
-
 def test_transaction_detection(doc, is_txn):
     assert replay.is_transaction_entry(doc) is is_txn
 
