@@ -160,7 +160,7 @@ def _is_ferretdb_full_image(entry):
     if set(update) != {"$v", "$set"} or update.get("$v") != 1 or not isinstance(update["$set"], dict):
         return False
     target = entry.get("o2")
-    return isinstance(target, dict) and "_id" in update["$set"] and _key(update["$set"]["_id"]) == _key(target.get("_id"))
+    return isinstance(target, dict) and "_id" in update["$set"] and hashable_key(update["$set"]["_id"]) == hashable_key(target.get("_id"))
 
 
 def rewrite_entry(entry, preserve_uuid=False):
@@ -173,12 +173,12 @@ def rewrite_entry(entry, preserve_uuid=False):
     return result
 
 
-def _key(value):
+def hashable_key(value):
     """A hashable identity for an _id, equal exactly when the BSON values are equal."""
     return bson.encode({"_id": value})
 
 
-def _document_id(entry):
+def document_id(entry):
     """(found, _id) of the document a CRUD entry changes."""
     if entry.get("op") == "u":
         holder = entry.get("o2") if isinstance(entry.get("o2"), dict) else entry.get("o")
@@ -189,7 +189,7 @@ def _document_id(entry):
     return False, None
 
 
-def _server_cause(exc):
+def server_cause(exc):
     """A short cause for a driver error: code, name and the server's message."""
     if is_timeout(exc):
         return driver_error_cause(exc)
@@ -205,7 +205,7 @@ def _server_cause(exc):
     return "%s: %s" % (type(exc).__name__, exc)
 
 
-def _rerun_outcome(entry, exc):
+def rerun_outcome(entry, exc):
     """What an error means when an earlier replay of the same oplog got here first: "applied"
     (nothing left to do), a skip reason, or None for a real failure."""
     code = getattr(exc, "code", None)
@@ -396,7 +396,7 @@ class _Item:
         self.top = top
         self.entry = entry
         self.namespace = entry["ns"]
-        self.key = (entry["ns"], _key(id_value))
+        self.key = (entry["ns"], hashable_key(id_value))
         self.id_value = id_value
 
 
@@ -621,7 +621,7 @@ class OplogReplayer:
 
     def _handle_transaction(self, entry, top):
         command = entry["o"]
-        key = (_key(entry["lsid"]), int(entry["txnNumber"]))
+        key = (hashable_key(entry["lsid"]), int(entry["txnNumber"]))
         if "abortTransaction" in command:
             self._transactions.pop(key, None)
             self._counts["aborted"] += 1
@@ -715,7 +715,7 @@ class OplogReplayer:
                 if spec.get("name") != "_id_" and _index_matches(spec, which):
                     self._target.drop_index(namespace, spec["name"])
         except pymongo_errors.PyMongoError as exc:
-            self._fail(top, entry, _server_cause(exc))
+            self._fail(top, entry, server_cause(exc))
         self._count("index")
 
     def _collmod(self, entry):
@@ -765,7 +765,7 @@ class OplogReplayer:
         elif entry.get("ns") in CRUD_UNWRITABLE or _split_namespace(entry.get("ns"))[1] == "system.views":
             self._skip("system_collection")  # reported in the result's warnings
         else:
-            found, id_value = _document_id(entry)
+            found, id_value = document_id(entry)
             if not isinstance(entry.get("o"), dict):
                 self._fail(top, entry, "the entry has no o document")
             if not found:
@@ -785,9 +785,9 @@ class OplogReplayer:
             if probing and applyops_unavailable(exc):
                 self._switch_to_crud(exc)
                 return False
-            outcome = _rerun_outcome(entry, exc)
+            outcome = rerun_outcome(entry, exc)
             if outcome is None:
-                cause = _server_cause(exc)
+                cause = server_cause(exc)
                 if applyops_unavailable(exc):
                     cause += " (the target does not allow applyOps: replay with mode crud or auto)"
                 self._fail(top, entry, cause)
@@ -804,7 +804,7 @@ class OplogReplayer:
     def _switch_to_crud(self, exc):
         self._mode_used = "crud"
         self.warnings.append("the target refused applyOps (%s); the oplog was replayed with "
-                             "ordinary writes (mode crud)" % _server_cause(exc))
+                             "ordinary writes (mode crud)" % server_cause(exc))
         if self.preserve_uuid:
             self.warnings.append("preserve_uuid has no effect in crud mode: ordinary writes "
                                  "cannot set collection UUIDs")
@@ -828,7 +828,7 @@ class OplogReplayer:
             else:  # collMod, convertToCapped, emptycapped: the command as logged
                 self._target.run_command(database, command)
         except pymongo_errors.PyMongoError as exc:
-            self._fail(top, entry, _server_cause(exc))
+            self._fail(top, entry, server_cause(exc))
         self._count("c")
 
     def _flush(self):
@@ -841,7 +841,7 @@ class OplogReplayer:
         try:
             fetched = self._prefetch(window)
         except pymongo_errors.PyMongoError as exc:
-            self._fail(first.top, first.entry, _server_cause(exc))
+            self._fail(first.top, first.entry, server_cause(exc))
         states, steps, missing, failure = window.resolve(fetched)
         if failure is not None:
             self._write_steps(window, steps)  # what came before the bad op, in order
@@ -856,7 +856,7 @@ class OplogReplayer:
             # writing each op's own result in oplog order reproduces that order exactly.
             self._write_steps(window, steps)
         except pymongo_errors.PyMongoError as exc:
-            self._fail(first.top, first.entry, _server_cause(exc))
+            self._fail(first.top, first.entry, server_cause(exc))
         if missing:
             self._skip("update_missing_document", len(missing))
         for index, _state in steps:
@@ -870,7 +870,7 @@ class OplogReplayer:
         for namespace, ids in window.ids_to_fetch().items():
             for start in range(0, len(ids), self.batch_size):
                 for document in self._target.fetch(namespace, ids[start:start + self.batch_size]):
-                    fetched[(namespace, _key(document["_id"]))] = document
+                    fetched[(namespace, hashable_key(document["_id"]))] = document
         return fetched
 
     def _write_final(self, window, states):
@@ -901,7 +901,7 @@ class OplogReplayer:
                     errors = exc.details.get("writeErrors") or [{}]
                     failed = run[min(errors[0].get("index", 0), len(run) - 1)][0]
                 item = window.items[failed]
-                self._fail(item.top, item.entry, _server_cause(exc), self._last_top_before(window, failed))
+                self._fail(item.top, item.entry, server_cause(exc), self._last_top_before(window, failed))
             position = end
 
     def _last_top_before(self, window, index):
@@ -1016,7 +1016,7 @@ def build_indexes(client, index_catalog, target=None):
             present = set(_normalized_key(spec.get("key")) for spec in target.list_indexes(namespace))
         except pymongo_errors.PyMongoError as exc:
             raise ReplayError("cannot list the indexes of %s: %s; check the connection and rerun the "
-                              "index build" % (namespace, _server_cause(exc)), namespace=namespace, **counts)
+                              "index build" % (namespace, server_cause(exc)), namespace=namespace, **counts)
         for name, spec in specs.items():
             key = _normalized_key(spec.get("key"))
             if key in present or key == (("_id", 1.0),):
@@ -1027,7 +1027,7 @@ def build_indexes(client, index_catalog, target=None):
             except pymongo_errors.PyMongoError as exc:
                 raise ReplayError("building index %s on %s failed: %s; the documents are restored, fix "
                                   "the cause (for example duplicate keys for a unique index) and build the "
-                                  "index again" % (name, namespace, _server_cause(exc)),
+                                  "index again" % (name, namespace, server_cause(exc)),
                                   namespace=namespace, index=name, **counts)
             present.add(key)
             counts["created"] += 1
