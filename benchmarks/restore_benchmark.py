@@ -391,8 +391,9 @@ def engine_modules():
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_module
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import index_catalog, readers
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as replay_module
-    return bsonio, layout, restore_module, replay_module
+    return bsonio, layout, restore_module, replay_module, readers, index_catalog
 
 
 def child_raw_insert(client, args):
@@ -439,10 +440,10 @@ def time_calls(module, name, totals):
 
 def child_native(client, args):
     """The engine's restore of the dump into the target database, as the module runs it."""
-    restore_module, replay_module = engine_modules()[2:]
+    restore_module, index_catalog = engine_modules()[2], engine_modules()[5]
     phases = {}
     time_calls(restore_module, "verify_source", phases)  # manifest sha256 check before writing
-    time_calls(replay_module, "build_indexes", phases)  # after the data, from the metadata
+    time_calls(index_catalog, "build_indexes", phases)  # after the data, from the metadata
     options = restore_module.RestoreOptions(
         source=args.source, ns_from=["%s.$coll$" % args.db], ns_to=["%s.$coll$" % args.target_db],
         num_parallel_collections=args.parallel)  # the engine's defaults otherwise, as the module's
@@ -546,7 +547,7 @@ def until(entries, deadline, state):
 
 def child_replay(client, args, variant):
     """OplogReplayer in crud mode over the oplog file, into the (fresh) target database."""
-    replay_module = engine_modules()[3]
+    replay_module, readers = engine_modules()[3:5]
     null_target = variant == "replay-engine"
     target = NullTarget() if null_target else None
     batch = ENGINE_REPLAY_BATCH if null_target else args.replay_batch_size
@@ -554,7 +555,7 @@ def child_replay(client, args, variant):
     replayer = replay_module.OplogReplayer(client, mode="crud", batch_size=batch, target=target,
                                            progress=None if null_target else ReplayProgress(started))
     state = {"stopped_by_time_cap": False}
-    entries = replay_module.iter_oplog_file(args.oplog_file)
+    entries = readers.iter_oplog_file(args.oplog_file)
     if args.oplog_max_seconds and not null_target:
         entries = until(entries, started + args.oplog_max_seconds, state)
     result = replayer.replay(entries)

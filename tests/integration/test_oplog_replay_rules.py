@@ -20,6 +20,9 @@ from pymongo import monitoring
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import index_catalog
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import readers
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import rules
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +141,7 @@ def applyops_or_skip(bed):
     try:
         bed.client.admin.command({"applyOps": []})
     except pymongo_errors.OperationFailure as exc:
-        if replay.applyops_unavailable(exc):
+        if rules.applyops_unavailable(exc):
             pytest.skip("the test server (%s) has no applyOps (%s); applyops mode is covered by "
                         "tests/protocol/test_protocol_oplog_replay.py" % (bed.server.kind, exc.details.get("errmsg")))
         raise
@@ -176,7 +179,7 @@ def remap(doc, mapping):
 
 
 def fixture_oplog(mapping, *parts):
-    return [remap(doc, mapping) for doc in replay.iter_oplog_file(os.path.join(RESTORE_DATA, *parts))]
+    return [remap(doc, mapping) for doc in readers.iter_oplog_file(os.path.join(RESTORE_DATA, *parts))]
 
 
 def load_ext_json(*parts):
@@ -297,7 +300,7 @@ def test_retryable_writes_are_applied_directly(bed):
     namespace = bed.ns("buckets_foo_ts")
     with open(os.path.join(base, "timeseries_test", "system.buckets.foo_ts.bson"), "rb") as handle:
         bed.coll(namespace).insert_many(bson.decode_all(handle.read(), AS_DICT))
-    entries = [dict(e, ns=namespace) for e in replay.iter_oplog_file(os.path.join(base, "oplog.bson"))]
+    entries = [dict(e, ns=namespace) for e in readers.iter_oplog_file(os.path.join(base, "oplog.bson"))]
     assert len(entries) == 872 and all("lsid" in e and "txnNumber" in e for e in entries)
     del bed.log.commands[:]
     result = bed.replay(entries, mode="crud", batch_size=50)
@@ -605,7 +608,7 @@ def test_legacy_system_indexes_inserts_feed_the_catalog(bed):
     result = bed.replay([entry("i", bed.ns("system.indexes"), spec)], mode="crud")
     assert result["index_catalog"] == {bed.ns("c"): {"a_1": {"v": 1, "key": {"a": 1}, "name": "a_1", "unique": True}}}
     assert not bed.sent("insert") and bed.name not in bed.client.list_database_names()
-    assert replay.build_indexes(bed.client, result["index_catalog"]) == {"created": 1, "existing": 0}
+    assert index_catalog.build_indexes(bed.client, result["index_catalog"]) == {"created": 1, "existing": 0}
     built = dict((s["name"], s) for s in bed.coll(bed.ns("c")).list_indexes())
     assert built["a_1"].get("unique") is True
 
@@ -685,6 +688,6 @@ def test_build_indexes_skips_existing_keys(bed):
                              "a_1": {"v": 2, "key": {"a": 1.0}, "name": "a_1"},
                              "b_1": {"v": 2, "key": {"b": 1.0}, "name": "b_1", "unique": True}},
                bed.ns("d"): {"x_1": {"v": 2, "key": {"x": 1}, "name": "x_1"}}}
-    assert replay.build_indexes(bed.client, catalog) == {"created": 2, "existing": 2}
+    assert index_catalog.build_indexes(bed.client, catalog) == {"created": 2, "existing": 2}
     assert bed.index_names(bed.ns("c")) == ["_id_", "a_1", "b_1"] and bed.index_names(bed.ns("d")) == ["_id_", "x_1"]
-    assert replay.build_indexes(bed.client, catalog) == {"created": 0, "existing": 4}
+    assert index_catalog.build_indexes(bed.client, catalog) == {"created": 0, "existing": 4}

@@ -16,6 +16,7 @@ from bson.json_util import JSONOptions
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import readers
 
 pytestmark = pytest.mark.protocol
 
@@ -406,7 +407,7 @@ def test_protocol_crud_commands_as_sent(mock):
 
 
 def test_protocol_collmod_of_an_index_the_catalog_does_not_know_goes_to_the_server(mock):
-    entries = list(replay.iter_oplog_file(os.path.join(RESTORE_DATA, "oplogs", "bson", "collMod.bson")))
+    entries = list(readers.iter_oplog_file(os.path.join(RESTORE_DATA, "oplogs", "bson", "collMod.bson")))
     result, received = mock.run({}, entries, mode="crud")
     assert [(doc["$db"], plain(doc)) for _name, doc in received] == [
         ("test", {"collMod": "foo", "index": {"name": "f_1", "expireAfterSeconds": 3600}})]

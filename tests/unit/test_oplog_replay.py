@@ -13,6 +13,8 @@ from bson import Int64, Timestamp
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption, FormatError
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import readers
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import rules
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import (
     before_limit, ts_text, parse_oplog_limit)
 
@@ -93,7 +95,7 @@ def test_nested_entries_without_ts_count_as_zero():
     (entry("c", "admin.$cmd", {"applyOps": []}), None),
 ])
 def test_skip_rules(doc, reason):
-    assert replay.skip_reason(doc) == reason
+    assert rules.skip_reason(doc) == reason
 
 
 @pytest.mark.parametrize("doc, is_txn", [
@@ -107,7 +109,7 @@ def test_skip_rules(doc, reason):
     (entry("i", "db.c", {"_id": 1}, lsid={"id": UUID}, txnNumber=Int64(1)), False),
 ])
 def test_transaction_detection(doc, is_txn):
-    assert replay.is_transaction_entry(doc) is is_txn
+    assert rules.is_transaction_entry(doc) is is_txn
 
 
 # --------------------------------------------------------------------------- commands
@@ -126,18 +128,18 @@ def test_iter_oplog_file_sniffs_gzip_and_accepts_entries_over_16_mib(tmp_path):
     packed = tmp_path / "oplog.bson"  # mongodump --gzip keeps the name
     with open(plain, "rb") as source, gzip.open(str(packed), "wb") as sink:
         sink.write(source.read())
-    assert list(replay.iter_oplog_file(str(packed))) == list(replay.iter_oplog_file(plain))
+    assert list(readers.iter_oplog_file(str(packed))) == list(readers.iter_oplog_file(plain))
     big = entry("i", "db.c", {"_id": 1, "blob": "x" * (16 * 1024 * 1024 + 1024)})
     path = tmp_path / "big.bson"
     path.write_bytes(bson.encode(big))
-    assert len(list(replay.iter_oplog_file(str(path)))[0]["o"]["blob"]) == 16 * 1024 * 1024 + 1024
+    assert len(list(readers.iter_oplog_file(str(path)))[0]["o"]["blob"]) == 16 * 1024 * 1024 + 1024
     path.write_bytes(bson.encode(big)[:-10])
     with pytest.raises(FormatError):
-        list(replay.iter_oplog_file(str(path)))
+        list(readers.iter_oplog_file(str(path)))
 
 
 def test_iter_archive_oplog_reads_only_the_oplog_namespace():
-    entries = list(replay.iter_archive_oplog(os.path.join(RESTORE_DATA, "dump-w-oplog.archive")))
+    entries = list(readers.iter_archive_oplog(os.path.join(RESTORE_DATA, "dump-w-oplog.archive")))
     assert len(entries) == 18
     assert sorted(set(e["ns"] for e in entries)) == ["config.system.sessions", "test.foo"]
     assert list(entries[0])[:5] == ["ts", "t", "h", "v", "op"]  # field order as stored

@@ -20,8 +20,10 @@ import zlib
 
 try:
     import bson
+    from bson.codec_options import CodecOptions
+    AS_DICT = CodecOptions(document_class=dict)  # decoded documents keep their field order
 except ImportError:  # pragma: no cover - reported by the module wrapper
-    bson = None
+    bson = AS_DICT = None
 
 try:
     from fastcrc import crc64 as _fastcrc64

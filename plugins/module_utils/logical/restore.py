@@ -41,6 +41,8 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespac
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.manifest import TOOL_NAME
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import index_catalog
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import readers
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import parse_oplog_limit
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.workers import FailFastPool
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
@@ -716,17 +718,17 @@ def source_oplog(source, options):
     """The decoded entries to replay: oplog_file or the backup's own oplog, then oplog_slices in order
     (archived slices overlap by one entry; the replay skips an entry it has already read)."""
     if options.oplog_file:
-        first = oplog_replay.iter_oplog_file(options.oplog_file)
+        first = readers.iter_oplog_file(options.oplog_file)
     elif source.kind == "directory" and source.oplog_path():
-        first = oplog_replay.iter_oplog_file(source.oplog_path())
+        first = readers.iter_oplog_file(source.oplog_path())
     elif source.kind == "archive" and source.has_oplog():
-        first = oplog_replay.iter_archive_oplog(source.root)
+        first = readers.iter_archive_oplog(source.root)
     else:
         raise InvalidOption("oplog_replay: true, but %s holds no oplog; take the dump with oplog: true, or "
                             "give oplog_file" % source.root)
     yield from first
     for path in options.oplog_slices:
-        yield from oplog_replay.iter_oplog_file(path)
+        yield from readers.iter_oplog_file(path)
 
 
 def restore(client, options, check_mode=False, progress=None):
@@ -772,7 +774,7 @@ def restore(client, options, check_mode=False, progress=None):
             oplog_result = replayer.replay(entries)
             catalog = oplog_result.pop("index_catalog")
         if not options.no_index_restore:
-            oplog_replay.build_indexes(client, catalog)
+            index_catalog.build_indexes(client, catalog)
             for state in states:
                 state.indexes = len(catalog.get(state.planned.target, {}))
         for state in states:
