@@ -42,7 +42,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
 MAX_STEM_BYTES = 238  # leaves room for ".metadata.json.gz" within a 255-byte file name
 TRUNCATED_PREFIX_BYTES = 208
 HASH_MARKER = "%24"
-# Viewless timeseries (data read raw under the collection's own name) start with 8.3.
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 PRELUDE_NAMES = ("prelude.json", "prelude.json.gz")
 # Deleting a file of a backup with a manifest only trades this error for "listed file is missing".
