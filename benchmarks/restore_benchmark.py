@@ -389,18 +389,18 @@ def verify_replayed(client, database, workload):
 def engine_modules():
     collection_link.expose()
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_scan
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_module
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import index_catalog, readers
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as replay_module
-    return bsonio, layout, restore_module, replay_module, readers, index_catalog
+    return bsonio, dump_scan, restore_module, replay_module, readers, index_catalog
 
 
 def child_raw_insert(client, args):
     """The baseline: every .bson file of the dump inserted raw, collections in parallel."""
     from concurrent.futures import ThreadPoolExecutor
     from bson.raw_bson import RawBSONDocument
-    bsonio, layout = engine_modules()[:2]
+    bsonio, dump_scan = engine_modules()[:2]
     database = client[args.target_db]
 
     def insert(entry):
@@ -416,7 +416,7 @@ def child_raw_insert(client, args):
         return documents, size
 
     started = time.perf_counter()
-    entries = [e for e in layout.scan_dump_directory(args.source).entries
+    entries = [e for e in dump_scan.scan_dump_directory(args.source).entries
                if e.db == args.db and e.bson_path and not e.special and e.type != "view"]
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         totals = list(pool.map(insert, entries))

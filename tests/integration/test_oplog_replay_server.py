@@ -11,7 +11,7 @@ from bson.codec_options import CodecOptions
 from pymongo import errors as pymongo_errors
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_metadata
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import (
     ArchiveReader, OPLOG_COLLECTION, OPLOG_DB, open_archive_for_read)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import MAX_OPLOG_ENTRY_SIZE
@@ -110,7 +110,7 @@ def restore_dump(client, dump_dir, mapping):
             documents = read_bson(os.path.join(path, name))
             if documents:
                 coll(client, namespace).insert_many(documents)
-            metadata = layout.read_metadata_file(os.path.join(path, name[:-5] + ".metadata.json"))
+            metadata = dump_metadata.read_metadata_file(os.path.join(path, name[:-5] + ".metadata.json"))
             catalog[namespace] = dict((spec["name"], spec) for spec in metadata["indexes"])
     return catalog
 

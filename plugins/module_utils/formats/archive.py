@@ -27,7 +27,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsoni
     stream_label, GZIP_ERRORS, MAX_BSON_SIZE, CORRUPT_HINT, INCOMPLETE_HINT)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.dumpdir import (
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.dump_metadata import (
     metadata_from_json)
 
 MAGIC = b"\x6d\xe2\x99\x81"  # uint32 0x8199e26d, little-endian

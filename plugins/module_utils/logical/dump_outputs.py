@@ -12,7 +12,7 @@ import struct
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as archive_format
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_writer
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.manifest import TOOL_VERSION
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump_plan import NamespacePlan
 
@@ -51,7 +51,7 @@ class DirectoryOutput:
 
     def __init__(self, root, options, server_version):
         self.db = options.db
-        self.writer = layout.DirectoryWriter(root, gzip=options.gzip, gzip_level=options.gzip_level,
+        self.writer = dump_writer.DirectoryWriter(root, gzip=options.gzip, gzip_level=options.gzip_level,
                                              server_version=server_version)
 
     @staticmethod

@@ -16,7 +16,7 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     pass
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_metadata
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     KEPT_CONFIG_COLLECTIONS, join_namespace, matches_any)
@@ -71,7 +71,7 @@ class NamespacePlan:
         return self.name
 
     def metadata_json(self):
-        return layout.metadata_to_json(self.options, self.indexes, self.uuid_hex, self.name,
+        return dump_metadata.metadata_to_json(self.options, self.indexes, self.uuid_hex, self.name,
                                        self.type or "")
 
     def describe(self):

@@ -29,7 +29,9 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import driver_error_cause
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dumpdir as layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_metadata
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_names
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_scan
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import namespaces as ns_rules
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
@@ -210,7 +212,7 @@ class DirectorySource:
     @property
     def scan(self):
         if self._scan is None:
-            self._scan = layout.scan_dump_directory(self.root)
+            self._scan = dump_scan.scan_dump_directory(self.root)
         return self._scan
 
     @property
@@ -233,11 +235,11 @@ class DirectorySource:
         this runs before the scan, which parses every metadata file)."""
         versions = []
         for directory in [self.root] + [os.path.join(self.root, name) for name in _listdir(self.root)]:
-            for name in layout.PRELUDE_NAMES:
+            for name in dump_names.PRELUDE_NAMES:
                 path = os.path.join(directory, name)
                 if os.path.isfile(path):
                     try:
-                        versions.append(layout.read_prelude(path).get("ToolVersion"))
+                        versions.append(dump_metadata.read_prelude(path).get("ToolVersion"))
                     except FormatError:
                         pass
         return versions
