@@ -4,6 +4,7 @@ import os
 
 import pytest
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import pitr
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
@@ -63,7 +64,7 @@ def test_slices_capture_new_writes_and_restore_to_the_end(replica, compression):
 
     catalog = catalog_utils.Catalog.load(root)
     assert len(catalog.slices) == len(first["slices"]) + len(second["slices"])
-    window = catalog.windows(facts["replica_set"])[0]
+    window = pitr.windows(catalog, facts["replica_set"])[0]
     assert window["end_ts"] == second["slices"][-1]["last_ts"] and not window["stopped_by_gap"]
     slices = [os.path.join(root, s["file"]) for s in sorted(catalog.slices, key=lambda s: timestamps.ts_key(s["first_ts"]))]
     client.drop_database("arch")

@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dbops.mongodb_backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The backup catalog: which full backups and oplog slices exist under one backup root.
+"""The backup catalog: which full backups and oplog slices exist under one backup root (planning is in
+catalog/pitr, reporting in catalog/report).
 
 ``<root>/catalog.json`` (0600) lists the full backups (from their manifests), the archived oplog
 slices and the oplog gaps that capture detected. It is replaced atomically (``write_json_atomic``)
@@ -10,12 +11,6 @@ that register at the same time never lose an entry. Readers need no lock: they s
 or the new file.
 
 Oplog timestamps are kept as ``"secs:inc"`` strings and compared as ``(secs, inc)``.
-
-Point-in-time semantics, as ``mongorestore --oplogLimit``: a target ``T`` means "every entry
-strictly before ``T`` applied". A full backup whose oplog ends at ``E`` restores the state with
-every entry up to ``E`` included, so it can serve targets after ``E``; slices ``[first, last]``
-(both inclusive, each starting at the previous slice's last entry) carry the chain forward.
-A window ``[E, L]`` says: any state from "through ``E``" to "through ``L``" can be restored.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -30,11 +25,11 @@ import os
 import time
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import (
-    format_duration, now_iso, parse_duration, parse_iso_time, ts_key, ts_text, ts_time)
+    now_iso, ts_key, ts_text)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import sha256_file
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
-    CatalogError, InvalidOption, OplogGap)
+    CatalogError, InvalidOption)
 
 CATALOG_NAME = "catalog.json"
 LOCK_NAME = "catalog.lock"
@@ -251,7 +246,7 @@ class Catalog:
         Consecutive slices legitimately share exactly one entry (each starts at its predecessor's last one);
         anything more means two runs archived the same entries and the chain would count them twice.
         """
-        for existing in self._slices_of(replica_set):
+        for existing in self.slices_of(replica_set):
             other_first, other_last = ts_key(existing["first_ts"]), ts_key(existing["last_ts"])
             if max(first, other_first) < min(last, other_last) or (first, last) == (other_first, other_last):
                 raise CatalogError(
@@ -285,11 +280,11 @@ class Catalog:
         names.update(s["replica_set"] for s in self.slices)
         return sorted(names, key=lambda n: n or "")
 
-    def _slices_of(self, replica_set):
+    def slices_of(self, replica_set):
         return sorted((s for s in self.slices if s["replica_set"] == replica_set),
                       key=lambda s: (ts_key(s["first_ts"]), ts_key(s["last_ts"])))
 
-    def _gaps_of(self, replica_set):
+    def gaps_of(self, replica_set):
         return sorted((g for g in self.gaps if g["replica_set"] == replica_set),
                       key=lambda g: ts_key(g["last_archived_ts"]))
 
@@ -306,36 +301,10 @@ class Catalog:
         if not slice_ends:
             return ts_text(max(backup_ends)) if backup_ends else None
         newest_slice = max(slice_ends)
-        broken = any(ts_key(g["last_archived_ts"]) >= newest_slice for g in self._gaps_of(replica_set))
+        broken = any(ts_key(g["last_archived_ts"]) >= newest_slice for g in self.gaps_of(replica_set))
         if broken and backup_ends and max(backup_ends) > newest_slice:
             return ts_text(max(backup_ends))
         return ts_text(newest_slice)
-
-    def _chain(self, replica_set, start, until=None, damage=None):
-        """Follow the slices from ``start``: (end reached, slices used, the gap that stopped it or None).
-
-        With ``until`` the walk stops as soon as the chain reaches it (the slices after are not needed).
-        With ``damage`` (a dict: file -> problem) a damaged slice ends the chain where it would start.
-        """
-        end, used = start, []
-        for record in self._slices_of(replica_set):
-            if until is not None and end >= until:
-                break
-            first, last = ts_key(record["first_ts"]), ts_key(record["last_ts"])
-            if last <= end:
-                continue
-            if first > end:
-                break
-            if damage and record["file"] in damage:
-                break
-            used.append(record)
-            end = last
-        for gap in self._gaps_of(replica_set):
-            lost_after = ts_key(gap["last_archived_ts"])
-            if start <= lost_after <= end:  # a gap right at the end is what stopped the chain
-                kept = [s for s in used if ts_key(s["first_ts"]) <= lost_after]
-                return lost_after, kept, gap
-        return end, used, None
 
     def slice_problem(self, record, verify=False):
         """What is wrong with the file of a slice record, or None: missing, a size other than the recorded one,
@@ -366,184 +335,4 @@ class Catalog:
                 found[record["file"]] = problem
         return found
 
-    def windows(self, replica_set=None, damage=None):
-        """Restorable point-in-time windows: one per full backup with an oplog end, oldest first.
 
-        With ``damage`` (from ``damaged_slices``) a window ends before its first damaged slice, and says so
-        in ``stopped_by_damage``.
-        """
-        result = []
-        for backup in self.backups:
-            if not backup.get("oplog_end") or (replica_set is not None and backup["replica_set"] != replica_set):
-                continue
-            start = ts_key(backup["oplog_end"])
-            end, used, gap = self._chain(backup["replica_set"], start, damage=damage)
-            result.append({
-                "replica_set": backup["replica_set"], "backup_label": backup["label"],
-                "backup_id": backup["backup_id"],
-                "start_ts": ts_text(start), "start_time": ts_time(start),
-                "end_ts": ts_text(end), "end_time": ts_time(end),
-                "seconds": end[0] - start[0], "slices": len(used),
-                "stopped_by_gap": gap,
-                "stopped_by_damage": self._damage_after(backup, end, gap, damage),
-            })
-        result.sort(key=lambda w: (w["replica_set"] or "", ts_key(w["start_ts"])))
-        return result
-
-    def _damage_after(self, backup, end, gap, damage):
-        """The damaged slice that ended the window at ``end``, with what is wrong, or None."""
-        if not damage or gap is not None:
-            return None
-        for record in self._slices_of(backup["replica_set"]):
-            first, last = ts_key(record["first_ts"]), ts_key(record["last_ts"])
-            if record["file"] in damage and first <= end < last:
-                return {"file": record["file"], "first_ts": record["first_ts"], "last_ts": record["last_ts"],
-                        "problem": damage[record["file"]],
-                        "msg": "the window of %s ends at %s (%s), before the oplog slice %s (%s to %s): %s; "
-                               "restore the slice from the off-site copy, or take a new full backup"
-                               % (backup["label"], ts_text(end), ts_time(end), record["file"], record["first_ts"],
-                                  record["last_ts"], damage[record["file"]])}
-        return None
-
-    def _plan_replica_set(self, replica_set):
-        if replica_set is not None:
-            return replica_set
-        names = self.replica_sets()
-        if len(names) > 1:
-            raise InvalidOption("the catalog %s holds backups of several replica sets (%s); set replica_set to "
-                                "the one to restore" % (self.path, ", ".join(str(n) for n in names)))
-        return names[0] if names else None
-
-    def restore_plan(self, target_ts, replica_set=None):
-        """The newest full backup and the slices that restore ``replica_set`` to ``target_ts`` (exclusive).
-
-        The backup's oplog must end strictly before the target (it restores everything through its
-        end); the slices must cover every entry from there up to the target without a gap.
-        """
-        target = ts_key(target_ts)
-        replica_set = self._plan_replica_set(replica_set)
-        candidates = [b for b in self.backups if b["replica_set"] == replica_set and b.get("oplog_end")]
-        before = [b for b in candidates if ts_key(b["oplog_end"]) < target]
-        where = "replica set %s" % replica_set if replica_set else "this deployment"
-        if not before:
-            if candidates:
-                oldest = min(candidates, key=lambda b: ts_key(b["oplog_end"]))
-                raise CatalogError(
-                    "no full backup of %s in %s ends before the target %s (%s); the oldest, %s, ends at %s (%s), and a "
-                    "full backup restores only to the end of its own oplog: choose a later target"
-                    % (where, self.root, ts_text(target), ts_time(target), oldest["label"], oldest["oplog_end"],
-                       ts_time(oldest["oplog_end"])))
-            raise CatalogError("no full backup with an oplog (oplog: true) of %s is registered in %s; take one and "
-                               "register it" % (where, self.path))
-        backup = max(before, key=lambda b: (ts_key(b["oplog_end"]), b.get("finished_at") or ""))
-        start = ts_key(backup["oplog_end"])
-        needed = (target[0], target[1] - 1) if target[1] > 0 else (target[0] - 1, 0xFFFFFFFF)
-        end, used, gap = self._chain(replica_set, start, until=needed)
-        if gap is not None and end < needed:
-            raise OplogGap(
-                "oplog gap on %s: the entries after %s (the last archived, %s) up to %s were lost, so the target "
-                "%s (%s) cannot be reached from the full backup %s (oplog end %s); choose a target at or before "
-                "%s, or take a new full backup to start a new chain"
-                % (where, gap["last_archived_ts"], ts_time(gap["last_archived_ts"]),
-                   gap["oldest_available_ts"] or "the oldest entry then available",
-                   ts_text(target), ts_time(target), backup["label"], backup["oplog_end"], gap["last_archived_ts"]),
-                gap=gap, last_archived_ts=gap["last_archived_ts"])
-        if end < needed:
-            raise OplogGap(
-                "the archived oplog of %s does not reach the target %s (%s): from the full backup %s (oplog end %s) "
-                "the slices run without a break only up to %s (%s); choose a target at or before %s, check the "
-                "oplog capture, or take a new full backup"
-                % (where, ts_text(target), ts_time(target), backup["label"], backup["oplog_end"], ts_text(end),
-                   ts_time(end), ts_text(end)),
-                last_archived_ts=ts_text(end))
-        return {
-            "replica_set": replica_set,
-            "target_ts": ts_text(target), "target_time": ts_time(target), "oplog_limit": ts_text(target),
-            "backup": dict(backup, absolute_path=self.absolute(backup["path"])),
-            "slices": [dict(s, path=self.absolute(s["file"])) for s in used],
-            "reaches_ts": ts_text(end),
-        }
-
-    def summary(self, now=None, verify=False):
-        """What mongodb_backup_info returns, without the max_age check.
-
-        Windows count only slices whose files exist with their recorded size (and sha256 with ``verify``);
-        ``damaged_slices`` lists the others with what is wrong.
-        """
-        now = time.time() if now is None else now
-        damage = self.damaged_slices(verify)
-        backups = []
-        for record in self.backups:
-            finished = parse_iso_time(record.get("finished_at"))
-            backups.append(dict(record, absolute_path=self.absolute(record["path"]),
-                                age_seconds=None if finished is None else int(now - finished)))
-        last = max(backups, key=lambda b: parse_iso_time(b.get("finished_at")) or 0) if backups else None
-        per_set = {}
-        ends = set((s["replica_set"], s["last_ts"]) for s in self.slices)
-        for record in self.slices:
-            entry = per_set.setdefault(record["replica_set"] or "", {"count": 0, "bytes": 0, "entries": 0,
-                                                                     "first_ts": None, "last_ts": None})
-            entry["count"] += 1
-            entry["bytes"] += record["bytes"]
-            entry["entries"] += record.get("entries") or 0
-            if (record["replica_set"], record["first_ts"]) in ends and record["first_ts"] != record["last_ts"]:
-                entry["entries"] -= 1  # its first entry is its predecessor's last one: count it once
-            if entry["first_ts"] is None or ts_key(record["first_ts"]) < ts_key(entry["first_ts"]):
-                entry["first_ts"] = record["first_ts"]
-            if entry["last_ts"] is None or ts_key(record["last_ts"]) > ts_key(entry["last_ts"]):
-                entry["last_ts"] = record["last_ts"]
-        slice_bytes = sum(s["bytes"] for s in self.slices)
-        backup_bytes = sum(b["bytes"] or 0 for b in self.backups)
-        return {
-            "catalog": self.path,
-            "backups": backups,
-            "slices": {"count": len(self.slices), "bytes": slice_bytes, "replica_sets": per_set},
-            "gaps": list(self.gaps),
-            "windows": self.windows(damage=damage),
-            "damaged_slices": [dict(replica_set=s["replica_set"], file=s["file"], first_ts=s["first_ts"],
-                                    last_ts=s["last_ts"], problem=damage[s["file"]])
-                               for s in self.slices if s["file"] in damage],
-            "slices_verified": bool(verify),
-            "last_backup": None if last is None else {
-                "label": last["label"], "backup_id": last["backup_id"], "finished_at": last["finished_at"],
-                "age_seconds": last["age_seconds"], "verified": last["verified"], "path": last["absolute_path"]},
-            "backup_bytes": backup_bytes,
-            "total_bytes": backup_bytes + slice_bytes,
-        }
-
-
-def check_max_age(summary, max_age, now=None):
-    """None when the newest backup is recent enough, else the failure message."""
-    limit = parse_duration(max_age)
-    last = summary["last_backup"]
-    if last is None:
-        return "no complete backup is registered in the catalog %s, so none is younger than max_age %s; check " \
-               "the backup schedule" % (summary["catalog"], max_age)
-    age = last["age_seconds"]
-    if age is None:
-        return "the newest backup %s has no readable finish time; check its manifest" % last["label"]
-    if age > limit:
-        return ("newest complete backup %s finished at %s, %s ago, older than max_age %s; check the backup schedule"
-                % (last["label"], last["finished_at"], format_duration(age), max_age))
-    return None
-
-
-def verify_slices(root, plan):
-    """Check the sha256 of every slice file of a restore plan; raise naming the first bad one.
-
-    pitr_restore calls this before it writes anything to the target. Returns the number of slices checked.
-    """
-    for record in plan["slices"]:
-        path = os.path.normpath(os.path.join(os.path.abspath(root), record["file"]))
-        if not os.path.isfile(path):
-            raise CatalogError("oplog slice %s (%s to %s) is missing; restore it from the off-site copy or choose "
-                               "a target before %s" % (path, record["first_ts"], record["last_ts"], record["first_ts"]))
-        try:
-            digest = sha256_file(path)
-        except OSError as exc:
-            raise CatalogError("oplog slice %s cannot be read: %s" % (path, exc.strerror or exc))
-        if digest != record["sha256"]:
-            raise CatalogError("oplog slice %s is corrupt: its sha256 is %s, the catalog recorded %s; restore it "
-                               "from the off-site copy or choose a target before %s"
-                               % (path, digest, record["sha256"], record["first_ts"]))
-    return len(plan["slices"])
