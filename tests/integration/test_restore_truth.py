@@ -21,6 +21,7 @@ from conftest import run_playbook
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TESTDATA = os.path.join(REPO, "..", "shared", "compat", "mongo-tools", "mongorestore", "testdata")
+COMPAT = os.path.join(REPO, "..", "shared", "compat", "mongo-tools")
 TOOLS_BIN = os.environ.get("MONGO_TOOLS_BIN", os.path.join(REPO, "..", "shared", "mongo-tools", "bin"))
 
 
@@ -220,6 +221,33 @@ def test_invalid_metadata_in_mongodump_output_gives_advice_that_works(live, tmp_
     _c, result = restore(live, source, require_manifest=False, ns_from=["db1.$c$", "db2.$c$"],
                          ns_to=["tr_extra.$c$", "tr_extra.two_$c$"])
     assert live.tr_extra.c1.count_documents({}) == 100 and result["verification"]["verified"] is False
+
+
+@pytest.mark.parametrize("fixture, words", [
+    ("bad_type.bson", ["is malformed", "unknown BSON type"]),
+    ("bad_cstring.bson", ["is malformed"]),
+    ("broken_array.bson", ["array with keys out of order", "'9'"]),
+])
+def test_mongodump_output_with_a_malformed_document_is_refused_before_any_write(live, tmp_path, fixture, words):
+    """Without a manifest the structural check reads every document (bsondump --objcheck and more)."""
+    source = tmp_path / "md"
+    (source / "shop").mkdir(parents=True)
+    shutil.copyfile(os.path.join(COMPAT, "bsondump", "testdata", fixture), source / "shop" / "items.bson")
+    with pytest.raises(errors.VerificationFailed) as failure:
+        restore(live, source, require_manifest=False, drop=True, ns_from=["shop.$c$"], ns_to=["tr_live.$c$"])
+    for word in words:
+        assert word in failure.value.message
+    assert "nothing was restored" in failure.value.message
+    assert "tr_live" not in live.list_database_names() or live.tr_live.items.count_documents({}) == 0
+
+
+def test_mongodump_timeseries_data_that_is_not_buckets_is_refused(live, tmp_path):
+    source = tmp_path / "md"
+    shutil.copytree(os.path.join(TESTDATA, "timeseries_tests", "ts_dump_invalid_buckets"),
+                    source)
+    with pytest.raises(errors.VerificationFailed) as failure:
+        restore(live, source, require_manifest=False, ns_from=["timeseries_test.$c$"], ns_to=["tr_live.$c$"])
+    assert "is not a timeseries bucket" in failure.value.message
 
 
 # --------------------------------------------------------------------------- defect 5: documents not written

@@ -15,6 +15,8 @@ import ast
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import re
 from collections import Counter
 
@@ -240,6 +242,18 @@ def reject_archive_metadata(path):
         reader.parse_metadata(entry)
 
 
+def reject_database_directory(path):
+    """A copy of the file alone in a database directory, as a dump holding only it."""
+    directory = tempfile.mkdtemp()
+    try:
+        shutil.copy(path, directory)
+        dump_scan.scan_database_directory(directory, "db1")
+    except FormatError as exc:
+        raise FormatError(exc.message.replace(os.path.join(directory, os.path.basename(path)), path))
+    finally:
+        shutil.rmtree(directory)
+
+
 def reject_buckets(path):
     for index, item in enumerate(raw_docs(path), 1):
         dump_scan.check_timeseries_bucket(item, path, index)
@@ -257,7 +271,7 @@ X_EXPECTATIONS = {
                                                             "at byte 0"]),
     "mongorestore/testdata/bad-format.archive": (reject_archive_metadata,
                                                  ["test.ixtest", "invalid JSON"]),
-    LONG_X: (dump_scan.resolve_bson_file, ["shortened long collection name", "no metadata"]),
+    LONG_X: (reject_database_directory, ["shortened long collection name", "no metadata"]),
     "mongorestore/testdata/timeseries_tests/ts_dump_invalid_buckets/timeseries_test/"
     "system.buckets.foo_ts.bson": (reject_buckets, ["not a timeseries bucket", "control"]),
 }
@@ -429,14 +443,15 @@ def test_index_fixtures_facts():
 
 
 def test_hashed_and_auto_index_facts():
-    entry = dump_scan.resolve_bson_file(td("hashedIndexes.bson"))
+    entries = dict((e.collection, e) for e in dump_scan.scan_database_directory(td(), "testdata", []))
+    entry = entries["hashedIndexes"]
     assert len(decoded(entry.bson_path)) == 2
     keys = dict((index["name"], index["key"]) for index in entry.metadata["indexes"])
     assert keys["a.b_hashed"] == {"a.b": "hashed"} and keys["b_hashed"] == {"b": "hashed"}
-    for path in (td("test_auto_idx.bson"), td("local", "test_auto_idx.bson")):
-        entry = dump_scan.resolve_bson_file(path)
+    local = dump_scan.scan_database_directory(td("local"), "local", [])
+    for entry in (entries["test_auto_idx"], [e for e in local if e.collection == "test_auto_idx"][0]):
         assert entry.metadata["options"] == {"autoIndexId": False} and entry.metadata["indexes"] == []
-        assert len(decoded(path)) == 2
+        assert len(decoded(entry.bson_path)) == 2
 
 
 def test_users_dump_facts():
@@ -487,9 +502,8 @@ def test_timeseries_directory_facts():
 
 def test_prelude_facts():
     base = td("prelude_test")
-    for name, target in (("prelude_top_level", ""), ("prelude_db_target", "test"),
-                         ("prelude_gzip", ""), ("server_version_unknown", "")):
-        prelude = dump_scan.find_prelude(os.path.join(base, name, target))
+    for name in ("prelude_top_level", "prelude_db_target", "prelude_gzip", "server_version_unknown"):
+        prelude = dump_scan.scan_dump_directory(os.path.join(base, name)).prelude
         expected = "unknown" if name == "server_version_unknown" else "7.0.16"
         assert prelude == {"ServerVersion": expected, "ToolVersion": ""}
     assert versions.parse_server_version("unknown") is None

@@ -261,23 +261,14 @@ def test_buckets_file_without_metadata_fails():
     with pytest.raises(FormatError) as err:
         dump_scan.scan_dump_directory(td("timeseries_tests"))  # ts_single_buckets_file is a "db"
     assert "system.buckets.foo_ts.bson" in err.value.message and "metadata" in err.value.message
-    path = td("timeseries_tests", "ts_single_buckets_file", "system.buckets.foo_ts.bson")
-    with pytest.raises(FormatError) as err:
-        dump_scan.resolve_bson_file(path, "timeseries_test")
-    assert path in err.value.message
 
 
-def test_resolve_bson_file_targets():
-    entry = dump_scan.resolve_bson_file(td("hashedIndexes.bson"))
-    assert (entry.db, entry.collection) == ("testdata", "hashedIndexes")
-    assert [index["name"] for index in entry.metadata["indexes"]] == [
-        "_id_", "a.a_1", "a.b_hashed", "b_hashed"]
-    entry = dump_scan.resolve_bson_file(td("timeseries_tests", "ts_dump", "timeseries_test",
-                                        "system.buckets.foo_ts.bson"))
+def test_database_directory_entries_carry_their_metadata():
+    entry = dump_scan.scan_database_directory(td("timeseries_tests", "ts_dump", "timeseries_test"),
+                                              "timeseries_test")[0]
     assert (entry.namespace, entry.type) == ("timeseries_test.foo_ts", "timeseries")
-    long_dir = td("longcollectionname", "db1")
-    bson_name = [name for name in os.listdir(long_dir) if name.endswith(".bson")][0]
-    assert dump_scan.resolve_bson_file(os.path.join(long_dir, bson_name)).collection == LONG_NAME
+    long_entries = dump_scan.scan_database_directory(td("longcollectionname", "db1"), "db1")
+    assert [e.collection for e in long_entries] == [LONG_NAME]
 
 
 def test_legacy_system_indexes_rules():
@@ -301,18 +292,14 @@ def test_metadata_only_entry():
     assert list(expr) == ["a%d" % i for i in range(10)]
 
 
-def test_prelude_lookup_like_mongorestore():
+def test_prelude_found_at_the_top_or_in_a_database_directory():
     base = td("prelude_test")
-    assert dump_scan.scan_dump_directory(os.path.join(base, "prelude_top_level")).prelude == {
-        "ServerVersion": "7.0.16", "ToolVersion": ""}
-    for target in (os.path.join(base, "prelude_top_level"),
-                   os.path.join(base, "prelude_top_level", "test"),
-                   os.path.join(base, "prelude_top_level", "test", "foo.bson"),
-                   os.path.join(base, "prelude_db_target", "test"),
-                   os.path.join(base, "prelude_gzip", "test")):
-        assert dump_scan.find_prelude(target)["ServerVersion"] == "7.0.16", target
-    assert dump_scan.find_prelude(os.path.join(base, "server_version_unknown"))["ServerVersion"] == "unknown"
-    assert dump_scan.find_prelude(td("foodump")) is None
+    for name in ("prelude_top_level", "prelude_db_target", "prelude_gzip"):
+        assert dump_scan.scan_dump_directory(os.path.join(base, name)).prelude == {
+            "ServerVersion": "7.0.16", "ToolVersion": ""}, name
+    assert dump_scan.scan_dump_directory(os.path.join(base, "server_version_unknown")).prelude["ServerVersion"] \
+        == "unknown"
+    assert dump_scan.scan_dump_directory(td("foodump")).prelude is None
     db_target = dump_scan.scan_dump_directory(os.path.join(base, "prelude_db_target"))
     assert db_target.prelude["ServerVersion"] == "7.0.16" and not db_target.warnings
     gz = dump_scan.scan_dump_directory(os.path.join(base, "prelude_gzip"))

@@ -23,8 +23,8 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
     bson = Int64 = None
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import (
-    BsonStream, Crc64, Truncated, check_length, create_output_file, open_maybe_gzip,
-    stream_label, GZIP_ERRORS, MAX_BSON_SIZE, CORRUPT_HINT, INCOMPLETE_HINT)
+    BsonStream, Crc64, Truncated, check_length, open_maybe_gzip, stream_label,
+    GZIP_ERRORS, MAX_BSON_SIZE, CORRUPT_HINT, INCOMPLETE_HINT)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.dump_metadata import (
@@ -173,11 +173,6 @@ class ArchiveWriter:
             state.ended = True
             return state.crc.value
 
-    def namespace_crc(self, db, collection):
-        key = (db, collection)
-        state = self._states.get(key) or self._states[self._aliases[key]]
-        return state.crc.value
-
     def close(self):
         """Check that every announced namespace was ended, then flush."""
         with self._lock:
@@ -190,18 +185,6 @@ class ArchiveWriter:
             flush = getattr(self._out, "flush", None)
             if flush:
                 flush()
-
-
-def _archive_file_path(path, gzip_output):
-    # mongodump: --archive=<existing dir> means <dir>/archive (or archive.gz with --gzip)
-    if os.path.isdir(path):
-        return os.path.join(path, "archive.gz" if gzip_output else "archive")
-    return path
-
-
-def open_archive_for_write(path, gzip=False, level=6):
-    """Private (0600) output file; with gzip the whole stream is one gzip member."""
-    return create_output_file(_archive_file_path(path, gzip), gzip, level)
 
 
 def open_archive_for_read(path):
@@ -345,10 +328,6 @@ class ArchiveReader:
             if data_ns in self._by_data_ns:
                 raise self._error("the prelude lists namespace %s twice" % data_ns)
             self._by_data_ns[data_ns] = entry
-
-    def entry_for(self, db, collection):
-        """Prelude entry for a data namespace as stored in blocks (or None)."""
-        return self._by_data_ns.get(namespace(db, collection))
 
     def parse_metadata(self, entry):
         """Parsed metadata of a prelude entry (None when empty), naming the namespace on errors."""

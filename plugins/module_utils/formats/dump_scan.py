@@ -145,7 +145,7 @@ def scan_database_directory(path, db, warnings=None):
             continue
         kind, stem = classify_file_name(name)
         if kind is None and name in PRELUDE_NAMES:
-            continue  # a single-database dump keeps its prelude here; see find_prelude
+            continue  # a single-database dump keeps its prelude here (mongodump --db)
         if kind is None:
             warnings.append("skipping file %s: not a .bson, .bin or .metadata.json file" % full)
             continue
@@ -261,48 +261,3 @@ def _prelude_file_in(directory):
         raise FormatError("dump directory %s: both prelude.json and prelude.json.gz exist; keep "
                           "only one" % directory, path=directory)
     return found[0] if found else None
-
-
-def find_prelude(target):
-    """Parsed prelude.json[.gz] for a restore target, or None (dumps before tools 100.12).
-
-    Like mongorestore: look in the target directory, then in its parent; a .bson target
-    starts from the directory that holds it.
-    """
-    directory = target if os.path.isdir(target) else os.path.dirname(os.path.abspath(target))
-    for candidate in (directory, os.path.dirname(os.path.abspath(directory))):
-        found = _prelude_file_in(candidate)
-        if found:
-            return read_prelude(found)
-    return None
-
-
-def resolve_bson_file(path, db=None, collection=None):
-    """Entry for a single .bson target (mongorestore <dir>/<db>/<coll>.bson).
-
-    The database defaults to the parent directory's name and the collection to the
-    unescaped file name; timeseries buckets files need their metadata next to them.
-    """
-    if not os.path.isfile(path):
-        raise FormatError("dump file %s: does not exist or is not a file; check the path" % path,
-                          path=path)
-    directory, name = os.path.split(os.path.abspath(path))
-    kind, stem = classify_file_name(name)
-    if kind != "bson":
-        raise FormatError("dump file %s: not a .bson, .bson.gz or .bin file; point at the "
-                          "collection's data file" % path, path=path)
-    is_buckets = stem.startswith(BUCKETS_PREFIX)
-    meta_stem = stem[len(BUCKETS_PREFIX):] if is_buckets else stem
-    meta_path = _sibling_metadata(directory, meta_stem)
-    metadata = read_metadata_file(meta_path) if meta_path else None
-    if collection is None:
-        collection = _resolve_stem(stem, path, meta_path, metadata)
-    if is_buckets and collection.startswith(BUCKETS_PREFIX):
-        collection = collection[len(BUCKETS_PREFIX):]
-    if is_buckets and meta_path is None:
-        raise FormatError(
-            "dump file %s: timeseries data needs the metadata file %s.metadata.json next to it, "
-            "which is missing; copy it from the same dump" % (path, meta_stem), path=path)
-    db = db if db is not None else os.path.basename(directory)
-    return DumpEntry(db, collection, _entry_type(is_buckets, metadata, True), path, meta_path,
-                     metadata, collection.startswith("$"))

@@ -47,7 +47,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import readers
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import parse_oplog_limit
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.workers import FailFastPool
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import BUCKETS_PREFIX, data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError, FormatError, InvalidOption, RestoreFailed, VerificationFailed)
 
@@ -258,17 +258,23 @@ class DirectorySource:
                 or warning.startswith("skipping subdirectory")]
 
     def structural_check(self):
-        """Without a manifest: every data file must be whole, framed BSON. Returns what was checked."""
+        """Without a manifest: every document of every data file whole and well-formed (as bsondump
+        --objcheck, plus array keys in order), timeseries data shaped as buckets. Returns what was checked."""
         files = documents = 0
         for entry in self.scan.entries:
             if entry.bson_path and entry.bson_path not in self.excluded:
                 files += 1
+                buckets = os.path.basename(entry.bson_path).startswith(BUCKETS_PREFIX)
                 with bsonio.open_maybe_gzip(entry.bson_path) as handle:
-                    for _doc in bsonio.iter_raw_documents(handle, entry.bson_path):
+                    for number, raw in enumerate(bsonio.iter_raw_documents(handle, entry.bson_path), 1):
+                        bsonio.check_document(raw, entry.bson_path, strict_arrays=True)
+                        if buckets:
+                            dump_scan.check_timeseries_bucket(raw, entry.bson_path, number)
                         documents += 1
         return {"data_files": files, "documents": documents,
                 "metadata_files": len([e for e in self.scan.entries if e.metadata_path]),
-                "checks": "BSON framing of every data file, every metadata.json parsed"}
+                "checks": "every document of every data file well-formed (bsondump --objcheck, array keys in "
+                          "order; timeseries data shaped as buckets), every metadata.json parsed"}
 
     def iter_batches(self, item, batch_bytes):
         with bsonio.open_maybe_gzip(item.data_key) as handle:
