@@ -58,7 +58,7 @@ LINT_BIN = os.path.join(ROOT, ".venv-lint", "bin")
 FLOOR_BIN = os.path.join(ROOT, ".venv-floor", "bin")
 NAMESPACE, NAME = "dbops", "mongodb_backup"
 PYTHON = "%d.%d" % sys.version_info[:2]
-SKIP_DIRS = (".cache", ".venv")
+SKIP_DIRS = (".cache", ".venv")  # and .venv-lint, .venv-floor: prefixes
 IMPORTER_CONFIG = os.path.join(ROOT, "tools", "galaxy-importer.cfg")
 
 PIP_BOOTSTRAP = '''\
@@ -105,7 +105,7 @@ def collection_files():
     out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                          cwd=ROOT, check=True, stdout=subprocess.PIPE).stdout.decode()
     return sorted(path for path in set(out.split("\0"))
-                  if path and path.split("/")[0] not in SKIP_DIRS and os.path.lexists(os.path.join(ROOT, path)))
+                  if path and not path.split("/")[0].startswith(SKIP_DIRS) and os.path.lexists(os.path.join(ROOT, path)))
 
 
 def fresh_copy(tmp, tag):
