@@ -3,9 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-BACKUP_ROOT ?= $(CURDIR)/backups
+# The demo writes inside .cache (ignored by git and by the collection build).
+BACKUP_ROOT ?= $(CURDIR)/.cache/demo/backups
 
-.PHONY: venv server server-stop demo test unit integration sanity bench bench-restore bench-all clean
+.PHONY: venv venv-lint venv-floor server server-stop demo test unit integration sanity ee-context bench bench-restore bench-all clean
+
+# Two more venvs for tools/sanity.py, each from its own pinned requirements file: the collection
+# linters (galaxy-importer, ansible-lint, antsibull-docs, ansible-builder), whose pins clash with
+# requirements-dev.txt, and the oldest ansible-core of meta/runtime.yml's requires_ansible.
+LINT_VENV := .venv-lint
+FLOOR_VENV := .venv-floor
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +21,22 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(LINT_VENV)/.installed: requirements-lint.txt
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LINT_VENV)/bin/python -m pip install --quiet -r requirements-lint.txt
+	touch $@
+
+venv-lint: $(LINT_VENV)/.installed
+
+$(FLOOR_VENV)/.installed: requirements-floor.txt
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLOOR_VENV)/bin/python -m pip install --quiet -r requirements-floor.txt
+	touch $@
+
+venv-floor: $(FLOOR_VENV)/.installed
 
 ## start the local test server in the background; the last line printed is its URI
 server: venv
@@ -27,10 +50,11 @@ demo: venv
 	@$(PY) tools/demo.py --backup-root $(BACKUP_ROOT)
 
 ## every test: unit, integration (real server), protocol, ansible-doc and sanity
-test: venv
-	$(PY) tools/testserver.py build >/dev/null
+## (FerretDB is built only when no mongod is found: tools/testserver.py prepare)
+test: venv venv-lint venv-floor
+	$(PY) tools/testserver.py prepare >/dev/null
 	$(PY) -m pytest
-	$(PY) tools/sanity.py
+	$(PY) tools/sanity.py $(SANITY_ARGS)
 
 unit: venv
 	$(PY) -m pytest tests/unit
@@ -38,8 +62,17 @@ unit: venv
 integration: venv
 	$(PY) -m pytest tests/integration
 
-sanity: venv
-	$(PY) tools/sanity.py
+## every static check (tools/sanity.py --list); SANITY_ARGS="--skip ansible-test-floor" leaves one out
+sanity: venv venv-lint venv-floor
+	$(PY) tools/sanity.py $(SANITY_ARGS)
+
+## build context of the execution environment (execution-environment.yml) in .cache/ee/context
+ee-context: venv-lint
+	rm -rf .cache/ee && mkdir -p .cache/ee/collection/mongodb_backup
+	$(LINT_VENV)/bin/ansible-galaxy collection build --output-path .cache/ee
+	tar -xzf .cache/ee/dbops-mongodb_backup-*.tar.gz -C .cache/ee/collection/mongodb_backup
+	$(LINT_VENV)/bin/ansible-builder create --file execution-environment.yml --context .cache/ee/context \
+	    --output-filename Containerfile
 
 bench: venv
 	$(PY) benchmarks/dump_benchmark.py
@@ -62,4 +95,4 @@ bench-all: venv
 
 clean:
 	-$(PY) tools/testserver.py stop
-	rm -rf .cache $(VENV)
+	rm -rf .cache $(VENV) $(LINT_VENV) $(FLOOR_VENV)

@@ -19,7 +19,8 @@ PYTHON = sys.executable
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--backup-root", default=os.path.join(ROOT, "backups"))
+    parser.add_argument("--backup-root", default=os.path.join(ROOT, ".cache", "demo", "backups"),
+                        help="where the backups go (default: %(default)s, ignored by git and by the build)")
     args = parser.parse_args()
     uri = subprocess.run([PYTHON, os.path.join(ROOT, "tools", "testserver.py"), "start"],
                          check=True, stdout=subprocess.PIPE).stdout.decode().strip().splitlines()[-1]

@@ -11,6 +11,8 @@ Command line:
   testserver.py stop    stop the server started by ``start`` and delete its data
   testserver.py uri     print the URI of the running server
   testserver.py build   build (or reuse) the cached FerretDB binary and print its path
+  testserver.py prepare make ready the server that ``start`` would use, and print its kind and
+                        binary: nothing to do for a found mongod, else FerretDB is built (Go)
 
 The URI carries generated credentials; the state file holding it is 0600.
 """
@@ -58,6 +60,17 @@ def find_mongod():
     if candidate and os.access(candidate, os.X_OK):
         return candidate
     return None
+
+
+def prepare_server():
+    """Make the server that ``start_server`` will use ready; return ``(kind, binary)``.
+
+    A found ``mongod`` is used as it is, so Go is needed only where there is none.
+    """
+    mongod = find_mongod()
+    if mongod:
+        return "mongod", mongod
+    return "ferretdb", build_ferretdb()
 
 
 # --------------------------------------------------------------------------- FerretDB build
@@ -318,9 +331,9 @@ def start_server(data_dir=None, detach=False, tls_pem=None, capped_cleanup_secon
     """
     data_dir = data_dir or tempfile.mkdtemp(prefix="dbops-testserver-")
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    mongod = find_mongod()
-    if mongod:
-        return start_mongod(mongod, data_dir, detach=detach, tls_pem=tls_pem)
+    kind, binary = prepare_server()
+    if kind == "mongod":
+        return start_mongod(binary, data_dir, detach=detach, tls_pem=tls_pem)
     return start_ferretdb(data_dir, detach=detach, tls_pem=tls_pem, capped_cleanup_seconds=capped_cleanup_seconds)
 
 
@@ -369,11 +382,14 @@ def cmd_uri(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("command", choices=["start", "stop", "uri", "build"])
+    parser.add_argument("command", choices=["start", "stop", "uri", "build", "prepare"])
     parser.add_argument("--state", default=DEFAULT_STATE, help="state file (default: %(default)s)")
     args = parser.parse_args()
     if args.command == "build":
         print(build_ferretdb())
+        return
+    if args.command == "prepare":
+        print("%s %s" % prepare_server())
         return
     {"start": cmd_start, "stop": cmd_stop, "uri": cmd_uri}[args.command](args)
 
