@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from support import REPO, TOOLS_BIN
 sys.path.insert(0, os.path.join(REPO, "tools"))
 
 import testserver  # noqa: E402
@@ -51,41 +51,6 @@ def connection(server):
                                           direct_connection=True)
 
 
-def run_playbook(playbook_text, tmp_path, server=None, extra_env=None, check=False, password=None):
-    """Run a playbook through ansible-playbook; returns (returncode, stdout+stderr).
-
-    The URI travels through the environment (MONGODB_URI), never argv.
-    """
-    playbook = tmp_path / "playbook.yml"
-    playbook.write_text(playbook_text)
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
-    if server is not None:
-        env["MONGODB_URI"] = server.uri
-    env.update(extra_env or {})
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), str(playbook)]
-    if check:
-        argv.append("--check")
-    process = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-    return process.returncode, process.stdout.decode("utf-8", "replace")
-
-
-def run_project_playbook(name, server, vars_file, check=False):
-    """One of playbooks/*.yml as an operator runs it: variables from a file, the URI from the environment."""
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), MONGODB_URI=server.uri,
-               ANSIBLE_NOCOLOR="1")
-    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
-            os.path.join(REPO, "playbooks", name), "-e", "@%s" % vars_file] + (["--check"] if check else [])
-    process = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             check=False)
-    return process.returncode, process.stdout.decode("utf-8", "replace")
-
-
-def load_result(path):
-    with open(path) as handle:
-        return json.load(handle)
-
-
 # --------------------------------------------------------------------------- the real MongoDB Database Tools
 
 MONGO_TOOLS = ("mongodump", "mongorestore", "bsondump")
@@ -124,7 +89,7 @@ class MongoTools:
 @pytest.fixture(scope="session")
 def mongo_tools(tmp_path_factory):
     """The real tools from MONGO_TOOLS_BIN (default ../shared/mongo-tools/bin); skips when absent."""
-    bin_dir = os.environ.get("MONGO_TOOLS_BIN") or os.path.join(REPO, "..", "shared", "mongo-tools", "bin")
+    bin_dir = TOOLS_BIN
     missing = [tool for tool in MONGO_TOOLS if not os.access(os.path.join(bin_dir, tool), os.X_OK)]
     if missing:
         pytest.skip("the MongoDB Database Tools are not installed: %s not found in %s (set MONGO_TOOLS_BIN)"

@@ -8,7 +8,7 @@ import bson
 import pytest
 
 import testserver
-from conftest import run_playbook, run_project_playbook
+from support import run_playbook, run_project_playbook
 
 
 def playbook(name, server, extra_vars, tmp_path, check=False):

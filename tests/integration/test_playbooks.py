@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import run_playbook, run_project_playbook
+from support import run_playbook, run_project_playbook
 
 
 @pytest.fixture

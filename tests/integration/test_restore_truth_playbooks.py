@@ -5,7 +5,7 @@ import json
 import os
 import shutil
 
-from conftest import run_project_playbook
+from support import run_project_playbook
 
 
 def playbook(name, server, extra_vars, tmp_path, check=False):

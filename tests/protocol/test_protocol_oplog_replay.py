@@ -20,8 +20,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import 
 
 pytestmark = pytest.mark.protocol
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMPAT = os.path.join(REPO, "..", "shared", "compat", "mongo-tools")
+from support import COMPAT
 RESTORE_DATA = os.path.join(COMPAT, "mongorestore", "testdata")
 EXT_JSON = JSONOptions(document_class=dict)
 UUID = bson.Binary(bytes(range(16)), 4)

@@ -19,7 +19,7 @@ import pytest
 
 from ansible.module_utils import basic
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from support import REPO as REPO_ROOT
 COLLECTION = "dbops.mongodb_backup"
 MODULES = sorted(
     name[:-3] for name in os.listdir(os.path.join(REPO_ROOT, "plugins", "modules"))

@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from support import REPO as ROOT
 ANSIBLE_GALAXY = os.path.join(os.path.dirname(sys.executable), "ansible-galaxy")
 
 # What a published collection is made of (galaxy.yml's build_ignore keeps the rest out).

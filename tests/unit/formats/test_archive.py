@@ -19,8 +19,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.path.join(REPO_ROOT, "..", "shared", "compat", "mongo-tools")
+from support import COMPAT as FIXTURES
 TS_ORIGINAL = ("_history", "97ebb7952fce28b26a6744c33f7df0b0001628a7", "mongorestore", "testdata",
                "timeseries_tests", "dump.archive")
 REAL_ARCHIVES = [

@@ -14,6 +14,7 @@ import bson
 import pytest
 from bson import json_util
 
+from support import REPO
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
@@ -330,7 +331,7 @@ except BackupError as exc:
 '''
     target = tmp_path / "full-disk"
     env = dict(os.environ, MONGODB_URI=server.uri)
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    repo = REPO
     out = subprocess.run([sys.executable, "-c", script, repo, str(target)], env=env,
                          stdout=subprocess.PIPE, check=True).stdout.decode()
     outcome = json.loads(out.strip().splitlines()[-1])

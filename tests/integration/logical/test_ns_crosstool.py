@@ -17,8 +17,8 @@ import pytest
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption, NamespaceNotFound
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOOLS = os.environ.get("MONGO_TOOLS_BIN") or os.path.join(REPO, "..", "shared", "mongo-tools", "bin")
+from support import TOOLS_BIN
+TOOLS = TOOLS_BIN
 MONGODUMP = os.path.join(TOOLS, "mongodump")
 MONGORESTORE = os.path.join(TOOLS, "mongorestore")
 

@@ -27,7 +27,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
     NamespaceNotFound,
 )
 
-from conftest import REPO, run_playbook, run_project_playbook
+from support import REPO, run_playbook, run_project_playbook, TOOLS_BIN
 
 DB = "truth_shop"
 
@@ -469,7 +469,7 @@ def test_two_backup_playbooks_with_the_same_label_at_once_one_backup_one_catalog
 # --------------------------------------------------------------------------- the same rules with engine: mongodump
 
 def _mongodump_binary():
-    tools = os.environ.get("MONGO_TOOLS_BIN") or os.path.join(REPO, "..", "shared", "mongo-tools", "bin")
+    tools = TOOLS_BIN
     binary = os.path.join(tools, "mongodump")
     if not os.access(binary, os.X_OK):
         pytest.skip("the real mongodump is not at %s (set MONGO_TOOLS_BIN)" % binary)

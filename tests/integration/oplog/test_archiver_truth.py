@@ -13,7 +13,7 @@ import time
 import bson
 import pytest
 
-from conftest import run_playbook, run_project_playbook
+from support import run_playbook, run_project_playbook
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio

@@ -13,9 +13,9 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import window
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TESTDATA = os.path.join(REPO, "..", "shared", "compat", "mongo-tools", "mongorestore", "testdata")
-QA = os.path.join(REPO, "..", "shared", "compat", "mongo-tools", "test", "qa-tests", "jstests", "restore", "testdata")
+from support import COMPAT
+from support import TESTDATA
+QA = os.path.join(COMPAT, "test", "qa-tests", "jstests", "restore", "testdata")
 
 
 def restore(client, source, **options):

@@ -20,8 +20,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import readers
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import parse_oplog_limit
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMPAT = os.path.join(REPO, "..", "shared", "compat", "mongo-tools")
+from support import COMPAT
 RESTORE_DATA = os.path.join(COMPAT, "mongorestore", "testdata")
 QA_DATA = os.path.join(COMPAT, "test", "qa-tests", "jstests", "restore", "testdata")
 AS_DICT = CodecOptions(document_class=dict)

@@ -15,9 +15,8 @@ import bson
 import psutil
 import pytest
 
-from conftest import REPO
+from support import REPO, TOOLS_BIN
 
-TOOLS_BIN = os.environ.get("MONGO_TOOLS_BIN", os.path.join(REPO, "..", "shared", "mongo-tools", "bin"))
 MONGODUMP = os.path.join(TOOLS_BIN, "mongodump")
 
 pytestmark = pytest.mark.skipif(not os.access(MONGODUMP, os.X_OK),

@@ -17,12 +17,10 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
 
-from conftest import run_playbook
+from support import run_playbook, TOOLS_BIN
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TESTDATA = os.path.join(REPO, "..", "shared", "compat", "mongo-tools", "mongorestore", "testdata")
-COMPAT = os.path.join(REPO, "..", "shared", "compat", "mongo-tools")
-TOOLS_BIN = os.environ.get("MONGO_TOOLS_BIN", os.path.join(REPO, "..", "shared", "mongo-tools", "bin"))
+from support import TESTDATA
+from support import COMPAT
 
 
 def restore(client, source, check_mode=False, **options):

@@ -18,8 +18,7 @@ import pytest
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.path.join(REPO_ROOT, "..", "shared", "compat", "mongo-tools")
+from support import COMPAT as FIXTURES
 
 
 def fx(*parts):

@@ -4,7 +4,7 @@ rules that rename nothing, and invalid db/collection names, all refused before a
 
 import pytest
 
-from conftest import run_playbook
+from support import run_playbook
 from testserver import free_port
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils

@@ -18,8 +18,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import (
     before_limit, ts_text, parse_oplog_limit)
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMPAT = os.path.join(REPO, "..", "shared", "compat", "mongo-tools")
+from support import COMPAT
 RESTORE_DATA = os.path.join(COMPAT, "mongorestore", "testdata")
 UUID = bson.Binary(bytes(range(16)), 4)
 

@@ -11,8 +11,8 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical impor
 
 pytestmark = pytest.mark.protocol
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-USERSDUMP = os.path.join(REPO, "..", "shared", "compat", "mongo-tools", "mongorestore", "testdata", "usersdump")
+from support import TESTDATA
+USERSDUMP = os.path.join(TESTDATA, "usersdump")
 
 
 @pytest.fixture

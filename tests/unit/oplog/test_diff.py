@@ -10,8 +10,7 @@ from bson.codec_options import CodecOptions
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import diff as diff_utils
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMPAT = os.path.join(REPO, "..", "shared", "compat", "mongo-tools")
+from support import COMPAT
 AS_DICT = CodecOptions(document_class=dict)
 
 

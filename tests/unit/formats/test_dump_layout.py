@@ -29,8 +29,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_scan
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.path.join(REPO_ROOT, "..", "shared", "compat", "mongo-tools")
+from support import COMPAT as FIXTURES
 TESTDATA = ("mongorestore", "testdata")
 LONG_NAME = ("aVery" + "Very" * 43 + "LongCollectionNameConsistingOfExactlyTwoHundredAnd"
              "FortySevenCharacters")

@@ -26,8 +26,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import 
 
 pytestmark = pytest.mark.integration
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMPAT = os.path.join(REPO, "..", "shared", "compat", "mongo-tools")
+from support import COMPAT
 RESTORE_DATA = os.path.join(COMPAT, "mongorestore", "testdata")
 AS_DICT = CodecOptions(document_class=dict)
 EXT_JSON = JSONOptions(document_class=dict)

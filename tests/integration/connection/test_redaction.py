@@ -9,9 +9,8 @@ import os
 
 import pytest
 
-from conftest import REPO, run_playbook
+from support import run_playbook, TOOLS_BIN
 
-TOOLS_BIN = os.environ.get("MONGO_TOOLS_BIN", os.path.join(REPO, "..", "shared", "mongo-tools", "bin"))
 MONGODUMP = os.path.join(TOOLS_BIN, "mongodump")
 
 MARKERS = ("Alpha7k", "Omega9q")

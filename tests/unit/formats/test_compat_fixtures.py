@@ -33,8 +33,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_scan
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURES = os.path.join(REPO_ROOT, "..", "shared", "compat", "mongo-tools")
+from support import COMPAT as FIXTURES
 MANIFEST = os.path.join(FIXTURES, "MANIFEST.md")
 ROW = re.compile(r"^\| `([^`]+)` \| (\d+) \| `([0-9a-f]{16})` \| ([^|]+?) \| (.*) \|$")
 NOT_FORMAT_FILES = re.compile(r"^(JSON/Extended-JSON text, \d+ lines|text|other \(0 bytes\))$")

@@ -1,0 +1,51 @@
+"""What the tests share that is not a fixture: where things are, and running playbooks as an operator does.
+
+The root conftest.py puts this directory on sys.path, so every test imports it as ``support``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Real mongodump output and server oplogs from the MongoDB Database Tools (../shared/compat, see MANIFEST.md).
+COMPAT = os.path.join(REPO, "..", "shared", "compat", "mongo-tools")
+TESTDATA = os.path.join(COMPAT, "mongorestore", "testdata")
+# The real mongodump, mongorestore and bsondump (../shared/mongo-tools/README.md).
+TOOLS_BIN = os.environ.get("MONGO_TOOLS_BIN") or os.path.join(REPO, "..", "shared", "mongo-tools", "bin")
+
+
+def run_playbook(playbook_text, tmp_path, server=None, extra_env=None, check=False, password=None):
+    """Run a playbook through ansible-playbook; returns (returncode, stdout+stderr).
+
+    The URI travels through the environment (MONGODB_URI), never argv.
+    """
+    playbook = tmp_path / "playbook.yml"
+    playbook.write_text(playbook_text)
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"),
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    if server is not None:
+        env["MONGODB_URI"] = server.uri
+    env.update(extra_env or {})
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), str(playbook)]
+    if check:
+        argv.append("--check")
+    process = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    return process.returncode, process.stdout.decode("utf-8", "replace")
+
+
+def run_project_playbook(name, server, vars_file, check=False):
+    """One of playbooks/*.yml as an operator runs it: variables from a file, the URI from the environment."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), MONGODB_URI=server.uri,
+               ANSIBLE_NOCOLOR="1")
+    argv = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"),
+            os.path.join(REPO, "playbooks", name), "-e", "@%s" % vars_file] + (["--check"] if check else [])
+    process = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             check=False)
+    return process.returncode, process.stdout.decode("utf-8", "replace")
+
+
+def load_result(path):
+    with open(path) as handle:
+        return json.load(handle)
