@@ -20,7 +20,6 @@ __metaclass__ = type
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import time
 
@@ -118,16 +117,10 @@ class Catalog:
 
     @staticmethod
     def _read(path):
-        if not os.path.exists(path):
-            return _empty_document()
-        try:
-            with open(path) as handle:
-                document = json.load(handle)
-        except (OSError, ValueError) as exc:
-            raise CatalogError("the catalog %s cannot be read: %s; move it aside and register the backups "
-                               "again" % (path, exc))
-        if not isinstance(document, dict) or document.get("format") != CATALOG_FORMAT:
-            raise CatalogError("%s is not a dbops.mongodb_backup catalog; move it aside" % path)
+        document, problem = manifest_utils.read_json_file(path, CATALOG_FORMAT, "catalog")
+        if problem:
+            raise CatalogError("%s; move it aside and register the backups again" % problem)
+        document = document or _empty_document()
         for key in ("backups", "slices", "gaps"):
             document.setdefault(key, [])
         return document

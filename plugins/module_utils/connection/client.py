@@ -198,25 +198,20 @@ class ConnectionOptions:
             kwargs["authSource"] = self.login_database
         elif self.login_user and not self.uri:
             kwargs["authSource"] = "admin"
-        if self.replica_set:
-            kwargs["replicaSet"] = self.replica_set
         if self.direct_connection is not None:
             kwargs["directConnection"] = self.direct_connection
-        if self.read_preference:
-            kwargs["readPreference"] = self.read_preference
-        if self.tls:
-            kwargs["tls"] = True
-            if self.tls_ca_file:
-                kwargs["tlsCAFile"] = self.tls_ca_file
-            if self.tls_certificate_key_file:
-                kwargs["tlsCertificateKeyFile"] = self.tls_certificate_key_file
-            if self.tls_certificate_key_file_password:
-                kwargs["tlsCertificateKeyFilePassword"] = self.tls_certificate_key_file_password
-            if self.tls_allow_invalid_hostnames:
-                kwargs["tlsAllowInvalidHostnames"] = True
-            if self.tls_allow_invalid_certificates:
-                kwargs["tlsAllowInvalidCertificates"] = True
+        options = _CLIENT_OPTIONS + (_TLS_CLIENT_OPTIONS if self.tls else ())
+        kwargs.update((name, getattr(self, attribute)) for attribute, name in options if getattr(self, attribute))
         return kwargs
+
+
+# (attribute, MongoClient keyword) passed only when set; the TLS ones only with tls: true.
+_CLIENT_OPTIONS = (("replica_set", "replicaSet"), ("read_preference", "readPreference"))
+_TLS_CLIENT_OPTIONS = (
+    ("tls", "tls"), ("tls_ca_file", "tlsCAFile"), ("tls_certificate_key_file", "tlsCertificateKeyFile"),
+    ("tls_certificate_key_file_password", "tlsCertificateKeyFilePassword"),
+    ("tls_allow_invalid_hostnames", "tlsAllowInvalidHostnames"),
+    ("tls_allow_invalid_certificates", "tlsAllowInvalidCertificates"))
 
 
 def socket_timeout_ms(seconds):

@@ -112,22 +112,18 @@ def namespace_problem(namespace):
 
 def check_database_option(option, value):
     """Refuse an option value that cannot be a database name (before anything connects)."""
-    if value is None:
-        return
-    problem = database_name_problem(value)
-    if problem:
-        raise InvalidOption("%s %r is not a valid database name: %s; %s" % (
-            option, value, problem, DATABASE_NAME_RULE))
+    _check_name_option(option, value, database_name_problem, "database", DATABASE_NAME_RULE)
 
 
 def check_collection_option(option, value):
     """Refuse an option value that cannot be a collection name (before anything connects)."""
-    if value is None:
-        return
-    problem = collection_name_problem(value)
+    _check_name_option(option, value, collection_name_problem, "collection", COLLECTION_NAME_RULE)
+
+
+def _check_name_option(option, value, find_problem, kind, rule):
+    problem = find_problem(value) if value is not None else None
     if problem:
-        raise InvalidOption("%s %r is not a valid collection name: %s; %s" % (
-            option, value, problem, COLLECTION_NAME_RULE))
+        raise InvalidOption("%s %r is not a valid %s name: %s; %s" % (option, value, kind, problem, rule))
 
 
 def _show_char(char):

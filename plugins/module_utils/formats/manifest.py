@@ -104,19 +104,26 @@ def fsync_directory(path):
         os.close(fd)
 
 
-def read_manifest(path):
-    """The manifest at ``path``, None when absent; FormatError when unreadable."""
+def read_json_file(path, expected_format, noun):
+    """``(document, problem)`` for a JSON file this collection writes: ``(None, None)`` when absent,
+    ``(None, why)`` when unreadable or not a document of ``expected_format``."""
     if not os.path.exists(path):
-        return None
+        return None, None
     try:
         with open(path) as handle:
             document = json.load(handle)
     except (OSError, ValueError) as exc:
-        raise FormatError("manifest %s cannot be read: %s; the backup cannot be trusted, "
-                          "take a new one" % (path, exc))
-    if not isinstance(document, dict) or document.get("format") != MANIFEST_FORMAT:
-        raise FormatError("%s is not a dbops.mongodb_backup manifest; the directory was not "
-                          "written by this collection" % path)
+        return None, "%s %s cannot be read: %s" % (noun, path, exc)
+    if not isinstance(document, dict) or document.get("format") != expected_format:
+        return None, "%s is not a dbops.mongodb_backup %s" % (path, noun)
+    return document, None
+
+
+def read_manifest(path):
+    """The manifest at ``path``, None when absent; FormatError when unreadable."""
+    document, problem = read_json_file(path, MANIFEST_FORMAT, "manifest")
+    if problem:
+        raise FormatError("%s; the backup cannot be trusted, take a new one" % problem)
     return document
 
 

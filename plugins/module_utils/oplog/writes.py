@@ -61,6 +61,17 @@ def _existing_id(error, request):
     return pattern is None or list(pattern) == ["_id"]
 
 
+def _done_unless(code, send):
+    """Send a command; False when the server answers ``code``, which means an earlier replay did it."""
+    try:
+        send()
+    except pymongo_errors.OperationFailure as exc:
+        if exc.code == code:
+            return False
+        raise
+    return True
+
+
 class MongoTarget:
     """The server side of the replay, through pymongo. Tests may pass another object with
     the same methods as ``OplogReplayer(target=...)``."""
@@ -118,13 +129,7 @@ class MongoTarget:
 
     def create_collection(self, database, command):
         """Run a create command; False when the collection already exists."""
-        try:
-            self._client[database].command(command)
-        except pymongo_errors.OperationFailure as exc:
-            if exc.code == server_codes.NAMESPACE_EXISTS:
-                return False
-            raise
-        return True
+        return _done_unless(server_codes.NAMESPACE_EXISTS, lambda: self._client[database].command(command))
 
     def drop_collection(self, database, collection):
         self._client[database].drop_collection(collection)
@@ -135,13 +140,7 @@ class MongoTarget:
     def rename_collection(self, source, target, drop_target):
         """Rename; False when the source does not exist (already renamed by an earlier replay)."""
         command = OrderedDict([("renameCollection", source), ("to", target), ("dropTarget", drop_target)])
-        try:
-            self._client.admin.command(command)
-        except pymongo_errors.OperationFailure as exc:
-            if exc.code == server_codes.NAMESPACE_NOT_FOUND:
-                return False
-            raise
-        return True
+        return _done_unless(server_codes.NAMESPACE_NOT_FOUND, lambda: self._client.admin.command(command))
 
     def run_command(self, database, command):
         self._client[database].command(command)
