@@ -19,10 +19,9 @@ __metaclass__ = type
 
 import contextlib
 import errno
-import fcntl
 import os
-import time
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import locking
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import (
     now_iso, ts_key, ts_text)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
@@ -35,7 +34,6 @@ LOCK_NAME = "catalog.lock"
 CATALOG_FORMAT = "dbops.mongodb_backup/catalog"
 CATALOG_VERSION = 1
 LOCK_TIMEOUT = 120.0
-LOCK_POLL = 0.05
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -83,37 +81,10 @@ class Catalog:
     def locked(cls, root, timeout=LOCK_TIMEOUT):
         """Hold the catalog lock for a read-modify-write: ``with Catalog.locked(root) as cat: ...; cat.save()``."""
         check_backup_root(root)
-        lock_path = os.path.join(os.path.abspath(root), LOCK_NAME)
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, manifest_utils.FILE_MODE)
-        except OSError as exc:
-            raise CatalogError("cannot open the catalog lock %s: %s; check the permissions of the backup root"
-                               % (lock_path, exc.strerror or exc))
-        try:
-            cls._acquire(fd, lock_path, timeout)
-            catalog = cls(root, cls._read(cls.catalog_path(root)), writable=True)
-            yield catalog
-        finally:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
-
-    @staticmethod
-    def _acquire(fd, lock_path, timeout):
-        deadline = time.time() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise CatalogError("cannot lock the catalog %s: %s" % (lock_path, exc.strerror or exc))
-            if time.time() >= deadline:
-                raise CatalogError("the catalog lock %s is still held by another run after %d seconds; wait for "
-                                   "that run to finish (a lock left by a dead process is released by the kernel)"
-                                   % (lock_path, timeout))
-            time.sleep(LOCK_POLL)
+        path = cls.catalog_path(root)
+        with locking.exclusive(os.path.join(os.path.abspath(root), LOCK_NAME), timeout, "the catalog %s" % path,
+                               "updating the catalog"):
+            yield cls(root, cls._read(path), writable=True)
 
     @staticmethod
     def _read(path):

@@ -363,18 +363,11 @@ def verify_source(source, options, warnings=None):
     if options.skip_verify:
         return {"verified": False, "manifest": True, "reason": "skip_verify: true",
                 "backup_id": document.get("backup_id"), "label": document.get("label")}
-    base = source.root if source.kind == "directory" else os.path.dirname(source.root)
-    for record in document.get("files", []):
-        path = os.path.join(base, record["path"])
-        if not os.path.isfile(path):
-            raise VerificationFailed("backup file %s listed in %s is missing; the backup is incomplete, "
-                                     "restore another one (skip_verify: true overrides this, dangerously)"
-                                     % (path, source.manifest_path))
-        actual = bsonio.sha256_file(path)
-        if actual != record["sha256"]:
-            raise VerificationFailed("backup file %s is damaged: its sha256 is %s but the manifest %s records "
-                                     "%s; restore another backup (skip_verify: true overrides this, "
-                                     "dangerously)" % (path, actual, source.manifest_path, record["sha256"]))
+    damaged = manifest_utils.damaged_files(source.root, source.kind == "archive", document)
+    if damaged:
+        raise VerificationFailed("the backup %s does not match its manifest %s (%s): it is incomplete or damaged; "
+                                 "restore another backup (skip_verify: true overrides this, dangerously)"
+                                 % (source.root, source.manifest_path, "; ".join(damaged[:5])))
     return {"verified": True, "manifest": True, "files": len(document.get("files", [])),
             "backup_id": document.get("backup_id"), "label": document.get("label")}
 

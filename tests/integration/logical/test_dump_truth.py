@@ -463,7 +463,7 @@ def test_two_backup_playbooks_with_the_same_label_at_once_one_backup_one_catalog
     document = assert_intact(root / "localhost" / "nightly")
     catalog = json.loads((root / "localhost" / "catalog.json").read_text())
     assert [(b["label"], b["backup_id"]) for b in catalog["backups"]] == [("nightly", document["backup_id"])]
-    assert sorted(os.listdir(str(root / "localhost"))) == ["catalog.json", "catalog.lock", "nightly"]
+    assert sorted(os.listdir(str(root / "localhost"))) == ["catalog.json", "nightly"]
 
 
 # --------------------------------------------------------------------------- the same rules with engine: mongodump

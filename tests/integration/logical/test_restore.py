@@ -195,13 +195,13 @@ def test_checksum_mismatch_refuses_before_writing(client, small_backup):
     data.write_bytes(bytes(raw))
     with pytest.raises(errors.VerificationFailed) as failure:
         restore(client, small_backup, ns_from=["vb_src.$c$"], ns_to=["vb_dst.$c$"])
-    assert str(data) in failure.value.message and "is damaged" in failure.value.message
+    assert "%s: sha256" % data in failure.value.message and "incomplete or damaged" in failure.value.message
     _assert_untouched(client)
 
 
 def test_missing_file_refuses_before_writing(client, small_backup):
     os.remove(small_backup / "vb_src" / "items.metadata.json")
-    with pytest.raises(errors.VerificationFailed, match="items.metadata.json listed in .* is missing"):
+    with pytest.raises(errors.VerificationFailed, match="does not match its manifest .*items.metadata.json: missing"):
         restore(client, small_backup, ns_from=["vb_src.$c$"], ns_to=["vb_dst.$c$"])
     _assert_untouched(client)
 
