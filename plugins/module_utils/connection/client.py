@@ -425,6 +425,9 @@ def server_facts(client):
         "hidden": bool(hello.get("hidden")),
         "address": "%s:%s" % address if address else None,
         "hosts": list(hello.get("hosts") or []),
+        # members a numeric write concern can count: electable hosts and passives; a standalone is one
+        "data_bearing_members": len(hello.get("hosts") or []) + len(hello.get("passives") or [])
+        if hello.get("setName") else 1,
         "max_wire_version": hello.get("maxWireVersion"),
         "flavor": "ferretdb" if build.get("ferretdbVersion") else "mongodb",
     }

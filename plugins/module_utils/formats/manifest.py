@@ -32,32 +32,31 @@ def manifest_path(target, is_archive):
     return target + "." + MANIFEST_NAME if is_archive else os.path.join(target, MANIFEST_NAME)
 
 
-def make_private_dirs(path):
-    """Create ``path`` and any missing parent, each 0700 whatever the umask (makedirs' mode is masked by
-    it and not applied to parents at all). Directories that already exist are left as they are."""
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent != path:
-        make_private_dirs(parent)
-    try:
-        os.mkdir(path, DIR_MODE)
-    except FileExistsError:  # created meanwhile by a concurrent run
-        if not os.path.isdir(path):
-            raise
-        return
-    os.chmod(path, DIR_MODE)
-
-
 def files_base(target, is_archive):
     """The directory the manifest's file paths are relative to."""
     return os.path.dirname(target) if is_archive else target
 
 
-def make_private_dir(path):
-    """Create the directory ``path`` with mode 0700 whatever the umask (its parent must exist)."""
-    os.mkdir(path, DIR_MODE)
+def make_private_dir(path, parents=False):
+    """Create the directory ``path`` with mode 0700 whatever the umask (mkdir's mode is masked by it).
+
+    Without ``parents`` the parent must exist and ``path`` must not (FileExistsError), so the caller
+    owns exactly what it made. With ``parents`` missing parents are made 0700 too, and a directory that
+    already exists (or that a concurrent run creates meanwhile) is left as it is.
+    """
+    path = os.path.abspath(path)
+    if parents:
+        if os.path.isdir(path):
+            return
+        parent = os.path.dirname(path)
+        if parent != path:
+            make_private_dir(parent, parents=True)
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        if not parents or not os.path.isdir(path):
+            raise
+        return
     os.chmod(path, DIR_MODE)
 
 

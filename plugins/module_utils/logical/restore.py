@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as archive_format
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import driver_error_cause
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_metadata
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_names
@@ -477,23 +478,17 @@ def check_plan(source, planned, options):
                                 "was restored" % path)
 
 
-def check_write_concern(client, write_concern):
+def check_write_concern(server, write_concern):
     """A numeric w that the deployment cannot satisfy would fail the first insert, after the drops:
     refuse it now. (A mongos, and tag names, are left to the server.)"""
-    if write_concern is None or not isinstance(write_concern.document.get("w"), int):
+    if write_concern is None or not isinstance(write_concern.document.get("w"), int) \
+            or server["topology"] == "sharded":
         return
-    try:
-        hello = client.admin.command("hello")
-    except pymongo_errors.OperationFailure:  # servers before 4.4.2 know it as isMaster
-        hello = client.admin.command("isMaster")
-    if hello.get("msg") == "isdbgrid":
-        return
-    members = len(hello.get("hosts") or []) + len(hello.get("passives") or []) if hello.get("setName") else 1
-    wanted = write_concern.document["w"]
+    members, wanted = server["data_bearing_members"], write_concern.document["w"]
     if wanted > members:
         raise InvalidOption("write_concern w: %d asks for more members than the target has (%d data-bearing "
                             "member(s)%s); use w: majority or a number up to %d; nothing was restored"
-                            % (wanted, members, " in replica set %s" % hello["setName"] if hello.get("setName")
+                            % (wanted, members, " in replica set %s" % server["replica_set"] if server["replica_set"]
                                else ", a standalone", members))
 
 
@@ -744,7 +739,7 @@ def restore(client, options, check_mode=False, progress=None):
     verification = verify_source(source, options, warnings)
     planned = plan_restore(source, options)
     check_plan(source, planned, options)
-    check_write_concern(client, options.write_concern)
+    check_write_concern(client_utils.server_facts(client), options.write_concern)
     extra = extra_collections(client, planned) if options.drop_extra_collections else []
     if check_mode:
         return True, dict(_plan_result(client, source, planned, verification, options), extra_collections=extra,

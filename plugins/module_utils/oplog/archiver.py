@@ -97,7 +97,7 @@ class SliceWriter:
 
     def write(self, raw_batch, first_ts, last_ts, count):
         if self.stream is None:
-            manifest_utils.make_private_dirs(self.directory)
+            manifest_utils.make_private_dir(self.directory, parents=True)
             self.partial = os.path.join(self.directory, "slice-%d-%d.partial" % (first_ts.time, first_ts.inc))
             self.stream = bsonio.create_compressed_file(self.partial, self.options.compression,
                                                         self.options.compression_level)

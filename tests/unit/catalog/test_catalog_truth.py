@@ -97,7 +97,7 @@ def test_lock_file_is_private_under_umask_000(tmp_path):
     try:
         with locking.exclusive(lock, 0, "the job", "job"):
             assert oct(os.stat(lock).st_mode & 0o777) == "0o600"
-        manifest_utils.make_private_dirs(str(tmp_path / "a" / "b" / "c"))
+        manifest_utils.make_private_dir(str(tmp_path / "a" / "b" / "c"), parents=True)
     finally:
         os.umask(previous)
     assert not os.path.exists(lock)  # removed when released
