@@ -14,13 +14,13 @@ import pytest
 from bson import Int64, Timestamp, json_util
 from bson.json_util import JSONOptions
 
+from support import COMPAT
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import readers
 
 pytestmark = pytest.mark.protocol
 
-from support import COMPAT
 RESTORE_DATA = os.path.join(COMPAT, "mongorestore", "testdata")
 EXT_JSON = JSONOptions(document_class=dict)
 UUID = bson.Binary(bytes(range(16)), 4)

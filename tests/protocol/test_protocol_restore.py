@@ -7,11 +7,11 @@ import bson
 import pytest
 from mockupdb import MockupDB
 
+from support import TESTDATA
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 
 pytestmark = pytest.mark.protocol
 
-from support import TESTDATA
 USERSDUMP = os.path.join(TESTDATA, "usersdump")
 
 

@@ -18,8 +18,8 @@ import sys
 import pytest
 
 from ansible.module_utils import basic
-
 from support import REPO as REPO_ROOT
+
 COLLECTION = "dbops.mongodb_backup"
 MODULES = sorted(
     name[:-3] for name in os.listdir(os.path.join(REPO_ROOT, "plugins", "modules"))

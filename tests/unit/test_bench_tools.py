@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from support import REPO as REPO_ROOT
+
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
 import dump_benchmark  # noqa: E402  (benchmarks/, put on sys.path above)

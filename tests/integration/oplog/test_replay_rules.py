@@ -18,6 +18,7 @@ from bson.json_util import JSONOptions
 from pymongo import errors as pymongo_errors
 from pymongo import monitoring
 
+from support import COMPAT
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import index_catalog
@@ -26,7 +27,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import 
 
 pytestmark = pytest.mark.integration
 
-from support import COMPAT
 RESTORE_DATA = os.path.join(COMPAT, "mongorestore", "testdata")
 AS_DICT = CodecOptions(document_class=dict)
 EXT_JSON = JSONOptions(document_class=dict)

@@ -15,11 +15,11 @@ import bson
 import pytest
 from bson.int64 import Int64
 
+from support import COMPAT as FIXTURES
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as A
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
-from support import COMPAT as FIXTURES
 TS_ORIGINAL = ("_history", "97ebb7952fce28b26a6744c33f7df0b0001628a7", "mongorestore", "testdata",
                "timeseries_tests", "dump.archive")
 REAL_ARCHIVES = [

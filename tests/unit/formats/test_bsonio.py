@@ -15,10 +15,9 @@ import struct
 import bson
 import pytest
 
+from support import COMPAT as FIXTURES
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
-
-from support import COMPAT as FIXTURES
 
 
 def fx(*parts):

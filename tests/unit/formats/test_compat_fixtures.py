@@ -25,6 +25,7 @@ import pytest
 from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 
+from support import COMPAT as FIXTURES
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import versions
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as A
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
@@ -33,7 +34,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_scan
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
-from support import COMPAT as FIXTURES
 MANIFEST = os.path.join(FIXTURES, "MANIFEST.md")
 ROW = re.compile(r"^\| `([^`]+)` \| (\d+) \| `([0-9a-f]{16})` \| ([^|]+?) \| (.*) \|$")
 NOT_FORMAT_FILES = re.compile(r"^(JSON/Extended-JSON text, \d+ lines|text|other \(0 bytes\))$")

@@ -20,6 +20,7 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.son import SON
 
+from support import COMPAT as FIXTURES
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import versions
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 
@@ -29,7 +30,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_scan
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
-from support import COMPAT as FIXTURES
 TESTDATA = ("mongorestore", "testdata")
 LONG_NAME = ("aVery" + "Very" * 43 + "LongCollectionNameConsistingOfExactlyTwoHundredAnd"
              "FortySevenCharacters")
