@@ -113,3 +113,24 @@ def test_missing_root_is_refused_unless_the_role_may_create_it(server, sample, t
     assert os.stat(str(volume / "db1")).st_mode & 0o777 == 0o700
     catalog = json.loads((volume / "db1" / "catalog.json").read_text())
     assert [b["path"] for b in catalog["backups"]] == ["r-1"]
+
+
+def dump_refused(out):
+    return "an oplog dump needs at least one entry" in out or "allow_empty" in out
+
+
+def test_always_removes_the_backup_root_a_failed_run_created(private_server, tmp_path):
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "kept").mkdir()  # an existing root is never removed
+    # a new server holds no user data: the dump refuses it after the root was created (an empty oplog on
+    # FerretDB, an empty backup on mongod)
+    code, out = run_playbook(roles_playbook(volume / "db1", "empty-1", create_root="true"), tmp_path,
+                             server=private_server)
+    assert code != 0 and dump_refused(out), out
+    assert "Remove the backup root this run created when the run left it empty" in out
+    assert sorted(os.listdir(str(volume))) == ["kept"]
+
+    code, out = run_playbook(roles_playbook(volume / "kept", "empty-2"), tmp_path, server=private_server)
+    assert code != 0 and dump_refused(out), out
+    assert (volume / "kept").is_dir()
