@@ -47,9 +47,10 @@ def load_large_dataset(args, server, client):
 
 def setup(args, server, workdir):
     """Data, a full backup with oplog registered in a catalog, then the workload."""
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 
     client = server.client()
     if args.size_mb:
@@ -60,7 +61,7 @@ def setup(args, server, workdir):
     root = os.path.join(workdir, "root")
     os.makedirs(root)
     started = time.time()
-    _changed, dumped = dump_engine.dump(client, dump_engine.DumpOptions(
+    _changed, dumped = dump_engine.dump(client, dump_options.DumpOptions(
         path=os.path.join(root, "full"), oplog=True, label="full"), facts)
     backup = {"bytes": dumped["total_bytes"], "documents": dumped["total_documents"],
               "seconds": round(time.time() - started, 1)}
@@ -146,9 +147,9 @@ def child(args):
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import collection_link
     collection_link.expose()
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import archiver
     stats = CommandStats()
     client = client_utils.connect(client_utils.ConnectionOptions(uri=os.environ["BENCH_URI"]),

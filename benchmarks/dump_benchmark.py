@@ -7,7 +7,7 @@ What it does (see benchmarks/README.md):
      decimals) over several collections of database ``dbops_bench``, unless already loaded;
   3. measure, each in a child process of its own, rounds of:
        raw-read        every document read raw with pymongo (find_raw_batches), nothing written
-       native          the engine's dump (plugins/module_utils/dump.py), no compression
+       native          the engine's dump (plugins/module_utils/logical/dump.py), no compression
        native-gzip     the same with gzip
        mongodump[-gzip] real mongodump, when it is on PATH
   4. print medians, ratios and PASS/FAIL against the targets; write JSON with --json-out.
@@ -359,7 +359,8 @@ def own_peak_rss_mb():
 def child_raw_read(client, args):
     """The baseline: read every document raw, collections in parallel, write nothing."""
     from concurrent.futures import ThreadPoolExecutor
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.dump import count_documents
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump_outputs import (
+        count_documents)
     database = client[args.db]
 
     def read(name):
@@ -380,8 +381,9 @@ def child_raw_read(client, args):
 
 def child_native(client, args, gzip):
     """The engine's dump of the benchmark database, as the module runs it."""
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import server_facts
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.dump import DumpOptions, dump
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import server_facts
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump import dump
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump_options import DumpOptions
     facts = server_facts(client)
     target = {"archive": args.out} if args.archive else {"path": args.out}
     options = DumpOptions(db=args.db, gzip=gzip, num_parallel_collections=args.parallel,
@@ -421,7 +423,7 @@ def run_child(args):
         result = child_mongodump(uri, args, variant.endswith("-gzip"))
     else:
         collection_link.expose()
-        from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import (
+        from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import (
             ConnectionOptions, connect)
         client = connect(ConnectionOptions(uri=uri))  # same client options for every variant
         if variant == "raw-read":

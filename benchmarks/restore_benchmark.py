@@ -9,7 +9,7 @@ What it does (see benchmarks/README.md, "Restore benchmark"):
        raw-insert    the dump's .bson files read with bsonio.read_batches and written with
                      insert_many of RawBSONDocuments (unordered, 1000 per call), collections
                      4 at a time: the floor for any restore through pymongo
-       native        the engine's restore (plugins/module_utils/restore.py), renaming the
+       native        the engine's restore (plugins/module_utils/logical/restore.py), renaming the
                      database with ns_from/ns_to, indexes included (their build timed apart)
        mongorestore  real mongorestore --nsFrom/--nsTo, when it is on PATH
      each into a freshly dropped target database (the drop is not timed);
@@ -388,17 +388,19 @@ def verify_replayed(client, database, workload):
 
 def engine_modules():
     collection_link.expose()
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio, layout
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_module
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_scan
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_module
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import index_catalog, readers
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as replay_module
-    return bsonio, layout, restore_module, replay_module
+    return bsonio, dump_scan, restore_module, replay_module, readers, index_catalog
 
 
 def child_raw_insert(client, args):
     """The baseline: every .bson file of the dump inserted raw, collections in parallel."""
     from concurrent.futures import ThreadPoolExecutor
     from bson.raw_bson import RawBSONDocument
-    bsonio, layout = engine_modules()[:2]
+    bsonio, dump_scan = engine_modules()[:2]
     database = client[args.target_db]
 
     def insert(entry):
@@ -414,7 +416,7 @@ def child_raw_insert(client, args):
         return documents, size
 
     started = time.perf_counter()
-    entries = [e for e in layout.scan_dump_directory(args.source).entries
+    entries = [e for e in dump_scan.scan_dump_directory(args.source).entries
                if e.db == args.db and e.bson_path and not e.special and e.type != "view"]
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         totals = list(pool.map(insert, entries))
@@ -438,10 +440,10 @@ def time_calls(module, name, totals):
 
 def child_native(client, args):
     """The engine's restore of the dump into the target database, as the module runs it."""
-    restore_module, replay_module = engine_modules()[2:]
+    restore_module, index_catalog = engine_modules()[2], engine_modules()[5]
     phases = {}
     time_calls(restore_module, "verify_source", phases)  # manifest sha256 check before writing
-    time_calls(replay_module, "build_indexes", phases)  # after the data, from the metadata
+    time_calls(index_catalog, "build_indexes", phases)  # after the data, from the metadata
     options = restore_module.RestoreOptions(
         source=args.source, ns_from=["%s.$coll$" % args.db], ns_to=["%s.$coll$" % args.target_db],
         num_parallel_collections=args.parallel)  # the engine's defaults otherwise, as the module's
@@ -545,7 +547,7 @@ def until(entries, deadline, state):
 
 def child_replay(client, args, variant):
     """OplogReplayer in crud mode over the oplog file, into the (fresh) target database."""
-    replay_module = engine_modules()[3]
+    replay_module, readers = engine_modules()[3:5]
     null_target = variant == "replay-engine"
     target = NullTarget() if null_target else None
     batch = ENGINE_REPLAY_BATCH if null_target else args.replay_batch_size
@@ -553,7 +555,7 @@ def child_replay(client, args, variant):
     replayer = replay_module.OplogReplayer(client, mode="crud", batch_size=batch, target=target,
                                            progress=None if null_target else ReplayProgress(started))
     state = {"stopped_by_time_cap": False}
-    entries = replay_module.iter_oplog_file(args.oplog_file)
+    entries = readers.iter_oplog_file(args.oplog_file)
     if args.oplog_max_seconds and not null_target:
         entries = until(entries, started + args.oplog_max_seconds, state)
     result = replayer.replay(entries)
@@ -573,7 +575,7 @@ def run_child(args):
         result = child_mongorestore(args, variant)
     else:
         collection_link.expose()
-        from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import (
+        from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import (
             ConnectionOptions, connect)
         client = connect(ConnectionOptions(uri=os.environ["BENCH_URI"]))  # same options for every variant
         if variant == "raw-insert":
@@ -891,9 +893,10 @@ def selected_variants(args):
 def dump_dataset(args, dump_dir):
     """Dump the dataset once with the engine (directory format); returns the dump's result."""
     collection_link.expose()
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import (
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import (
         ConnectionOptions, connect, server_facts)
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.dump import DumpOptions, dump
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump import dump
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump_options import DumpOptions
     client = connect(ConnectionOptions(uri=args.uri))
     try:
         options = DumpOptions(db=args.db, path=dump_dir, num_parallel_collections=args.parallel,

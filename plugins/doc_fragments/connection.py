@@ -8,7 +8,7 @@ __metaclass__ = type
 
 
 class ModuleDocFragment(object):
-    # Paired with CONNECTION_ARGUMENT_SPEC in plugins/module_utils/common.py: change both together.
+    # Paired with CONNECTION_ARGUMENT_SPEC in plugins/module_utils/module.py: change both together.
     DOCUMENTATION = r'''
 options:
   uri:

@@ -47,3 +47,58 @@ class OplogOverflow(DumpFailed):
 
 class LockError(BackupError):
     """A lock could not be taken: another run held it too long, or its file cannot be created."""
+
+
+class Cancelled(BackupError):
+    """A worker stopped because another one failed first; that other failure is the one reported."""
+
+    def __init__(self, message="cancelled because another worker failed", **details):
+        super(Cancelled, self).__init__(message, **details)
+
+
+class Truncated(FormatError):
+    """A BSON stream ended before ``need`` bytes were available at ``offset`` (readers turn it into a
+    FormatError that names the file)."""
+
+    def __init__(self, offset, need, have):
+        super(Truncated, self).__init__("need %d bytes at byte %d, only %d left" % (need, offset, have))
+        self.offset = offset
+        self.need = need
+        self.have = have
+
+
+class MemberSelectionError(BackupError):
+    """No replica-set member fits the backup (all lagging, none healthy, unknown ``member``)."""
+
+
+class Terminated(DumpFailed):
+    """The module was asked to stop while the real mongodump ran."""
+
+
+class VerificationFailed(BackupError):
+    """The source does not match its manifest, or is structurally broken: nothing was written."""
+
+
+class RestoreFailed(BackupError):
+    """The restore stopped; the details say what was and was not applied."""
+
+
+class ReplayError(BackupError):
+    """The replay stopped; ``details`` hold the entry, ``last_applied`` and the counts so far."""
+
+
+class DiffError(BackupError):
+    """An update cannot be applied: malformed, or of a kind this applier does not know."""
+
+
+class ArchiveFailed(BackupError):
+    """The archiving run failed; complete slices written before the failure stay recorded."""
+
+
+class CatalogError(BackupError):
+    """The catalog cannot be read or updated, or it cannot serve the requested restore."""
+
+
+class OplogGap(CatalogError):
+    """Archived oplog has a hole: entries after the last archived one were gone before capture read
+    them, so no restore can cross that point."""

@@ -127,7 +127,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog_entries
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import entries as catalog_entries
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import report
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
 
 
@@ -142,7 +143,7 @@ def run_module(module, result):
         catalog, removed = catalog_entries.unregister(
             root, path=params["path"], label=params["label"], check_mode=module.check_mode)
         added = []
-    backups = catalog.summary(now=time.time())["backups"]
+    backups = report.summary(catalog, now=time.time())["backups"]
     result.update(catalog=catalog.path, added=added, removed=removed, backups=backups,
                   changed=bool(added or removed))
     if module._diff:

@@ -192,9 +192,11 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import report
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import pitr
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import timestamps
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
 
 
 def run_module(module, result):
@@ -205,7 +207,7 @@ def run_module(module, result):
                              "backups to the catalog with dbops.mongodb_backup.mongodb_backup_catalog (backup_root: "
                              "%s, path: <each backup>, state: present), then read it with this module" % root)
     if params["max_age"] is not None:
-        catalog_utils.parse_duration(params["max_age"])  # a typo fails before anything is written
+        timestamps.parse_duration(params["max_age"])  # a typo fails before anything is written
     target = None
     if params["target_time"] is not None:
         if timestamps.Timestamp is None:
@@ -213,10 +215,10 @@ def run_module(module, result):
         target = timestamps.parse_oplog_limit(params["target_time"])
     catalog = catalog_utils.Catalog.load(root)
     now = time.time()
-    result.update(catalog.summary(now=now, verify=params["verify"]))
+    result.update(report.summary(catalog, now=now, verify=params["verify"]))
     damage = dict((s["file"], s["problem"]) for s in result["damaged_slices"])
     if params["replica_set"] is not None:
-        result["windows"] = catalog.windows(params["replica_set"], damage=damage)
+        result["windows"] = pitr.windows(catalog, params["replica_set"], damage=damage)
     for window in result["windows"]:
         if window["stopped_by_damage"]:
             module.warn(window["stopped_by_damage"]["msg"])
@@ -224,14 +226,14 @@ def run_module(module, result):
         module.warn("oplog slice %s (%s to %s) of replica set %s: %s; restorable windows end before it"
                     % (record["file"], record["first_ts"], record["last_ts"], record["replica_set"], record["problem"]))
     if target is not None:
-        plan = catalog.restore_plan(target, params["replica_set"])
+        plan = pitr.restore_plan(catalog, target, params["replica_set"])
         # A plan is only offered once every slice it needs matches its recorded sha256.
-        plan["slices_verified"] = catalog_utils.verify_slices(root, plan)
+        plan["slices_verified"] = pitr.verify_slices(root, plan)
         result["restore_plan"] = plan
     if params["max_age"] is not None:
-        failure = catalog_utils.check_max_age(result, params["max_age"], now=now)
+        failure = report.check_max_age(result, params["max_age"], now=now)
         if failure:
-            result["max_age_seconds"] = catalog_utils.parse_duration(params["max_age"])
+            result["max_age_seconds"] = timestamps.parse_duration(params["max_age"])
             module.fail_json(msg=failure, **result)
 
 

@@ -341,16 +341,17 @@ member_selection:
            "reason": "hidden member"}
 '''
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.common import MongoDBModule
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import members
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongodump_tool
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.module import MongoDBModule
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import members
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import mongotools as mongodump_tool
 
 
 def run_module(module):
     params = module.params
-    options = dump_engine.DumpOptions(
+    options = dump_options.DumpOptions(
         db=params["db"], collection=params["collection"], query=params["query"],
         query_file=params["query_file"], ns_include=params["ns_include"],
         ns_exclude=params["ns_exclude"], path=params["path"], archive=params["archive"],

@@ -163,9 +163,9 @@ mb_per_second:
   sample: 1.05
 '''
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.common import MongoDBModule
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import members
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.module import MongoDBModule
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import members
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import archiver
 
 

@@ -331,9 +331,9 @@ oplog:
            "not_applied": {}}
 '''
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.common import MongoDBModule
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.module import MongoDBModule
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 
 
 def run_module(module):

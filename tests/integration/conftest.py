@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(REPO, "tools"))
 
 import testserver  # noqa: E402
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils  # noqa: E402
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils  # noqa: E402
 
 
 def _start(tmp_path_factory, name):

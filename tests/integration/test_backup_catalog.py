@@ -7,8 +7,9 @@ import pytest
 
 from conftest import run_playbook
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 
 PLAYBOOK = """
 - hosts: localhost
@@ -36,7 +37,7 @@ def sample(client):
 def take_backup(client, root, label, archive=False):
     target = str(root / (label + ".archive" if archive else label))
     options = dict(archive=target) if archive else dict(path=target)
-    dump_engine.dump(client, dump_engine.DumpOptions(oplog=True, label=label, ns_include=["bc_shop.*"], **options),
+    dump_engine.dump(client, dump_options.DumpOptions(oplog=True, label=label, ns_include=["bc_shop.*"], **options),
                      client_utils.server_facts(client))
     return target
 

@@ -9,9 +9,10 @@ import pytest
 
 from conftest import run_playbook
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import Catalog
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog
 
 INFO_PLAYBOOK = """
 - hosts: localhost
@@ -38,7 +39,7 @@ def sample(client):
 
 def take_backup(client, root, label):
     path = str(root / label)
-    dump_engine.dump(client, dump_engine.DumpOptions(path=path, oplog=True, label=label, ns_include=["bi_shop.*"]),
+    dump_engine.dump(client, dump_options.DumpOptions(path=path, oplog=True, label=label, ns_include=["bi_shop.*"]),
                      client_utils.server_facts(client))
     return path
 

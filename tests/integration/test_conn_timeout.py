@@ -10,9 +10,10 @@ import time
 import bson
 import pytest
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
 
@@ -75,7 +76,7 @@ def test_restore_into_a_hung_server_fails_within_the_timeout(private_server, tmp
     seed.close()
     client = client_utils.connect(_options(private_server))
     try:
-        dump_engine.dump(client, dump_engine.DumpOptions(path=str(tmp_path / "b"), db="hang"),
+        dump_engine.dump(client, dump_options.DumpOptions(path=str(tmp_path / "b"), db="hang"),
                          client_utils.server_facts(client))
         options = restore_engine.RestoreOptions(source=str(tmp_path / "b"), drop=True, batch_size=100,
                                                 num_parallel_collections=1)
@@ -121,7 +122,7 @@ def test_dump_from_a_hung_server_fails_within_the_timeout(private_server, tmp_pa
     freezer = Freezer(private_server)
     target = tmp_path / "dump"
     try:
-        options = dump_engine.DumpOptions(path=str(target), db="hang", num_parallel_collections=1)
+        options = dump_options.DumpOptions(path=str(target), db="hang", num_parallel_collections=1)
         with resumed_afterwards(private_server):
             with pytest.raises(BackupError) as failure:
                 dump_engine.dump(client, options, client_utils.server_facts(client), progress=freezer)
@@ -168,7 +169,7 @@ def test_restore_task_through_ansible_fails_within_the_timeout(private_server, t
     for start in range(0, 60000, 10000):
         seed.hang.items.insert_many([{"_id": i, "pad": "x" * 500} for i in range(start, start + 10000)])
     # 4 MB batches from the test server can take longer than 2 s: the dump keeps the default bound.
-    dump_engine.dump(seed, dump_engine.DumpOptions(path=str(tmp_path / "b"), db="hang"),
+    dump_engine.dump(seed, dump_options.DumpOptions(path=str(tmp_path / "b"), db="hang"),
                      client_utils.server_facts(seed))
     seed.hang.items.drop()
     playbook = tmp_path / "restore.yml"

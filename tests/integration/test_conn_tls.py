@@ -4,9 +4,9 @@
 import pytest
 import trustme
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongodump_tool
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import mongotools as mongodump_tool
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import ConnectionFailure
 
 import testserver
@@ -83,7 +83,7 @@ def test_a_valid_client_certificate_passes_the_check(tls_server):
 
 def test_the_mongodump_engine_checks_the_files_before_running_anything(tls_server, tmp_path):
     garbage = _garbage(tmp_path)
-    options = dump_engine.DumpOptions(path=str(tmp_path / "backup"))
+    options = dump_options.DumpOptions(path=str(tmp_path / "backup"))
     with pytest.raises(ConnectionFailure, match="tls_ca_file %s holds no PEM certificate" % garbage):
         mongodump_tool.run(_options(tls_server, tls_ca_file=garbage), options, "/bin/false", False)
     assert not (tmp_path / "backup.partial").exists()

@@ -21,11 +21,14 @@ from bson.codec_options import CodecOptions
 from bson.json_util import CANONICAL_JSON_OPTIONS
 from bson.raw_bson import RawBSONDocument
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.archive import ArchiveReader, open_archive_for_read
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_names
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_scan
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import ArchiveReader, open_archive_for_read
 
 SOURCE_DB = "xtool_src"
 # Escaped far beyond 238 bytes, so the file name is shortened; the 208-byte cut falls inside a %XX.
@@ -107,7 +110,7 @@ def _stores(server, value):
 
 def our_dump(client, **options):
     facts = client_utils.server_facts(client)
-    return dump_engine.dump(client, dump_engine.DumpOptions(**options), facts)[1]
+    return dump_engine.dump(client, dump_options.DumpOptions(**options), facts)[1]
 
 
 def restore_foreign(client, source, **options):
@@ -245,7 +248,7 @@ def clean(client):
 def test_dataset_holds_every_type_the_server_stores(source, server):
     """Which BSON types the test server refuses (not part of the data set) is said, not hidden."""
     client, refused = source
-    stem = layout.collection_file_stem(LONG_NAME)
+    stem = dump_names.collection_file_stem(LONG_NAME)
     assert len(stem) == 238 and stem[204:211] == "%C3%%24", stem
     assert client[SOURCE_DB].types.count_documents({}) == len(BASE_TYPES) + len(EXTENDED_TYPES) - len(refused) + 1
     if refused:
@@ -280,7 +283,7 @@ def test_single_database_dump_keeps_its_prelude_in_the_database_directory(our_ou
     name = "prelude.json" + (".gz" if use_gzip else "")
     assert os.path.isfile(os.path.join(root, SOURCE_DB, name))
     assert not os.path.exists(os.path.join(root, name))
-    assert layout.scan_dump_directory(root).prelude["ToolVersion"] == dump_engine.TOOL_VERSION
+    assert dump_scan.scan_dump_directory(root).prelude["ToolVersion"] == manifest_utils.TOOL_VERSION
 
 
 @pytest.mark.parametrize("fmt,use_gzip", VARIANTS, ids=VARIANT_IDS)
@@ -321,7 +324,7 @@ def test_mongorestore_dry_run_accepts_our_layouts(mongo_tools, server, source, o
 def test_bsondump_reads_every_bson_file_we_write(mongo_tools, source, our_output, use_gzip):
     client, _refused = source
     root = our_output[("directory", use_gzip)]
-    scan = layout.scan_dump_directory(root)
+    scan = dump_scan.scan_dump_directory(root)
     assert len(scan.entries) == len(client[SOURCE_DB].list_collection_names())
     for entry in scan.entries:
         with open(entry.bson_path, "rb") as handle:

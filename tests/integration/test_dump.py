@@ -14,9 +14,10 @@ import bson
 import pytest
 from bson import json_util
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.archive import ArchiveReader
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import ArchiveReader
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError,
     ConnectionFailure,
@@ -52,7 +53,7 @@ def dataset(client):
 
 def run_dump(client, tmp_path=None, check_mode=False, **options):
     facts = client_utils.server_facts(client)
-    return dump_engine.dump(client, dump_engine.DumpOptions(**options), facts, check_mode=check_mode)
+    return dump_engine.dump(client, dump_options.DumpOptions(**options), facts, check_mode=check_mode)
 
 
 def documents_in(path):
@@ -197,24 +198,31 @@ def test_oplog_dump_captures_writes_made_during_the_dump(dataset, tmp_path):
     assert manifest["oplog"]["end"]["ts"] == window["end"]["ts"]
 
 
-def test_oplog_overflow_fails_and_leaves_no_backup(private_server, tmp_path, monkeypatch):
+def test_oplog_overflow_fails_and_leaves_no_backup(private_server, tmp_path):
     """If the oldest oplog entry passes the dump's start, the dump must fail (mongodump --oplog).
     On a server of its own: the shared server's oplog grows too large to trim in one delete."""
     client = private_server.client()
     client.dumptest_b.things.insert_many([{"_id": "t%d" % i, "v": i} for i in range(50)])
     oplog = client.local["oplog.rs"]
+    rolled = []
 
-    def roll_over(self, window):
-        # Simulate a rolled-over capped oplog: everything up to and including the start is gone.
-        client.dumptest_b.things.insert_one({"_id": "after-start"})
-        oplog.delete_many({"ts": {"$lte": window.start}})
+    def roll_over_during_the_data_phase(event, **_details):
+        # A capped oplog that rolled over while the data was read: every entry up to the dump's
+        # start is gone, and the oldest one left is newer than that start.
+        if event == "batch" and not rolled:
+            rolled.append(True)
+            newest = oplog.find_one({}, sort=[("$natural", -1)])["ts"]
+            oplog.delete_many({"ts": {"$lte": newest}})
+            client.dumptest_b.things.insert_one({"_id": "after-start"})
 
-    monkeypatch.setattr(dump_engine.Dumper, "collections_dumped", roll_over)
+    facts = client_utils.server_facts(client)
+    options = dump_options.DumpOptions(path=str(tmp_path / "overflow"), oplog=True, ns_include=["dumptest_*.*"])
     try:
         with pytest.raises(OplogOverflow) as failure:
-            run_dump(client, path=str(tmp_path / "overflow"), oplog=True, ns_include=["dumptest_*.*"])
+            dump_engine.dump(client, options, facts, progress=roll_over_during_the_data_phase)
     finally:
         client.close()
+    assert rolled, "the dump read no batch"
     assert "oplog overflow" in failure.value.message
     assert "run the dump again" in failure.value.message
     assert_nothing_left(tmp_path, "overflow")
@@ -222,7 +230,7 @@ def test_oplog_overflow_fails_and_leaves_no_backup(private_server, tmp_path, mon
 
 def test_oplog_needs_a_full_dump(tmp_path):
     with pytest.raises(InvalidOption, match="whole deployment"):
-        dump_engine.DumpOptions(path=str(tmp_path / "x"), db="shop", oplog=True)
+        dump_options.DumpOptions(path=str(tmp_path / "x"), db="shop", oplog=True)
 
 
 # --------------------------------------------------------------------------- idempotence
@@ -272,13 +280,13 @@ def test_unknown_collection_fails(dataset, tmp_path):
 
 def test_invalid_query_json_is_rejected(tmp_path):
     with pytest.raises(InvalidOption) as failure:
-        dump_engine.DumpOptions(path=str(tmp_path / "q"), db="a", collection="b", query="{kind: 'x'")
+        dump_options.DumpOptions(path=str(tmp_path / "q"), db="a", collection="b", query="{kind: 'x'")
     assert "not valid Extended JSON" in failure.value.message
 
 
 def test_invalid_namespace_pattern_is_rejected(tmp_path):
     with pytest.raises(InvalidOption, match="ns_include pattern 'nodot' is invalid"):
-        dump_engine.DumpOptions(path=str(tmp_path / "p"), ns_include=["nodot"])
+        dump_options.DumpOptions(path=str(tmp_path / "p"), ns_include=["nodot"])
 
 
 def test_missing_backup_location_fails_before_reading(dataset, tmp_path):
@@ -307,13 +315,15 @@ def test_disk_full_fails_cleanly(server, dataset, tmp_path):
 import json, os, resource, signal, sys
 sys.path.insert(0, os.path.join(sys.argv[1], "tools"))
 import collection_link; collection_link.expose()
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as cu, dump as d
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as cu
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as d
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))
 client = cu.connect(cu.ConnectionOptions(uri=os.environ["MONGODB_URI"]))
 try:
-    d.dump(client, d.DumpOptions(path=sys.argv[2], db="dumptest_a"), cu.server_facts(client))
+    d.dump(client, dump_options.DumpOptions(path=sys.argv[2], db="dumptest_a"), cu.server_facts(client))
     print(json.dumps({"ok": True}))
 except BackupError as exc:
     print(json.dumps({"ok": False, "msg": exc.message}))
@@ -340,7 +350,7 @@ def test_server_killed_mid_dump_fails_and_leaves_nothing(private_server, tmp_pat
             private_server.kill()
             killed.append(details)
 
-    options = dump_engine.DumpOptions(path=str(tmp_path / "killed"), db="big")
+    options = dump_options.DumpOptions(path=str(tmp_path / "killed"), db="big")
     with pytest.raises(DumpFailed) as failure:
         dump_engine.dump(client, options, facts, progress=kill_after_first_batch)
     assert killed, "the dump finished before the server could be killed"

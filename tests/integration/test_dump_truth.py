@@ -14,10 +14,12 @@ import time
 
 import pytest
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import locking
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import backup_target
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import locking
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     DumpFailed,
     InvalidOption,
@@ -41,7 +43,7 @@ def shop(client):
 
 def run_dump(client, check_mode=False, progress=None, **options):
     facts = client_utils.server_facts(client)
-    return dump_engine.dump(client, dump_engine.DumpOptions(**options), facts, check_mode=check_mode,
+    return dump_engine.dump(client, dump_options.DumpOptions(**options), facts, check_mode=check_mode,
                             progress=progress)
 
 
@@ -79,7 +81,7 @@ def _second_run_during_first(client, target, second_options):
     def on_progress(event, **details):
         if event == "batch" and not thread.is_alive() and "started" not in outcome:
             outcome["started"] = True
-            lock = str(target) + dump_engine.LOCK_SUFFIX
+            lock = str(target) + backup_target.LOCK_SUFFIX
             outcome["lock"] = (stat.S_IMODE(os.stat(lock).st_mode), json.loads(open(lock).read()))
             thread.start()
             thread.join(1.0)  # the second run is now waiting on the lock, or failed at once
@@ -164,7 +166,7 @@ def _start_two(runs, tmp_path, playbook, server, target):
 @contextlib.contextmanager
 def _held_a_while(target, seconds=12):
     """Hold the target's lock (as a third run would) while ansible-playbook starts the modules."""
-    with locking.exclusive(str(target) + dump_engine.LOCK_SUFFIX, 0, "test", "the test holding the lock"):
+    with locking.exclusive(str(target) + backup_target.LOCK_SUFFIX, 0, "test", "the test holding the lock"):
         yield
         time.sleep(seconds)
 
@@ -193,7 +195,7 @@ def test_a_killed_runs_marked_staging_is_removed_and_the_dump_completes(shop, tm
     target = tmp_path / "data"
     leftover = tmp_path / "data.partial"
     leftover.mkdir()
-    (leftover / dump_engine.STAGING_MARKER).write_text("{}")
+    (leftover / backup_target.STAGING_MARKER).write_text("{}")
     (leftover / "half-written.bson").write_bytes(b"\x00" * 10)
     changed, _result = run_dump(shop, path=str(target), label="data", db=DB)
     assert changed and not leftover.exists()
@@ -259,7 +261,7 @@ def test_a_run_killed_between_the_archive_renames_is_finished_by_the_rerun(shop,
     # the state a kill between the two renames leaves: archive in place, its manifest still staged
     staging = tmp_path / "m1.archive.partial"
     staging.mkdir()
-    (staging / dump_engine.STAGING_MARKER).write_text("{}")
+    (staging / backup_target.STAGING_MARKER).write_text("{}")
     os.rename(str(tmp_path / "m1.archive.manifest.json"), str(staging / "manifest.json"))
     changed, result = run_dump(shop, archive=str(target), label="m1", db=DB, check_mode=True)
     assert not changed and result["backup_id"] == first["backup_id"]  # check mode plans the same, writes nothing
@@ -476,7 +478,7 @@ def _mongodump_binary():
 
 @pytest.mark.parametrize("kind", ["path", "archive"])
 def test_engine_mongodump_uses_the_marked_staging_and_the_kept_backup_checks(shop, connection, tmp_path, kind):
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongodump_tool
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import mongotools as mongodump_tool
     binary = _mongodump_binary()
     target = tmp_path / ("data" if kind == "path" else "data.archive")
     users = tmp_path / (target.name + ".partial")
@@ -485,7 +487,7 @@ def test_engine_mongodump_uses_the_marked_staging_and_the_kept_backup_checks(sho
 
     def run(**extra):
         options = dict({kind: str(target), "label": "data", "db": DB}, **extra)
-        return mongodump_tool.run(connection, dump_engine.DumpOptions(**options), binary, False)
+        return mongodump_tool.run(connection, dump_options.DumpOptions(**options), binary, False)
 
     with pytest.raises(DumpFailed, match="is in the way"):
         run()
@@ -494,7 +496,7 @@ def test_engine_mongodump_uses_the_marked_staging_and_the_kept_backup_checks(sho
     changed, first = run()
     assert changed
     assert_intact(target, is_archive=kind == "archive")
-    assert dump_engine.STAGING_MARKER not in json.dumps(manifest_of(target, kind == "archive")["files"])
+    assert backup_target.STAGING_MARKER not in json.dumps(manifest_of(target, kind == "archive")["files"])
     assert sorted(os.listdir(str(tmp_path))) == sorted([target.name] + (
         [target.name + ".manifest.json"] if kind == "archive" else []))
     changed, kept = run()

@@ -7,9 +7,10 @@ import pytest
 from conftest import run_playbook
 from testserver import free_port
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption, NamespaceNotFound
 
 SHOP, SHOP2 = "nsr_shop", "nsr_shop2"
@@ -27,7 +28,7 @@ def backup(request, client, tmp_path):
     client[SHOP].orders.insert_many([{"_id": i, "state": "backed up"} for i in range(50)])
     client[SHOP].users.insert_many([{"_id": i, "name": "u%d" % i} for i in range(5)])
     path = tmp_path / ("backup.archive" if request.param == "archive" else "backup")
-    dump_engine.dump(client, dump_engine.DumpOptions(ns_include=[SHOP + ".*"], **{
+    dump_engine.dump(client, dump_options.DumpOptions(ns_include=[SHOP + ".*"], **{
         "archive" if request.param == "archive" else "path": str(path)}), client_utils.server_facts(client))
     client[SHOP].orders.insert_many([{"_id": 1000 + i, "state": "newer"} for i in range(7)])
     client[SHOP].orders.update_one({"_id": 0}, {"$set": {"state": "changed after the backup"}})

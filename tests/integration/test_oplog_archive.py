@@ -4,11 +4,15 @@ import os
 
 import pytest
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import pitr
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import archiver
 
 
@@ -20,7 +24,7 @@ def replica(private_server, tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     facts = client_utils.server_facts(client)
-    dump_engine.dump(client, dump_engine.DumpOptions(path=str(root / "full-1"), oplog=True, label="full-1"), facts)
+    dump_engine.dump(client, dump_options.DumpOptions(path=str(root / "full-1"), oplog=True, label="full-1"), facts)
     with catalog_utils.Catalog.locked(str(root)) as catalog:
         catalog.add_backup_from_manifest(str(root / "full-1"))
         catalog.save()
@@ -60,9 +64,9 @@ def test_slices_capture_new_writes_and_restore_to_the_end(replica, compression):
 
     catalog = catalog_utils.Catalog.load(root)
     assert len(catalog.slices) == len(first["slices"]) + len(second["slices"])
-    window = catalog.windows(facts["replica_set"])[0]
+    window = pitr.windows(catalog, facts["replica_set"])[0]
     assert window["end_ts"] == second["slices"][-1]["last_ts"] and not window["stopped_by_gap"]
-    slices = [os.path.join(root, s["file"]) for s in sorted(catalog.slices, key=lambda s: catalog_utils.ts_key(s["first_ts"]))]
+    slices = [os.path.join(root, s["file"]) for s in sorted(catalog.slices, key=lambda s: timestamps.ts_key(s["first_ts"]))]
     client.drop_database("arch")
     restore_engine.restore(client, restore_engine.RestoreOptions(
         source=os.path.join(root, "full-1"), drop=True, oplog_replay=True, oplog_slices=slices))
@@ -88,7 +92,7 @@ def test_gap_is_detected_recorded_and_reported(replica):
     # a capped oplog that rolled over: everything up to and past the last archived entry is gone
     newest = client.local["oplog.rs"].find_one({}, sort=[("$natural", -1)])["ts"]
     client.local["oplog.rs"].delete_many({"ts": {"$lt": newest}})
-    with pytest.raises(archiver.OplogGap) as failure:
+    with pytest.raises(errors.OplogGap) as failure:
         archive(client, facts, root)
     message = failure.value.message
     assert "oplog gap" in message and last in message and "take a new full backup" in message

@@ -10,12 +10,15 @@ from bson import Timestamp
 from bson.codec_options import CodecOptions
 from pymongo import errors as pymongo_errors
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.archive import (
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_metadata
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import (
     ArchiveReader, OPLOG_COLLECTION, OPLOG_DB, open_archive_for_read)
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import MAX_OPLOG_ENTRY_SIZE
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import MAX_OPLOG_ENTRY_SIZE
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import parse_oplog_limit
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import index_catalog
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import readers
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import parse_oplog_limit
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMPAT = os.path.join(REPO, "..", "shared", "compat", "mongo-tools")
@@ -107,7 +110,7 @@ def restore_dump(client, dump_dir, mapping):
             documents = read_bson(os.path.join(path, name))
             if documents:
                 coll(client, namespace).insert_many(documents)
-            metadata = layout.read_metadata_file(os.path.join(path, name[:-5] + ".metadata.json"))
+            metadata = dump_metadata.read_metadata_file(os.path.join(path, name[:-5] + ".metadata.json"))
             catalog[namespace] = dict((spec["name"], spec) for spec in metadata["indexes"])
     return catalog
 
@@ -119,15 +122,15 @@ def index_names(client, namespace):
 def build_or_skip(server, client, catalog, lacking):
     """build_indexes; on FerretDB an index option it does not implement skips the test."""
     try:
-        return replay.build_indexes(client, catalog)
-    except replay.ReplayError as exc:
+        return index_catalog.build_indexes(client, catalog)
+    except errors.ReplayError as exc:
         if is_ferretdb(server) and ("NotImplemented" in exc.message or "is unknown" in exc.message):
             pytest.skip("FerretDB lacks %s (%s)" % (lacking, exc.message))
         raise
 
 
 def fixture_oplog(*parts):
-    return list(replay.iter_oplog_file(os.path.join(*parts)))
+    return list(readers.iter_oplog_file(os.path.join(*parts)))
 
 
 def ordered(value):
@@ -182,7 +185,7 @@ def test_archive_with_oplog_keeps_25_documents(server, fresh):
             elif (database, collection) == ("test", "foo"):
                 data.append(bson.decode(raw, AS_DICT))
     coll(fresh, PREFIX + "archive.foo").insert_many(data)
-    entries = remapped(replay.decode_entries(oplog, path), {"test": PREFIX + "archive"})
+    entries = remapped(readers.decode_entries(oplog, path), {"test": PREFIX + "archive"})
     result = replay.OplogReplayer(fresh).replay(entries)
     assert len(docs(fresh, PREFIX + "archive.foo")) == 25
     assert sorted(d["a"] for d in docs(fresh, PREFIX + "archive.foo")) == list(range(1, 26))
@@ -197,10 +200,10 @@ def test_duplicate_index_key_fixed_by_the_oplog(server, fresh):
     entries = remapped(fixture_oplog(RESTORE_DATA, "duplicate_index_key_with_oplog", "oplog.bson"), mapping)
     result = replay.OplogReplayer(fresh, index_catalog=catalog).replay(entries)
     assert len(docs(fresh, PREFIX + "dup.foo")) == 1
-    assert replay.build_indexes(fresh, result["index_catalog"]) == {"created": 1, "existing": 1}
+    assert index_catalog.build_indexes(fresh, result["index_catalog"]) == {"created": 1, "existing": 1}
     specs = dict((s["name"], s) for s in coll(fresh, PREFIX + "dup.foo").list_indexes())
     assert sorted(specs) == ["_id_", "a_1"] and specs["a_1"].get("unique") is True
-    assert replay.build_indexes(fresh, result["index_catalog"]) == {"created": 0, "existing": 2}
+    assert index_catalog.build_indexes(fresh, result["index_catalog"]) == {"created": 0, "existing": 2}
 
 
 def _coll_fixture(client, dump, oplog_file, **kwargs):
@@ -214,7 +217,7 @@ def test_drop_index_fixture(server, fresh):
     """coll_with_index + drop_index.bson: 1 doc, 1 index."""
     result = _coll_fixture(fresh, "coll_with_index", "drop_index.bson")
     assert list(result["index_catalog"][PREFIX + "fx.foo"]) == ["_id_"]
-    replay.build_indexes(fresh, result["index_catalog"])
+    index_catalog.build_indexes(fresh, result["index_catalog"])
     assert len(docs(fresh, PREFIX + "fx.foo")) == 1 and index_names(fresh, PREFIX + "fx.foo") == ["_id_"]
 
 
@@ -231,7 +234,7 @@ def test_drop_fixtures(server, fresh, oplog_file):
     """coll_with_index + drop_collection / drop_db: 0 docs, 0 indexes."""
     result = _coll_fixture(fresh, "coll_with_index", oplog_file)
     assert result["index_catalog"] == {} and result["applied_by_op"] == {"c": 1}
-    replay.build_indexes(fresh, result["index_catalog"])
+    index_catalog.build_indexes(fresh, result["index_catalog"])
     assert docs(fresh, PREFIX + "fx.foo") == []
     assert "foo" not in fresh[PREFIX + "fx"].list_collection_names()
 
@@ -240,7 +243,7 @@ def test_create_index_fixture(server, fresh):
     """coll_with_ttl_index + create_index.bson: 1 doc, 2 indexes."""
     result = _coll_fixture(fresh, "coll_with_ttl_index", "create_index.bson")
     assert result["index_catalog"][PREFIX + "fx.foo"]["f_1"] == {"v": 2, "key": {"f": 1.0}, "name": "f_1"}
-    assert replay.build_indexes(fresh, result["index_catalog"]) == {"created": 1, "existing": 1}
+    assert index_catalog.build_indexes(fresh, result["index_catalog"]) == {"created": 1, "existing": 1}
     assert len(docs(fresh, PREFIX + "fx.foo")) == 1 and index_names(fresh, PREFIX + "fx.foo") == ["_id_", "f_1"]
 
 
@@ -289,7 +292,7 @@ def test_bypass_document_validation_fixture(server, fresh):
             fresh[PREFIX + "probe"].command({"create": "v", "validator": {"$jsonSchema": {"bsonType": "object"}}})
         except pymongo_errors.OperationFailure as exc:
             pytest.skip("FerretDB lacks document validators (%s)" % exc.details.get("errmsg"))
-    with pytest.raises(replay.ReplayError, match="op=i"):
+    with pytest.raises(errors.ReplayError, match="op=i"):
         _coll_fixture(fresh, "coll_without_index", "bypassDocumentValidation.bson")
     fresh.drop_database(PREFIX + "fxm")
     result = _coll_fixture(fresh, "coll_without_index", "bypassDocumentValidation.bson",
@@ -320,7 +323,7 @@ def test_tools_2002_fixture(server, fresh):
     entries = remapped(fixture_oplog(RESTORE_DATA, "tools-2002", "oplog.bson"), {"foo": PREFIX + "foo"})
     result = replay.OplogReplayer(fresh).replay(entries)
     assert "bar" in fresh[PREFIX + "foo"].list_collection_names()
-    assert replay.build_indexes(fresh, result["index_catalog"]) == {"created": 1, "existing": 0}
+    assert index_catalog.build_indexes(fresh, result["index_catalog"]) == {"created": 1, "existing": 0}
     assert index_names(fresh, PREFIX + "foo.bar") == ["_id_", "a_1_b_1"]
 
 
@@ -387,7 +390,7 @@ def test_applyops_mode_reports_a_target_without_applyops(server, fresh):
     if not is_ferretdb(server):
         assert replay.OplogReplayer(fresh, mode="applyops").replay(entries)["applied"] == 5
         return
-    with pytest.raises(replay.ReplayError) as info:
+    with pytest.raises(errors.ReplayError) as info:
         replay.OplogReplayer(fresh, mode="applyops").replay(entries)
     assert "ts=1511064038:28" in info.value.message and "replay with mode crud or auto" in info.value.message
     assert "no entry was applied" in info.value.message
@@ -401,7 +404,7 @@ def test_a_command_the_target_lacks_stops_with_the_entry_named(server, fresh):
         replay.OplogReplayer(fresh, mode="crud").replay(entries)
         assert coll(fresh, PREFIX + "cap.c").options().get("capped") is True
         return
-    with pytest.raises(replay.ReplayError) as info:
+    with pytest.raises(errors.ReplayError) as info:
         replay.OplogReplayer(fresh, mode="crud").replay(entries)
     assert info.value.message.startswith("replay stopped at oplog entry op=c ns=%scap.$cmd ts=50:2: server error 59" % PREFIX)
     assert "entries up to 50:1 were applied" in info.value.message

@@ -15,12 +15,15 @@ import pytest
 
 from conftest import run_playbook, run_project_playbook
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import locking
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import locking
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import archiver
 
 RESULT_PLAYBOOK = """
@@ -47,7 +50,7 @@ def replica(private_server, tmp_path):
     root = tmp_path / "backups" / "localhost"
     root.mkdir(parents=True)
     facts = client_utils.server_facts(client)
-    dump_engine.dump(client, dump_engine.DumpOptions(path=str(root / "full-1"), oplog=True, label="full-1"), facts)
+    dump_engine.dump(client, dump_options.DumpOptions(path=str(root / "full-1"), oplog=True, label="full-1"), facts)
     with catalog_utils.Catalog.locked(str(root)) as catalog:
         catalog.add_backup_from_manifest(str(root / "full-1"))
         catalog.save()
@@ -123,7 +126,7 @@ def test_two_concurrent_archive_runs_record_one_chain(private_server, replica, t
         assert code == 0, out
 
     catalog = catalog_utils.Catalog.load(root)
-    slices = sorted(catalog.slices, key=lambda s: catalog_utils.ts_key(s["first_ts"]))
+    slices = sorted(catalog.slices, key=lambda s: timestamps.ts_key(s["first_ts"]))
     assert slices and slices[0]["first_ts"] == start
     for before, after in zip(slices, slices[1:]):
         assert after["first_ts"] == before["last_ts"], "slices overlap or leave a hole: %s" % slices
@@ -195,7 +198,7 @@ def test_catalog_refuses_a_slice_that_overlaps_recorded_ones(replica):
     with open(os.path.join(root, record["file"]), "rb") as source, open(copy, "wb") as target:
         target.write(source.read())
     with catalog_utils.Catalog.locked(root) as catalog:
-        with pytest.raises(catalog_utils.CatalogError) as refused:
+        with pytest.raises(errors.CatalogError) as refused:
             catalog.add_slice(facts["replica_set"], "%d:%d" % (middle.time, middle.inc), record["last_ts"], copy,
                               entries=10)
     message = refused.value.message
@@ -342,7 +345,7 @@ def test_a_failed_run_leaves_no_slice_file(replica, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(bsonio.HashingFile, "write", refuse)
-    with pytest.raises(archiver.ArchiveFailed, match="No space left on device; the unfinished slice was removed"):
+    with pytest.raises(errors.ArchiveFailed, match="No space left on device; the unfinished slice was removed"):
         archiver.archive_oplog(client, archiver.ArchiveOptions(root, compression="none"), facts)
     slice_dir = os.path.join(root, "oplog", facts["replica_set"])
     assert os.listdir(slice_dir) == []

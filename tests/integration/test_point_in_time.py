@@ -7,9 +7,11 @@ import time
 import pytest
 from bson import Timestamp
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import window
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TESTDATA = os.path.join(REPO, "..", "shared", "compat", "mongo-tools", "mongorestore", "testdata")
@@ -126,7 +128,7 @@ def test_restore_with_replay_equals_the_state_at_the_dump_end_and_before_a_later
     workload = Workload(private_server.client())
     workload.thread.start()
     snapshots = {}
-    original_close = dump_engine.OplogWindow.close
+    original_close = window.OplogWindow.close
 
     def close_with_snapshot(window):
         # Pause writes so the state now is exactly the state at the window's end.
@@ -137,10 +139,10 @@ def test_restore_with_replay_equals_the_state_at_the_dump_end_and_before_a_later
         finally:
             workload.resume()
 
-    monkeypatch.setattr(dump_engine.OplogWindow, "close", close_with_snapshot)
+    monkeypatch.setattr(window.OplogWindow, "close", close_with_snapshot)
     try:
         time.sleep(0.3)
-        options = dump_engine.DumpOptions(path=str(tmp_path / "pit"), oplog=True)
+        options = dump_options.DumpOptions(path=str(tmp_path / "pit"), oplog=True)
         _c, dumped = dump_engine.dump(client, options, client_utils.server_facts(client))
         time.sleep(0.3)
         workload.pause()

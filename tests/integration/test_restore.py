@@ -9,9 +9,11 @@ import pytest
 from bson import Binary, Int64, Regex, Timestamp
 from bson.codec_options import CodecOptions
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError, InvalidOption
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,7 +27,7 @@ def restore(client, source, check_mode=False, **options):
 
 
 def dump(client, **options):
-    return dump_engine.dump(client, dump_engine.DumpOptions(**options), client_utils.server_facts(client))
+    return dump_engine.dump(client, dump_options.DumpOptions(**options), client_utils.server_facts(client))
 
 
 def raw_documents(client, db, name):
@@ -192,7 +194,7 @@ def test_checksum_mismatch_refuses_before_writing(client, small_backup):
     raw = bytearray(data.read_bytes())
     raw[100] ^= 0xFF
     data.write_bytes(bytes(raw))
-    with pytest.raises(restore_engine.VerificationFailed) as failure:
+    with pytest.raises(errors.VerificationFailed) as failure:
         restore(client, small_backup, ns_from=["vb_src.$c$"], ns_to=["vb_dst.$c$"])
     assert str(data) in failure.value.message and "is damaged" in failure.value.message
     _assert_untouched(client)
@@ -200,7 +202,7 @@ def test_checksum_mismatch_refuses_before_writing(client, small_backup):
 
 def test_missing_file_refuses_before_writing(client, small_backup):
     os.remove(small_backup / "vb_src" / "items.metadata.json")
-    with pytest.raises(restore_engine.VerificationFailed, match="items.metadata.json listed in .* is missing"):
+    with pytest.raises(errors.VerificationFailed, match="items.metadata.json listed in .* is missing"):
         restore(client, small_backup, ns_from=["vb_src.$c$"], ns_to=["vb_dst.$c$"])
     _assert_untouched(client)
 
@@ -211,7 +213,7 @@ def test_truncated_bson_without_manifest_fails_the_structural_check(client, smal
     os.remove(small_backup / "vb_src" / "prelude.json")  # a single-database dump keeps it there
     data = small_backup / "vb_src" / "items.bson"
     data.write_bytes(data.read_bytes()[:-7])
-    with pytest.raises(restore_engine.VerificationFailed) as failure:
+    with pytest.raises(errors.VerificationFailed) as failure:
         restore(client, small_backup, ns_from=["vb_src.$c$"], ns_to=["vb_dst.$c$"], require_manifest=False)
     assert "structural check" in failure.value.message and "items.bson" in failure.value.message
     _assert_untouched(client)
@@ -226,7 +228,7 @@ def test_corrupt_gzip_archive_is_rejected(client, clean, tmp_path):
     raw = bytearray(archive.read_bytes())
     raw[len(raw) // 2] ^= 0x55
     archive.write_bytes(bytes(raw))
-    with pytest.raises((restore_engine.VerificationFailed, FormatError)) as failure:
+    with pytest.raises((errors.VerificationFailed, FormatError)) as failure:
         restore(client, archive, ns_from=["gz_src.$c$"], ns_to=["gz_dst.$c$"])
     assert str(archive) in failure.value.message
     assert "gz_dst" not in client.list_database_names()
@@ -246,7 +248,7 @@ def test_duplicate_keys_are_counted_or_stop_the_restore(client, small_backup):
     assert result["namespaces"][0]["failed"] == 100
     client.drop_database("vb_dst")
     client.vb_dst.items.insert_many([{"_id": i, "v": "existing"} for i in range(0, 300, 3)])
-    with pytest.raises(restore_engine.RestoreFailed) as failure:
+    with pytest.raises(errors.RestoreFailed) as failure:
         restore(client, small_backup, ns_from=["vb_src.$c$"], ns_to=["vb_dst.$c$"], stop_on_error=True,
                 batch_size=50)
     message = failure.value.message
@@ -321,7 +323,7 @@ def test_server_killed_mid_restore_says_which_namespaces_are_complete(private_se
 
     options = restore_engine.RestoreOptions(source=str(tmp_path / "k"), num_parallel_collections=1,
                                             batch_size=500)
-    with pytest.raises(restore_engine.RestoreFailed) as failure:
+    with pytest.raises(errors.RestoreFailed) as failure:
         restore_engine.restore(target, options, progress=kill_on_large)
     assert killed
     message = failure.value.message

@@ -9,10 +9,12 @@ import bson
 import pytest
 from bson import Timestamp
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
 
 from conftest import run_playbook
@@ -28,7 +30,7 @@ def restore(client, source, check_mode=False, **options):
 
 
 def dump(client, **options):
-    return dump_engine.dump(client, dump_engine.DumpOptions(**options), client_utils.server_facts(client))
+    return dump_engine.dump(client, dump_options.DumpOptions(**options), client_utils.server_facts(client))
 
 
 def everything(client, *databases):
@@ -196,7 +198,7 @@ def test_the_root_directory_is_refused_quickly_and_clearly(live, require_manifes
 def test_invalid_metadata_in_a_backup_of_ours_is_reported_as_damage(live, backup):
     metadata = backup / "tr_src" / "items.metadata.json"
     metadata.write_text("{not json")
-    with pytest.raises(restore_engine.VerificationFailed) as failure:
+    with pytest.raises(errors.VerificationFailed) as failure:
         restore(live, backup, drop=True, **INTO_LIVE)
     assert "items.metadata.json is damaged" in failure.value.message
     assert "delete" not in failure.value.message
@@ -230,7 +232,7 @@ def overlap(live):
 
 
 def test_documents_that_fail_fail_the_task(overlap, backup):
-    with pytest.raises(restore_engine.RestoreFailed) as failure:
+    with pytest.raises(errors.RestoreFailed) as failure:
         restore(overlap, backup, **INTO_LIVE)
     message, details = failure.value.message, failure.value.details
     assert message.startswith("100 document(s) or oplog entries were not written: tr_live.items: 100 "
@@ -249,12 +251,12 @@ def test_max_failed_documents_accepts_known_failures_but_never_says_complete(ove
     assert any("accepted by max_failed_documents: 100" in w for w in result["warnings"])
     overlap.drop_database("tr_live")
     overlap.tr_live.items.insert_many([{"_id": i, "v": "existing"} for i in range(0, 300, 3)])
-    with pytest.raises(restore_engine.RestoreFailed, match="max_failed_documents: 100 to accept"):
+    with pytest.raises(errors.RestoreFailed, match="max_failed_documents: 100 to accept"):
         restore(overlap, backup, max_failed_documents=99, **INTO_LIVE)
 
 
 def test_stop_on_error_stops_at_the_first_failure(overlap, backup):
-    with pytest.raises(restore_engine.RestoreFailed) as failure:
+    with pytest.raises(errors.RestoreFailed) as failure:
         restore(overlap, backup, stop_on_error=True, batch_size=30, **INTO_LIVE)
     assert "inserting into tr_live.items failed: E11000" in failure.value.message
     assert "stop_on_error: true" in failure.value.message and "not complete: tr_live.items" in failure.value.message
@@ -269,7 +271,7 @@ def test_validation_failures_are_counted_too_and_the_rest_is_restored(live, back
     if "validator" not in (live.tr_live.command("listCollections", filter={"name": "items"})
                            ["cursor"]["firstBatch"][0].get("options") or {}):
         pytest.skip("the test server does not keep collection validators")
-    with pytest.raises(restore_engine.RestoreFailed, match="tr_live.items: 300"):
+    with pytest.raises(errors.RestoreFailed, match="tr_live.items: 300"):
         restore(live, backup, no_options_restore=True, **INTO_LIVE)
 
 
@@ -284,7 +286,7 @@ def test_oplog_entries_that_cannot_be_applied_fail_the_task(live, backup, tmp_pa
          "o": {"_id": "tr_src.someone", "user": "someone", "db": "tr_src", "roles": []}},
     ]
     oplog.write_bytes(b"".join(bson.encode(e) for e in entries))
-    with pytest.raises(restore_engine.RestoreFailed) as failure:
+    with pytest.raises(errors.RestoreFailed) as failure:
         restore(live, backup, drop=True, oplog_replay=True, oplog_file=str(oplog), oplog_apply_mode="crud")
     assert "1 oplog entries not applied (system_collection)" in failure.value.message
     assert failure.value.details["oplog"]["not_applied"] == {"system_collection": 1}
@@ -323,7 +325,7 @@ def _add_unlisted_files(backup):
 def test_files_the_manifest_does_not_list_are_refused(live, backup):
     _add_unlisted_files(backup)
     before = everything(live, "tr_live", "tr_src")
-    with pytest.raises(restore_engine.VerificationFailed) as failure:
+    with pytest.raises(errors.VerificationFailed) as failure:
         restore(live, backup, drop=True)
     message = failure.value.message
     assert "holds 3 file(s) that its manifest" in message and "tr_src/smuggled.bson" in message
@@ -350,7 +352,7 @@ def test_a_backup_of_ours_without_its_manifest_is_refused_even_with_require_mani
     data.write_bytes(raw.replace(b"backup-7\x00", b"altered\x00\x00"))  # one document altered, framing intact
     before = everything(live, "tr_live")
     for require_manifest in (True, False):
-        with pytest.raises(restore_engine.VerificationFailed) as failure:
+        with pytest.raises(errors.VerificationFailed) as failure:
             restore(live, backup, drop=True, require_manifest=require_manifest, **INTO_LIVE)
         message = failure.value.message
         assert "written by dbops.mongodb_backup" in message and "manifest" in message and "missing" in message
@@ -361,7 +363,7 @@ def test_an_archive_of_ours_without_its_manifest_is_refused(live, tmp_path):
     archive = tmp_path / "a.archive"
     dump(live, db="tr_src", archive=str(archive))
     os.remove(str(archive) + ".manifest.json")
-    with pytest.raises(restore_engine.VerificationFailed, match="written by dbops.mongodb_backup"):
+    with pytest.raises(errors.VerificationFailed, match="written by dbops.mongodb_backup"):
         restore(live, archive, require_manifest=False, **INTO_LIVE)
 
 
@@ -374,14 +376,14 @@ def test_a_catalogued_backup_without_manifest_or_prelude_is_refused(live, tmp_pa
         catalog.save()
     os.remove(root / "full-1" / "manifest.json")
     os.remove(root / "full-1" / "tr_src" / "prelude.json")  # a single-database dump keeps it there
-    with pytest.raises(restore_engine.VerificationFailed) as failure:
+    with pytest.raises(errors.VerificationFailed) as failure:
         restore(live, root / "full-1", require_manifest=False, **INTO_LIVE)
     assert "catalog.json lists it" in failure.value.message
 
 
 def test_mongodump_output_needs_require_manifest_false_and_is_not_called_verified(live, tmp_path):
     source = os.path.join(TESTDATA, "specialcharacter")
-    with pytest.raises(restore_engine.VerificationFailed) as failure:
+    with pytest.raises(errors.VerificationFailed) as failure:
         restore(live, source, ns_from=["db1.$c$"], ns_to=["tr_extra.$c$"])
     assert "restore it with require_manifest: false" in failure.value.message
     assert "tr_extra" not in live.list_database_names()
@@ -401,7 +403,7 @@ def test_real_mongodump_output_restores_with_require_manifest_false(server, live
     out = tmp_path / "md"
     subprocess.run([mongodump, "--config", str(config), "--db", "tr_src", "--out", str(out)], check=True,
                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    with pytest.raises(restore_engine.VerificationFailed, match="require_manifest: false"):
+    with pytest.raises(errors.VerificationFailed, match="require_manifest: false"):
         restore(live, out, **INTO_LIVE)
     _c, result = restore(live, out, require_manifest=False, **INTO_LIVE)
     assert result["verification"]["verified"] is False

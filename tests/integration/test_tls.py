@@ -3,8 +3,9 @@
 import pytest
 import trustme
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import ConnectionFailure
 
 import testserver
@@ -35,7 +36,7 @@ def test_dump_over_tls_with_the_right_ca(tls_server, tmp_path):
     client = client_utils.connect(_options(tls_server, tls_ca_file=tls_server.ca_file))
     try:
         client.tlsdb.items.insert_many([{"_id": i} for i in range(25)])
-        options = dump_engine.DumpOptions(path=str(tmp_path / "tls-backup"), db="tlsdb")
+        options = dump_options.DumpOptions(path=str(tmp_path / "tls-backup"), db="tlsdb")
         changed, result = dump_engine.dump(client, options, client_utils.server_facts(client))
     finally:
         client.close()

@@ -15,8 +15,8 @@ import bson
 import pytest
 from bson.int64 import Int64
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archive as A
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as A
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -158,8 +158,17 @@ def test_writer_misuse_is_refused():
     with pytest.raises(ValueError):
         writer.write_segment("db", "c", doc(1))
     writer.close()
-    with pytest.raises(ValueError):
-        A.ArchiveWriter(io.BytesIO(), "unknown", "t", 1, ns_list(("db", "ts", "", "timeseries")))
+
+
+def test_unknown_server_version_keeps_timeseries_data_in_buckets():
+    """One rule for every reader and writer (core.versions): an unknown version counts as pre-8.3."""
+    out = io.BytesIO()
+    writer = A.ArchiveWriter(out, "unknown", "t", 1, ns_list(("db", "ts", "", "timeseries")))
+    writer.write_segment("db", "ts", doc(1))
+    writer.end_namespace("db", "ts")
+    writer.close()
+    assert bson.encode({"db": "db", "collection": "system.buckets.ts", "EOF": False, "CRC": bson.Int64(0)}) \
+        in out.getvalue()
 
 
 def test_parallel_writers_are_serialised():

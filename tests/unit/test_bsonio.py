@@ -15,7 +15,7 @@ import struct
 import bson
 import pytest
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

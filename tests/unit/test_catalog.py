@@ -15,9 +15,12 @@ import threading
 import pytest
 from bson import Timestamp
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import Catalog, CatalogError, OplogGapError
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import report
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import pitr
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import CatalogError, OplogGap
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption
 
 BASE = 1700000000
@@ -27,8 +30,8 @@ def make_backup(root, name, start, end, replica_set="rs0", finished=None, archiv
     """A backup as the dump engine leaves it: only the manifest matters to the catalog."""
     finished = BASE + end if finished is None else finished
     document = manifest_utils.new_manifest(
-        backup_id or "id-" + name, name, "logical", manifest_utils.iso_time(finished - 10),
-        manifest_utils.iso_time(finished), {"replica_set": replica_set, "topology": "replicaset"}, "db1:27017", {})
+        backup_id or "id-" + name, name, "logical", timestamps.iso_time(finished - 10),
+        timestamps.iso_time(finished), {"replica_set": replica_set, "topology": "replicaset"}, "db1:27017", {})
     document["oplog"] = {"start": {"ts": "%d:1" % (BASE + start)}, "end": {"ts": "%d:1" % (BASE + end)}, "entries": 3}
     document["totals"] = {"bytes": 1000, "bytes_on_disk": 400, "documents": 10}
     target = os.path.join(str(root), name)
@@ -70,7 +73,7 @@ def register(root, backups=(), slices=(), gaps=(), replica_set="rs0"):
 
 def test_empty_root_reads_as_empty_catalog(tmp_path):
     cat = Catalog.load(str(tmp_path))
-    assert cat.backups == [] and cat.windows() == [] and cat.last_archived_ts("rs0") is None
+    assert cat.backups == [] and pitr.windows(cat) == [] and cat.last_archived_ts("rs0") is None
     assert not os.path.exists(cat.path)
 
 
@@ -168,23 +171,23 @@ def test_gap_with_an_empty_oplog(tmp_path):
         assert cat.record_gap("rs0", ts(150), None)[1] is False
         with pytest.raises(InvalidOption):
             cat.record_gap("rs0", None, ts(1))
-        assert cat.windows()[0]["end_ts"] == ts(150)
-        with pytest.raises(OplogGapError, match="up to the oldest entry then available were lost"):
-            cat.restore_plan(ts(180))
+        assert pitr.windows(cat)[0]["end_ts"] == ts(150)
+        with pytest.raises(OplogGap, match="up to the oldest entry then available were lost"):
+            pitr.restore_plan(cat, ts(180))
 
 
 def test_timestamps_compare_as_numbers_not_text():
-    assert catalog_utils.ts_key("1700000009:10") > catalog_utils.ts_key("1700000009:9")
-    assert catalog_utils.ts_key(Timestamp(5, 6)) == (5, 6)
+    assert timestamps.ts_key("1700000009:10") > timestamps.ts_key("1700000009:9")
+    assert timestamps.ts_key(Timestamp(5, 6)) == (5, 6)
     with pytest.raises(InvalidOption):
-        catalog_utils.ts_key("yesterday")
+        timestamps.ts_key("yesterday")
 
 
 # --------------------------------------------------------------------------- windows
 
 def test_backup_without_slices_is_a_point_window(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100)])
-    (window,) = cat.windows()
+    (window,) = pitr.windows(cat)
     assert (window["start_ts"], window["end_ts"], window["slices"]) == (ts(100), ts(100), 0)
     assert window["start_time"] == "2023-11-14T22:15:00Z"
 
@@ -193,7 +196,7 @@ def test_window_follows_contiguous_slices_and_stops_at_a_hole(tmp_path):
     # slices start at the previous last_ts inclusive; 400-500 starts after 300: a hole
     cat = register(tmp_path, backups=[("b1", 0, 100), ("b2", 150, 250)],
                    slices=[(100, 200), (200, 300), (400, 500)])
-    first, second = cat.windows("rs0")
+    first, second = pitr.windows(cat, "rs0")
     assert (first["backup_label"], first["start_ts"], first["end_ts"], first["slices"]) == ("b1", ts(100), ts(300), 2)
     assert (second["start_ts"], second["end_ts"], second["slices"]) == (ts(250), ts(300), 1)
     assert first["stopped_by_gap"] is None
@@ -203,7 +206,7 @@ def test_slices_sharing_their_boundary_entry_extend_the_chain(tmp_path):
     # a slice may start before the backup's end; consecutive slices share one entry (overlapping
     # slices are refused, see tests/unit/test_oplog_truth_catalog.py)
     cat = register(tmp_path, backups=[("b1", 0, 100)], slices=[(50, 150), (150, 180), (180, 260)])
-    assert cat.windows()[0]["end_ts"] == ts(260)
+    assert pitr.windows(cat)[0]["end_ts"] == ts(260)
 
 
 def test_recorded_gap_ends_the_window(tmp_path):
@@ -211,7 +214,7 @@ def test_recorded_gap_ends_the_window(tmp_path):
     # continue from 200 must not carry the window past the gap
     cat = register(tmp_path, backups=[("b1", 0, 100), ("b3", 270, 300)],
                    slices=[(100, 200), (200, 400)], gaps=[(200, 260)])
-    first, second = cat.windows()
+    first, second = pitr.windows(cat)
     assert first["end_ts"] == ts(200) and first["stopped_by_gap"]["oldest_available_ts"] == ts(260)
     assert second["start_ts"] == ts(300) and second["end_ts"] == ts(400) and second["stopped_by_gap"] is None
 
@@ -219,8 +222,8 @@ def test_recorded_gap_ends_the_window(tmp_path):
 def test_windows_per_replica_set(tmp_path):
     register(tmp_path, backups=[("a", 0, 100)], replica_set="rsA")
     cat = register(tmp_path, backups=[("b", 0, 100)], slices=[(100, 300)], replica_set="rsB")
-    assert [w["replica_set"] for w in cat.windows()] == ["rsA", "rsB"]
-    assert [w["end_ts"] for w in cat.windows("rsB")] == [ts(300)]
+    assert [w["replica_set"] for w in pitr.windows(cat)] == ["rsA", "rsB"]
+    assert [w["end_ts"] for w in pitr.windows(cat, "rsB")] == [ts(300)]
 
 
 # --------------------------------------------------------------------------- restore plans
@@ -228,77 +231,77 @@ def test_windows_per_replica_set(tmp_path):
 def test_plan_picks_newest_backup_before_target_and_only_needed_slices(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100), ("b2", 150, 250), ("b3", 350, 450)],
                    slices=[(100, 200), (200, 300), (300, 400), (400, 500)])
-    plan = cat.restore_plan(ts(320))
+    plan = pitr.restore_plan(cat, ts(320))
     assert plan["backup"]["label"] == "b2" and plan["oplog_limit"] == ts(320)
     assert [(s["first_ts"], s["last_ts"]) for s in plan["slices"]] == [(ts(200), ts(300)), (ts(300), ts(400))]
     assert os.path.isabs(plan["slices"][0]["path"]) and plan["backup"]["absolute_path"] == str(tmp_path / "b2")
-    assert catalog_utils.verify_slices(str(tmp_path), plan) == 2
+    assert pitr.verify_slices(str(tmp_path), plan) == 2
 
 
 def test_plan_with_iso_target_and_target_right_after_backup(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100)], slices=[(100, 200)])
-    plan = cat.restore_plan(Timestamp(BASE + 150, 0))
+    plan = pitr.restore_plan(cat, Timestamp(BASE + 150, 0))
     assert plan["backup"]["label"] == "b1" and len(plan["slices"]) == 1
     # the entry right after the backup's end: the backup alone is enough
-    assert cat.restore_plan("%d:2" % (BASE + 100))["slices"] == []
+    assert pitr.restore_plan(cat, "%d:2" % (BASE + 100))["slices"] == []
 
 
 def test_plan_target_at_chain_end_inclusive(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100)], slices=[(100, 200)])
-    assert len(cat.restore_plan("%d:2" % (BASE + 200))["slices"]) == 1  # everything through 200:1
-    with pytest.raises(OplogGapError, match="does not reach the target"):
-        cat.restore_plan("%d:3" % (BASE + 200))  # would need 200:2, which nobody archived
+    assert len(pitr.restore_plan(cat, "%d:2" % (BASE + 200))["slices"]) == 1  # everything through 200:1
+    with pytest.raises(OplogGap, match="does not reach the target"):
+        pitr.restore_plan(cat, "%d:3" % (BASE + 200))  # would need 200:2, which nobody archived
 
 
 def test_plan_refuses_target_before_every_backup(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100)])
     with pytest.raises(CatalogError, match="no full backup of replica set rs0 .* ends before the target .* the oldest, "
                                            "b1, ends at %s .* choose a later target" % ts(100)):
-        cat.restore_plan(ts(100))  # a target is exclusive: the backup holds the entry at 100:1
+        pitr.restore_plan(cat, ts(100))  # a target is exclusive: the backup holds the entry at 100:1
 
 
 def test_plan_refuses_empty_catalog(tmp_path):
     with pytest.raises(CatalogError, match="no full backup with an oplog"):
-        Catalog.load(str(tmp_path)).restore_plan(ts(100), "rs0")
+        pitr.restore_plan(Catalog.load(str(tmp_path)), ts(100), "rs0")
 
 
 def test_plan_names_the_gap(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100)], slices=[(100, 200), (200, 400)], gaps=[(200, 260)])
-    with pytest.raises(OplogGapError) as raised:
-        cat.restore_plan(ts(300))
+    with pytest.raises(OplogGap) as raised:
+        pitr.restore_plan(cat, ts(300))
     message = raised.value.message
     assert "oplog gap on replica set rs0: the entries after %s" % ts(200) in message
     assert "up to %s were lost" % ts(260) in message
     assert "choose a target at or before %s, or take a new full backup" % ts(200) in message
     assert raised.value.details["last_archived_ts"] == ts(200)
     # before the gap the chain is fine
-    assert len(cat.restore_plan(ts(180))["slices"]) == 1
+    assert len(pitr.restore_plan(cat, ts(180))["slices"]) == 1
 
 
 def test_plan_names_missing_coverage(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100)], slices=[(100, 200), (300, 400)])
-    with pytest.raises(OplogGapError, match="run without a break only up to %s" % ts(200)):
-        cat.restore_plan(ts(350))
+    with pytest.raises(OplogGap, match="run without a break only up to %s" % ts(200)):
+        pitr.restore_plan(cat, ts(350))
 
 
 def test_plan_needs_replica_set_when_several(tmp_path):
     register(tmp_path, backups=[("a", 0, 100)], replica_set="rsA")
     cat = register(tmp_path, backups=[("b", 0, 100)], replica_set="rsB")
     with pytest.raises(InvalidOption, match="several replica sets \\(rsA, rsB\\); set replica_set"):
-        cat.restore_plan(ts(200))
-    assert cat.restore_plan(ts(100, 2), "rsB")["backup"]["label"] == "b"
+        pitr.restore_plan(cat, ts(200))
+    assert pitr.restore_plan(cat, ts(100, 2), "rsB")["backup"]["label"] == "b"
 
 
 def test_verify_slices_names_corrupt_and_missing_files(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100)], slices=[(100, 200), (200, 300)])
-    plan = cat.restore_plan(ts(250))
+    plan = pitr.restore_plan(cat, ts(250))
     with open(plan["slices"][1]["path"], "ab") as handle:
         handle.write(b"x")
     with pytest.raises(CatalogError, match="200-300.bson is corrupt: its sha256 is"):
-        catalog_utils.verify_slices(str(tmp_path), plan)
+        pitr.verify_slices(str(tmp_path), plan)
     os.remove(plan["slices"][0]["path"])
     with pytest.raises(CatalogError, match="100-200.bson .* is missing"):
-        catalog_utils.verify_slices(str(tmp_path), plan)
+        pitr.verify_slices(str(tmp_path), plan)
 
 
 # --------------------------------------------------------------------------- summary and max_age
@@ -306,28 +309,28 @@ def test_verify_slices_names_corrupt_and_missing_files(tmp_path):
 def test_summary_and_max_age(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100), ("b2", 0, 1000)], slices=[(1000, 1100)])
     now = BASE + 1000 + 3 * 3600
-    summary = cat.summary(now=now)
+    summary = report.summary(cat, now=now)
     assert summary["last_backup"]["label"] == "b2" and summary["last_backup"]["age_seconds"] == 3 * 3600
     assert summary["total_bytes"] == 800 + summary["slices"]["bytes"] and summary["slices"]["count"] == 1
-    assert catalog_utils.check_max_age(summary, "4h") is None
-    message = catalog_utils.check_max_age(summary, "2h")
+    assert report.check_max_age(summary, "4h") is None
+    message = report.check_max_age(summary, "2h")
     assert message == ("newest complete backup b2 finished at %s, 3h ago, older than max_age 2h; check the "
-                       "backup schedule" % manifest_utils.iso_time(BASE + 1000))
+                       "backup schedule" % timestamps.iso_time(BASE + 1000))
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "no complete backup is registered" in catalog_utils.check_max_age(Catalog.load(str(empty)).summary(), "1d")
+    assert "no complete backup is registered" in report.check_max_age(report.summary(Catalog.load(str(empty))), "1d")
 
 
 @pytest.mark.parametrize("text, seconds", [("26h", 93600), ("90m", 5400), ("2d", 172800), ("3600", 3600),
                                            (3600, 3600), ("45s", 45), ("1w", 604800)])
 def test_parse_duration(text, seconds):
-    assert catalog_utils.parse_duration(text) == seconds
+    assert timestamps.parse_duration(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "1y", "-5m", "0", "h"])
 def test_parse_duration_rejects(text):
     with pytest.raises(InvalidOption):
-        catalog_utils.parse_duration(text)
+        timestamps.parse_duration(text)
 
 
 # --------------------------------------------------------------------------- concurrency

@@ -23,8 +23,12 @@ import pytest
 from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archive as A
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio, layout
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import versions
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as A
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_metadata
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_names
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_scan
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -165,7 +169,7 @@ def check_metadata(path, content, text=None):
     if text is None:
         with bsonio.open_maybe_gzip(path) as handle:
             text = handle.read().decode("utf-8")
-    meta = layout.metadata_from_json(text, path)
+    meta = dump_metadata.metadata_from_json(text, path)
     parts = dict(part.split("=", 1) for part in content.split("; ") if "=" in part)
     style = content.rsplit("; ", 1)[-1]
     assert style == ("canonical-extjson" if '"$numberInt"' in text else "legacy/relaxed-json")
@@ -182,7 +186,7 @@ def check_metadata(path, content, text=None):
 
 
 def check_prelude(path, content):
-    assert layout.read_prelude(path) == json.loads(content[len("prelude.json: "):])
+    assert dump_metadata.read_prelude(path) == json.loads(content[len("prelude.json: "):])
 
 
 def check_row(path, content):
@@ -191,7 +195,7 @@ def check_row(path, content):
         return check_row(path, content[len("gzip -> "):])
     if content == "empty file":
         with bsonio.open_maybe_gzip(path) as handle:
-            assert layout.metadata_from_json(handle.read(), path) is None
+            assert dump_metadata.metadata_from_json(handle.read(), path) is None
         return None
     if content.startswith("archive "):
         return check_archive(path, content)
@@ -238,7 +242,7 @@ def reject_archive_metadata(path):
 
 def reject_buckets(path):
     for index, item in enumerate(raw_docs(path), 1):
-        layout.check_timeseries_bucket(item, path, index)
+        dump_scan.check_timeseries_bucket(item, path, index)
 
 
 LONG_X = ("mongorestore/testdata/longcollectionname/" + "a" + "Very" * 44 +
@@ -253,7 +257,7 @@ X_EXPECTATIONS = {
                                                             "at byte 0"]),
     "mongorestore/testdata/bad-format.archive": (reject_archive_metadata,
                                                  ["test.ixtest", "invalid JSON"]),
-    LONG_X: (layout.resolve_bson_file, ["shortened long collection name", "no metadata"]),
+    LONG_X: (dump_scan.resolve_bson_file, ["shortened long collection name", "no metadata"]),
     "mongorestore/testdata/timeseries_tests/ts_dump_invalid_buckets/timeseries_test/"
     "system.buckets.foo_ts.bson": (reject_buckets, ["not a timeseries bucket", "control"]),
 }
@@ -335,7 +339,7 @@ def test_timeseries_archive_facts():
 
 
 def test_testdirs_facts():
-    scan = layout.scan_dump_directory(td("testdirs"))
+    scan = dump_scan.scan_dump_directory(td("testdirs"))
     assert scan.namespaces == ["db1.c1", "db1.c2", "db1.c3", "db1.c4", "db2.c1"]
     counts = dict((entry.namespace, len(raw_docs(entry.bson_path))) for entry in scan.entries)
     assert counts == {"db1.c1": 100, "db1.c2": 0, "db1.c3": 0, "db1.c4": 10, "db2.c1": 0}
@@ -344,22 +348,22 @@ def test_testdirs_facts():
 
 
 def test_special_character_facts():
-    entry = layout.scan_dump_directory(td("specialcharacter")).entries[0]
+    entry = dump_scan.scan_dump_directory(td("specialcharacter")).entries[0]
     assert entry.collection == u"cafés" and len(raw_docs(entry.bson_path)) == 1
     assert entry.metadata["indexes"][0]["ns"] == u"test.cafés"  # moved from db test; ignored
 
 
 def test_long_collection_name_facts():
-    entry = layout.scan_dump_directory(td("longcollectionname")).entries[0]
+    entry = dump_scan.scan_dump_directory(td("longcollectionname")).entries[0]
     assert entry.db == "db1" and len(entry.collection) == 247
     assert entry.collection == entry.metadata["collectionName"]
-    assert os.path.basename(entry.bson_path) == layout.collection_file_stem(entry.collection) + ".bson"
+    assert os.path.basename(entry.bson_path) == dump_names.collection_file_stem(entry.collection) + ".bson"
     (only,) = decoded(entry.bson_path)
     assert list(only) == ["_id", "a"] and only["a"] == 1
 
 
 def test_oplogdump_facts():
-    scan = layout.scan_dump_directory(td("oplogdump"))
+    scan = dump_scan.scan_dump_directory(td("oplogdump"))
     assert scan.namespaces == ["admin.system.version", "db1.c1"]
     c1 = scan.entry("db1", "c1")
     assert [item["x"] for item in decoded(c1.bson_path)] == [1451, 1452, 1453, 1454, 1455]
@@ -369,11 +373,11 @@ def test_oplogdump_facts():
     assert oplog[0]["o"]["x"] == 1456 and oplog[2]["o"]["x"] == 1460
     assert oplog[1]["ns"] == "admin.$cmd"
     assert [inner["o"]["x"] for inner in oplog[1]["o"]["applyOps"]] == [1457, 1458, 1459]
-    assert layout.scan_dump_directory(td("oplogdumpmaxsize")).oplog_path is None
+    assert dump_scan.scan_dump_directory(td("oplogdumpmaxsize")).oplog_path is None
 
 
 def test_coll_mod_ttl_index_facts():
-    scan = layout.scan_dump_directory(td("collMod_ttl_index"))
+    scan = dump_scan.scan_dump_directory(td("collMod_ttl_index"))
     coll1 = scan.entry("mongodump_test_db", "coll1")
     assert [item["a"] for item in decoded(coll1.bson_path)] == list(range(10))
     indexes = coll1.metadata["indexes"]
@@ -392,51 +396,51 @@ def test_coll_with_index_family_facts():
                               ("coll_with_ttl_index", "test", ["_id_", "f_1"]),
                               ("coll_without_index", "test", ["_id_"]),
                               ("coll_with_geohaystack_index", "geohaystack_test", ["_id_", "f_1"])):
-        entry = layout.scan_dump_directory(td(name)).entry(db, "foo")
+        entry = dump_scan.scan_dump_directory(td(name)).entry(db, "foo")
         assert decoded(entry.bson_path) == [expected_doc]
         assert [index["name"] for index in entry.metadata["indexes"]] == indexes
         assert entry.metadata["uuid"].startswith("0679db72")
-    ttl = layout.scan_dump_directory(td("coll_with_ttl_index")).entries[0]
+    ttl = dump_scan.scan_dump_directory(td("coll_with_ttl_index")).entries[0]
     assert ttl.metadata["indexes"][1]["expireAfterSeconds"] == 1000
-    geo = layout.scan_dump_directory(td("coll_with_geohaystack_index")).entries[0]
+    geo = dump_scan.scan_dump_directory(td("coll_with_geohaystack_index")).entries[0]
     assert geo.metadata["indexes"][1]["key"] == {"a": "geoHaystack", "f": 1.0}
 
 
 def test_duplicate_index_key_facts():
-    entry = layout.scan_dump_directory(td("duplicate_index_key_with_oplog")).entry("test", "foo")
+    entry = dump_scan.scan_dump_directory(td("duplicate_index_key_with_oplog")).entry("test", "foo")
     docs = decoded(entry.bson_path)
     assert len(docs) == 2 and all(item["a"] == 1.0 for item in docs)
     assert entry.metadata["indexes"][1]["name"] == "a_1" and entry.metadata["indexes"][1]["unique"]
     ops = decoded(td("duplicate_index_key_with_oplog", "oplog.bson"))
     assert [entry["op"] for entry in ops] == ["d", "i"]
-    legacy = layout.scan_dump_directory(td("duplicate_index_key")).entries[0]
+    legacy = dump_scan.scan_dump_directory(td("duplicate_index_key")).entries[0]
     assert [index["key"] for index in legacy.metadata["indexes"][1:]] == [
         {"foo": ""}, {"foo": 1.0}, {"foo": 1}, {"foo": 2}]
 
 
 def test_index_fixtures_facts():
-    entry = layout.scan_dump_directory(td("indextestdump")).entries[0]
+    entry = dump_scan.scan_dump_directory(td("indextestdump")).entries[0]
     assert [item["a"] for item in decoded(entry.bson_path)] == list(range(100))
     index = entry.metadata["indexes"][1]
     assert index["name"] == "a_1_b_true" and index["safe"] is True
     assert index["key"]["c"] == Decimal128("0") and index["key"]["d"] == ""
-    long_index = layout.scan_dump_directory(td("longindextestdump")).entries[0]
+    long_index = dump_scan.scan_dump_directory(td("longindextestdump")).entries[0]
     assert [index["name"][:4] for index in long_index.metadata["indexes"]] == ["a_AA"]
 
 
 def test_hashed_and_auto_index_facts():
-    entry = layout.resolve_bson_file(td("hashedIndexes.bson"))
+    entry = dump_scan.resolve_bson_file(td("hashedIndexes.bson"))
     assert len(decoded(entry.bson_path)) == 2
     keys = dict((index["name"], index["key"]) for index in entry.metadata["indexes"])
     assert keys["a.b_hashed"] == {"a.b": "hashed"} and keys["b_hashed"] == {"b": "hashed"}
     for path in (td("test_auto_idx.bson"), td("local", "test_auto_idx.bson")):
-        entry = layout.resolve_bson_file(path)
+        entry = dump_scan.resolve_bson_file(path)
         assert entry.metadata["options"] == {"autoIndexId": False} and entry.metadata["indexes"] == []
         assert len(decoded(path)) == 2
 
 
 def test_users_dump_facts():
-    scan = layout.scan_dump_directory(td("usersdump"))
+    scan = dump_scan.scan_dump_directory(td("usersdump"))
     assert scan.namespaces == ["admin.system.roles", "admin.system.users", "admin.system.version"]
     assert [item["user"] for item in decoded(scan.entry("admin", "system.users").bson_path)] == [
         "reportsUser"]
@@ -454,7 +458,7 @@ def test_auth_version_facts():
 
 
 def test_timeseries_directory_facts():
-    scan = layout.scan_dump_directory(td("timeseries_tests", "ts_dump"))
+    scan = dump_scan.scan_dump_directory(td("timeseries_tests", "ts_dump"))
     ts = scan.entry("timeseries_test", "foo_ts")
     assert ts.metadata["options"]["timeseries"] == {
         "timeField": "ts", "metaField": "meta", "granularity": "seconds", "bucketMaxSpanSeconds": 3600}
@@ -464,7 +468,7 @@ def test_timeseries_directory_facts():
     assert sum(len(bucket["data"]["ts"]) for bucket in buckets) == 1000
     assert raw_docs(scan.entry("admin", "system.views").bson_path) == []
 
-    scan = layout.scan_dump_directory(td("timeseries_tests", "ts_dump_with_oplog"))
+    scan = dump_scan.scan_dump_directory(td("timeseries_tests", "ts_dump_with_oplog"))
     buckets = decoded(scan.entry("timeseries_test", "foo_ts").bson_path)
     assert len(buckets) == 10 and sum(len(bucket["data"]["ts"]) for bucket in buckets) == 1294
     ops = decoded(scan.oplog_path, bsonio.MAX_OPLOG_ENTRY_SIZE)
@@ -485,10 +489,10 @@ def test_prelude_facts():
     base = td("prelude_test")
     for name, target in (("prelude_top_level", ""), ("prelude_db_target", "test"),
                          ("prelude_gzip", ""), ("server_version_unknown", "")):
-        prelude = layout.find_prelude(os.path.join(base, name, target))
+        prelude = dump_scan.find_prelude(os.path.join(base, name, target))
         expected = "unknown" if name == "server_version_unknown" else "7.0.16"
         assert prelude == {"ServerVersion": expected, "ToolVersion": ""}
-    assert layout.parse_server_version("unknown") is None
+    assert versions.parse_server_version("unknown") is None
 
 
 def test_oplog_only_fixture_facts():
@@ -500,7 +504,7 @@ def test_oplog_only_fixture_facts():
     assert len(db3) == 5 and sum(1 for entry in db3 if "lsid" in entry and "txnNumber" in entry) == 3
     ignore = decoded(td("oplog_ignore_index", "oplog.bson"))
     assert sorted(next(iter(entry["o"])) for entry in ignore) == ["abortIndexBuild", "startIndexBuild"]
-    local = layout.scan_dump_directory(td("dump_local_oplog")).entries[0]
+    local = dump_scan.scan_dump_directory(td("dump_local_oplog")).entries[0]
     assert local.namespace == "local.oplog.rs"
     assert local.metadata["options"] == {"capped": True, "size": 100096}
     assert all(entry["ns"] == "test.op" for entry in decoded(local.bson_path)[:99])
@@ -514,7 +518,7 @@ def test_oplog_only_fixture_facts():
 
 def test_legacy_layout_facts():
     qa = fx("test", "qa-tests", "jstests", "restore", "testdata")
-    scan = layout.scan_dump_directory(os.path.join(qa, "dump_with_oplog"))
+    scan = dump_scan.scan_dump_directory(os.path.join(qa, "dump_with_oplog"))
     data = decoded(scan.entry("test", "data").bson_path)
     assert [item["_id"] for item in data] == [float(i) for i in range(10)]
     ops = decoded(scan.oplog_path)
@@ -522,19 +526,19 @@ def test_legacy_layout_facts():
     assert [(entry["ts"].time, entry["ts"].inc) for entry in ops][-1] == (1500000000, 1)
     assert sum(1 for entry in ops if (entry["ts"].time, entry["ts"].inc) < (1416342266, 0)) == 4
 
-    links = layout.scan_dump_directory(os.path.join(qa, "dump_with_soft_links"))
+    links = dump_scan.scan_dump_directory(os.path.join(qa, "dump_with_soft_links"))
     one = decoded(links.entry("dbOne", "data").bson_path)
     assert len(one) == 10 and one[0]["_id"] == "0_dbOne"
     assert len(decoded(links.entry("dbTwo", "data").bson_path)) == 10
 
-    changelog = layout.scan_dump_directory(os.path.join(qa, "dump_extended_json_options")).entries[0]
+    changelog = dump_scan.scan_dump_directory(os.path.join(qa, "dump_extended_json_options")).entries[0]
     assert changelog.metadata["options"]["capped"] is True
     assert changelog.metadata["options"]["size"] == 10000000
     assert len(decoded(changelog.bson_path)) == 13
     position = changelog.metadata["indexes"][1]
     assert position["name"] == "position_2d" and {"min", "max", "bits"} <= set(position)
 
-    dumprestore6 = layout.scan_dump_directory(fx("test", "legacy42", "jstests", "tool", "data"))
+    dumprestore6 = dump_scan.scan_dump_directory(fx("test", "legacy42", "jstests", "tool", "data"))
     assert len(decoded(dumprestore6.entry("dumprestore6", "foo").bson_path)) == 1
     index_docs = decoded(dumprestore6.entry("dumprestore6", "system.indexes").bson_path)
     assert [item["name"] for item in index_docs] == ["_id_", "a_1"] and all("ns" in item for item in index_docs)
@@ -554,7 +558,7 @@ def test_archive_and_directory_agree():
     # ts_dump and dump.archive come from the same 2021 dump: same documents, same metadata
     reader, events = read_archive(fx("_history", "97ebb7952fce28b26a6744c33f7df0b0001628a7",
                                      "mongorestore", "testdata", "timeseries_tests", "dump.archive"))
-    scan = layout.scan_dump_directory(td("timeseries_tests", "ts_dump"))
+    scan = dump_scan.scan_dump_directory(td("timeseries_tests", "ts_dump"))
     for entry in scan.entries:
         data_coll = os.path.basename(entry.bson_path)[:-len(".bson")]
         in_archive = [event[3] for event in events

@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongodump_tool
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import mongotools as mongodump_tool
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import DumpFailed
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -74,7 +74,7 @@ def _start_runner(tmp_path):
     """A Python process that runs `sleep 300` through run_tool, as the module runs mongodump."""
     script = tmp_path / "runner.py"
     script.write_text(textwrap.dedent("""
-        from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongodump_tool
+        from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import mongotools as mongodump_tool
         try:
             mongodump_tool.run_tool(["sleep", "300"])
         except Exception as exc:

@@ -3,16 +3,20 @@
 import bson
 import pytest
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongodump_tool
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_outputs
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_plan
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import window
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import mongotools as mongodump_tool
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption
 
 
 def test_query_accepts_extended_json_text_and_mappings():
-    parsed = dump_engine.parse_query('{"at": {"$date": "2024-01-01T00:00:00Z"}, "n": {"$numberLong": "5"}}', None)
+    parsed = dump_options.parse_query('{"at": {"$date": "2024-01-01T00:00:00Z"}, "n": {"$numberLong": "5"}}', None)
     assert parsed["at"].year == 2024 and isinstance(parsed["n"], bson.Int64)
-    from_yaml = dump_engine.parse_query({"_id": {"$oid": "605c74db479d533a6e39d860"}}, None)
+    from_yaml = dump_options.parse_query({"_id": {"$oid": "605c74db479d533a6e39d860"}}, None)
     assert from_yaml["_id"] == bson.ObjectId("605c74db479d533a6e39d860")
 
 
@@ -20,9 +24,9 @@ def test_query_file_errors_name_the_file(tmp_path):
     bad = tmp_path / "q.json"
     bad.write_text("[1, 2]")
     with pytest.raises(InvalidOption, match="query_file .*q.json must be a JSON object"):
-        dump_engine.parse_query(None, str(bad))
+        dump_options.parse_query(None, str(bad))
     with pytest.raises(InvalidOption, match="cannot read query_file"):
-        dump_engine.parse_query(None, str(tmp_path / "missing.json"))
+        dump_options.parse_query(None, str(tmp_path / "missing.json"))
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -37,7 +41,7 @@ def test_query_file_errors_name_the_file(tmp_path):
 ])
 def test_option_combinations_rejected(kwargs, message):
     with pytest.raises(InvalidOption, match=message):
-        dump_engine.DumpOptions(**kwargs)
+        dump_options.DumpOptions(**kwargs)
 
 
 @pytest.mark.parametrize("db, name, requested, skipped", [
@@ -55,14 +59,14 @@ def test_option_combinations_rejected(kwargs, message):
     ("shop", "odd$name", None, True),
 ])
 def test_system_namespaces_follow_mongodump(db, name, requested, skipped):
-    assert dump_engine.skip_system_namespace(db, name, requested) is skipped
+    assert dump_plan.skip_system_namespace(db, name, requested) is skipped
 
 
 def test_count_documents_reads_length_prefixes_only():
     docs = [{"a": i, "s": "x" * i} for i in range(10)]
     raw = b"".join(bson.encode(d) for d in docs)
-    assert dump_engine.count_documents(raw) == 10
-    assert dump_engine.count_documents(b"") == 0
+    assert dump_outputs.count_documents(raw) == 10
+    assert dump_outputs.count_documents(b"") == 0
 
 
 @pytest.mark.parametrize("entry, fragment", [
@@ -72,12 +76,12 @@ def test_count_documents_reads_length_prefixes_only():
 ])
 def test_oplog_entries_that_break_a_point_in_time_dump(entry, fragment):
     with pytest.raises(dump_engine.DumpFailed, match=fragment):
-        dump_engine.check_oplog_entry(entry)
+        window.check_oplog_entry(entry)
 
 
 def test_ordinary_oplog_entries_pass():
-    dump_engine.check_oplog_entry({"op": "i", "ns": "shop.orders", "o": {"_id": 1}, "ts": bson.Timestamp(1, 1)})
-    dump_engine.check_oplog_entry({"op": "c", "ns": "shop.$cmd", "o": {"create": "x"}, "ts": bson.Timestamp(1, 2)})
+    window.check_oplog_entry({"op": "i", "ns": "shop.orders", "o": {"_id": 1}, "ts": bson.Timestamp(1, 1)})
+    window.check_oplog_entry({"op": "c", "ns": "shop.$cmd", "o": {"create": "x"}, "ts": bson.Timestamp(1, 2)})
 
 
 # --------------------------------------------------------------------------- secrets
@@ -101,7 +105,7 @@ def test_client_kwargs_carry_credentials_outside_the_uri():
 def test_mongodump_password_goes_to_the_config_file_never_argv():
     connection = client_utils.ConnectionOptions(login_host="db1", login_port=27018, login_user="backup",
                                                 login_password='p"w\\secret', replica_set="rs0")
-    options = dump_engine.DumpOptions(path="/backups/x", oplog=True, gzip=True)
+    options = dump_options.DumpOptions(path="/backups/x", oplog=True, gzip=True)
     argv = mongodump_tool.build_argv("/usr/bin/mongodump", connection, options, "/backups/x.partial",
                                      "/tmp/cfg.yaml")
     assert not any("secret" in arg for arg in argv)
@@ -115,7 +119,7 @@ def test_mongodump_password_goes_to_the_config_file_never_argv():
 
 def test_mongodump_uri_with_credentials_stays_out_of_argv():
     connection = client_utils.ConnectionOptions(uri="mongodb://u:topsecret@db1/?replicaSet=rs0")
-    options = dump_engine.DumpOptions(archive="/b/a.archive", db="shop")
+    options = dump_options.DumpOptions(archive="/b/a.archive", db="shop")
     argv = mongodump_tool.build_argv("mongodump", connection, options, "/b/a.archive.partial", "/tmp/c")
     assert not any("topsecret" in arg for arg in argv)
     assert "--archive=/b/a.archive.partial" in argv and "--db=shop" in argv
@@ -134,6 +138,6 @@ def test_mongodump_engine_missing_binary_is_a_clear_error(tmp_path):
     (40 * 1024 * 1024, 2, 1),             # documents over 4 MB: one at a time
 ])
 def test_batch_size_keeps_batches_near_4_mb(size, count, expected):
-    plan = dump_engine.NamespacePlan("db", "c", "collection", {}, [], None, "db", "c",
+    plan = dump_plan.NamespacePlan("db", "c", "collection", {}, [], None, "db", "c",
                                      estimated_bytes=size, estimated_count=count)
     assert plan.batch_size == expected

@@ -4,8 +4,8 @@ real mongorestore in tests/integration/test_ns_crosstool.py)."""
 
 import pytest
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import namespaces
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     NamespacePattern,
@@ -54,7 +54,7 @@ def test_invalid_patterns_say_why(pattern, cause):
 
 
 def test_dump_and_restore_use_the_one_matcher():
-    assert dump_engine.NamespacePattern is NamespacePattern
+    assert dump_options.NamespacePattern is NamespacePattern
     assert restore_engine.NamespacePattern is NamespacePattern
     assert restore_engine.NamespaceRenamer is NamespaceRenamer
 
@@ -183,7 +183,7 @@ def test_db_and_collection_options_are_checked_before_anything_else(tmp_path, en
     arguments = {"db": "shop", option: value}
     with pytest.raises(InvalidOption) as failure:
         if engine == "dump":
-            dump_engine.DumpOptions(path=str(tmp_path / "out"), **arguments)
+            dump_options.DumpOptions(path=str(tmp_path / "out"), **arguments)
         else:
             restore_engine.RestoreOptions(source=str(tmp_path / "in"), **arguments)
     assert cause in failure.value.message

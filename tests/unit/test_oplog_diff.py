@@ -7,6 +7,7 @@ import pytest
 from bson import Binary
 from bson.codec_options import CodecOptions
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import diff as diff_utils
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -113,7 +114,7 @@ def test_vector_gives_its_post_image_also_when_applied_twice(name, pre, diff, po
     {"sarr": {"a": True, "d3": 4}}, {"sa": {}},
 ])
 def test_invalid_diffs_are_rejected(diff):
-    with pytest.raises(diff_utils.DiffError):
+    with pytest.raises(errors.DiffError):
         diff_utils.apply_update({"arr": [1, 2], "a": {"k": 1}, "x": 1}, {"$v": 2, "diff": diff})
 
 
@@ -130,7 +131,7 @@ def test_modifier_updates_from_older_servers():
     update = {"$v": 1, "$set": {"a.b": 5, "a.c.1": 9, "new.deep": "x"}, "$unset": {"gone": True}}
     assert diff_utils.apply_update(pre, update) == {"_id": 1, "a": {"b": 5, "c": [1, 9, 3]}, "new": {"deep": "x"}}
     assert pre["a"]["b"] == 1  # the pre-image is not modified
-    with pytest.raises(diff_utils.DiffError, match=r"\$inc"):
+    with pytest.raises(errors.DiffError, match=r"\$inc"):
         diff_utils.apply_update(pre, {"$inc": {"a.b": 1}})
 
 

@@ -6,10 +6,12 @@ import time
 
 import pytest
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import locking
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import Catalog, CatalogError
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import pitr, report
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import locking
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import CatalogError
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption, LockError
 
 from test_catalog import register, ts
@@ -30,12 +32,12 @@ def test_a_slice_overlapping_a_recorded_one_is_refused(tmp_path, first, last):
 
 def test_slices_sharing_one_boundary_entry_are_accepted(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100)], slices=[(100, 200), (200, 300), (50, 100)])
-    assert len(cat.slices) == 3 and cat.windows()[0]["end_ts"] == ts(300)
+    assert len(cat.slices) == 3 and pitr.windows(cat)[0]["end_ts"] == ts(300)
 
 
 def test_each_entry_is_counted_once(tmp_path):
     cat = register(tmp_path, backups=[("b1", 0, 100)], slices=[(100, 200), (200, 300)])  # 5 entries each
-    assert cat.summary()["slices"]["replica_sets"]["rs0"]["entries"] == 9
+    assert report.summary(cat)["slices"]["replica_sets"]["rs0"]["entries"] == 9
 
 
 # --------------------------------------------------------------------------- damaged slices
@@ -45,16 +47,16 @@ def test_windows_end_before_a_missing_or_resized_slice(tmp_path):
     records = sorted(cat.slices, key=lambda s: s["first_ts"])
     with open(cat.absolute(records[2]["file"]), "ab") as handle:
         handle.write(b"x")
-    summary = cat.summary()
+    summary = report.summary(cat)
     window = summary["windows"][0]
     assert window["end_ts"] == ts(300) and window["slices"] == 2
     assert window["stopped_by_damage"]["file"] == records[2]["file"]
     assert "the catalog recorded" in window["stopped_by_damage"]["problem"]
     os.remove(cat.absolute(records[0]["file"]))
-    window = cat.summary()["windows"][0]
+    window = report.summary(cat)["windows"][0]
     assert window["end_ts"] == ts(100) and window["slices"] == 0
     assert window["stopped_by_damage"]["problem"].startswith("missing")
-    assert len(cat.summary()["damaged_slices"]) == 2
+    assert len(report.summary(cat)["damaged_slices"]) == 2
 
 
 # --------------------------------------------------------------------------- the lock helper

@@ -8,7 +8,8 @@ import bson
 import pytest
 from mockupdb import MockupDB
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.replay import ReplayError
 
@@ -79,7 +80,7 @@ def test_unanswered_oplog_read_fails_the_archiving_after_socket_timeout(silent_o
     result = {"slices": [], "entries": 0, "bytes": 0}
     started = time.monotonic()
     try:
-        with pytest.raises(archiver.BackupError) as failure:
+        with pytest.raises(BackupError) as failure:
             archiver._copy(client.local["oplog.rs"], options, "rs0", bson.Timestamp(1700000000, 1),
                            bson.Timestamp(1700000100, 1), result)
     finally:

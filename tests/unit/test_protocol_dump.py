@@ -7,8 +7,9 @@ import bson
 import pytest
 from mockupdb import MockupDB
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_plan
 
 pytestmark = pytest.mark.protocol
 
@@ -82,8 +83,8 @@ def test_views_are_metadata_only_and_timeseries_read_their_buckets():
     try:
         client = _connect(server)
         facts = client_utils.server_facts(client)
-        options = dump_engine.DumpOptions(path="/unused", db="shop")
-        plans = {p.name: p for p in dump_engine.Planner(client, options, facts).plan()}
+        options = dump_options.DumpOptions(path="/unused", db="shop")
+        plans = {p.name: p for p in dump_plan.Planner(client, options, facts).plan()}
     finally:
         server.stop()
     assert sorted(plans) == ["big_orders", "orders", "weather"]  # system collections left out
@@ -112,7 +113,7 @@ def test_timeseries_on_8_3_reads_the_collection_itself():
     server.autoresponds(lambda r: r.command_name == "collStats" and r.ok(size=0, count=0))
     try:
         client = _connect(server)
-        plans = dump_engine.Planner(client, dump_engine.DumpOptions(path="/unused", db="iot"),
+        plans = dump_plan.Planner(client, dump_options.DumpOptions(path="/unused", db="iot"),
                                     client_utils.server_facts(client)).plan()
     finally:
         server.stop()

@@ -8,8 +8,9 @@ import bson
 import pytest
 from mockupdb import MockupDB
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import members
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import members
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import ConnectionFailure
 
 pytestmark = pytest.mark.protocol
@@ -154,7 +155,7 @@ def test_protocol_lag_from_optime_timestamps_when_optime_date_is_missing(mongo):
 
 
 def test_protocol_every_secondary_lagging_is_refused(mongo):
-    with pytest.raises(members.MemberSelectionError) as info:
+    with pytest.raises(errors.MemberSelectionError) as info:
         _select(mongo, [PRIMARY, ("db3:27017", 2, 310, 1.0, {}), ("db2:27017", 2, 95, 1.0, {})],
                 max_lag_seconds=60)
     assert str(info.value) == (
@@ -188,7 +189,7 @@ def test_protocol_without_primary_lag_is_relative_to_the_freshest_member(mongo):
     chosen = _select(mongo, [("db1:27017", 8, 0, 0.0, {}), ("db2:27017", 2, 20, 1.0, {}),
                              ("db3:27017", 2, 50, 1.0, {})], max_lag_seconds=10)
     assert chosen["host"] == "db2:27017" and chosen["lag_seconds"] == 0
-    with pytest.raises(members.MemberSelectionError, match="neither a healthy secondary nor a primary"):
+    with pytest.raises(errors.MemberSelectionError, match="neither a healthy secondary nor a primary"):
         _select(mongo, [("db1:27017", 8, 0, 0.0, {}), ("db2:27017", 3, 0, 1.0, {})])
 
 
@@ -198,7 +199,7 @@ def test_protocol_forced_member_is_used_even_when_delayed(mongo):
     chosen = _select(mongo, specs, member="DB3")
     assert chosen["host"] == "db3:27017" and chosen["lag_seconds"] == 3600
     assert chosen["reason"].startswith("forced by the member option")
-    with pytest.raises(members.MemberSelectionError, match="lags 3600s, more than max_lag_seconds=60"):
+    with pytest.raises(errors.MemberSelectionError, match="lags 3600s, more than max_lag_seconds=60"):
         _select(mongo, specs, member="db3:27017", max_lag_seconds=60)
     primary = _select(mongo, specs, member="db1:27017", max_lag_seconds=0)
     assert primary["state"] == "PRIMARY" and primary["lag_seconds"] == 0
@@ -207,14 +208,14 @@ def test_protocol_forced_member_is_used_even_when_delayed(mongo):
 def test_protocol_forced_member_unknown_or_unusable_is_refused(mongo):
     specs = [PRIMARY, ("db2:27017", 2, 1, 1.0, {}), ("db3:27017", 3, 0, 1.0, {}),
              ("arb:27017", 7, 0, 1.0, {"arbiterOnly": True, "priority": 0.0})]
-    with pytest.raises(members.MemberSelectionError) as info:
+    with pytest.raises(errors.MemberSelectionError) as info:
         _select(mongo, specs, member="db9:27017")
     message = str(info.value)
     assert "member db9:27017 is not in the configuration of replica set rs0" in message
     assert "db1:27017 (PRIMARY), db2:27017 (SECONDARY), db3:27017 (RECOVERING)" in message
-    with pytest.raises(members.MemberSelectionError, match="db3:27017: it is RECOVERING"):
+    with pytest.raises(errors.MemberSelectionError, match="db3:27017: it is RECOVERING"):
         _select(mongo, specs, member="db3:27017")
-    with pytest.raises(members.MemberSelectionError, match="arbiter"):
+    with pytest.raises(errors.MemberSelectionError, match="arbiter"):
         _select(mongo, specs, member="arb:27017")
 
 
@@ -223,7 +224,7 @@ def test_protocol_no_secondary_falls_back_to_the_primary_or_refuses(mongo):
     chosen = _select(mongo, specs)
     assert chosen == {"host": "db1:27017", "state": "PRIMARY", "hidden": False, "lag_seconds": 0,
                       "reason": "no healthy secondary; reading from the primary"}
-    with pytest.raises(members.MemberSelectionError) as info:
+    with pytest.raises(errors.MemberSelectionError) as info:
         _select(mongo, specs, allow_primary=False)
     message = str(info.value)
     assert "no healthy secondary in replica set rs0" in message and "reading from the primary is not allowed" in message
@@ -233,11 +234,11 @@ def test_protocol_no_secondary_falls_back_to_the_primary_or_refuses(mongo):
 def test_protocol_standalone_and_unauthorized_errors(mongo):
     mongo.responds(lambda r: r.command_name == "replSetGetStatus" and r.command_err(
         code=76, errmsg="not running with --replSet"))
-    with pytest.raises(members.MemberSelectionError, match="not a replica set member"):
+    with pytest.raises(errors.MemberSelectionError, match="not a replica set member"):
         members.select_member(mongo.client)
     mongo.responds(lambda r: r.command_name == "replSetGetStatus" and r.command_err(
         code=13, errmsg="not authorized on admin to execute command"))
-    with pytest.raises(members.MemberSelectionError, match="clusterMonitor"):
+    with pytest.raises(errors.MemberSelectionError, match="clusterMonitor"):
         members.select_member(mongo.client)
 
 

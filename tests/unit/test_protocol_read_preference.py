@@ -9,8 +9,8 @@ as MongoDB 7/8 do, and checks the member read from.
 import pytest
 from mockupdb import MockupDB
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import members
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import members
 
 from test_protocol_members import _replica_set
 

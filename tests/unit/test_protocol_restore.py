@@ -7,7 +7,7 @@ import bson
 import pytest
 from mockupdb import MockupDB
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 
 pytestmark = pytest.mark.protocol
 

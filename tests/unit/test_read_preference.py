@@ -9,10 +9,10 @@ mongodump engine passes --readPreference only when the option is set, leaving th
 import pymongo
 import pytest
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import members
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import mongodump_tool
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import members
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import mongotools as mongodump_tool
 
 URI = "mongodb://db1:27017,db2:27017/?replicaSet=rs0"
 
@@ -43,7 +43,7 @@ def test_unset_read_preference_follows_the_uri_then_primary(option, uri_preferen
 
 
 def test_mongodump_engine_leaves_an_unset_read_preference_to_mongodump():
-    options = dump_engine.DumpOptions(path="/backups/x", prefer_secondary=False)
+    options = dump_options.DumpOptions(path="/backups/x", prefer_secondary=False)
     unset = mongodump_tool.build_argv("/usr/bin/mongodump", client_utils.ConnectionOptions(
         uri=URI + "&readPreference=secondary"), options, "/backups/x.partial", "/tmp/cfg.yaml")
     assert not any(arg.startswith("--readPreference") for arg in unset)  # mongodump reads the URI's
@@ -53,4 +53,4 @@ def test_mongodump_engine_leaves_an_unset_read_preference_to_mongodump():
 
 
 def test_engine_default_is_the_primary():
-    assert dump_engine.DumpOptions(path="/backups/x").prefer_secondary is False
+    assert dump_options.DumpOptions(path="/backups/x").prefer_secondary is False

@@ -9,7 +9,7 @@ import traceback
 
 import pytest
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import ConnectionFailure
 
 RESERVED = ["/", "@", "?", "#", "[", "]", ":", "%", "+", " ", "%zz", "%2F"]
@@ -142,7 +142,7 @@ def _run_module(capsys, params, error):
     """MongoDBModule.run with an engine function that raises ``error``; the JSON it printed."""
     import json
     from ansible.module_utils.testing import patch_module_args
-    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.common import MongoDBModule
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.module import MongoDBModule
 
     def engine():
         raise error

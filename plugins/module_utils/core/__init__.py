@@ -1,1 +1,1 @@
-"""The shared vocabulary, defined once."""
+"""The shared vocabulary, defined once: namespaces, timestamps, server-version rules, locks, worker pools."""

@@ -57,6 +57,10 @@ COLLECTION_NAME_RULE = "a collection name is not empty and holds neither $ nor N
 # How many namespaces an error message lists before saying "and N more".
 LISTED_NAMESPACES = 30
 
+# config.* is left out of dumps and replays except these (mongo-tools common/dumprestore).
+KEPT_CONFIG_COLLECTIONS = frozenset(("chunks", "collections", "databases", "settings", "shards", "tags",
+                                     "version"))
+
 
 # --------------------------------------------------------------------------- names
 

@@ -24,25 +24,18 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     pymongo_errors = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import locking
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import driver_error_cause
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError, InvalidOption
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import format_ts, parse_oplog_limit
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import locking
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import driver_error_cause
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
+    ArchiveFailed, InvalidOption, OplogGap)
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import ts_text, parse_oplog_limit
 
 SLICE_DIR = "oplog"
 EXTENSIONS = {"gzip": ".bson.gz", "zstd": ".bson.zst", "none": ".bson"}
 LOCK_TIMEOUT = 60
-
-
-class OplogGap(BackupError):
-    """Entries between the last archived one and the oldest still in the oplog are gone."""
-
-
-class ArchiveFailed(BackupError):
-    """The archiving run failed; complete slices written before the failure stay recorded."""
 
 
 class ArchiveOptions:
@@ -128,7 +121,7 @@ class SliceWriter:
         name = "%d-%d_%d-%d%s" % (self.first.time, self.first.inc, self.last.time, self.last.inc,
                                   EXTENSIONS[self.options.compression])
         final = os.path.join(self.directory, name)
-        record = {"first_ts": format_ts(self.first), "last_ts": format_ts(self.last), "entries": self.entries,
+        record = {"first_ts": ts_text(self.first), "last_ts": ts_text(self.last), "entries": self.entries,
                   "file": os.path.relpath(final, self.root), "bytes": disk.size, "sha256": disk.sha256,
                   "compression": self.options.compression}
         self.first, self.last, self.entries = None, None, 0
@@ -187,11 +180,11 @@ def _archive_locked(client, options, replica_set, check_mode):
         _record_gap(options.backup_root, replica_set, start, oldest)
         raise OplogGap("oplog gap on replica set %s: the oldest entry still in the oplog is %s, newer than "
                        "the last archived %s, so the entries in between are lost; take a new full backup "
-                       "(with oplog: true) and archive from it" % (replica_set, format_ts(oldest), format_ts(start)))
-    result = {"replica_set": replica_set, "start": format_ts(start), "end": format_ts(end),
+                       "(with oplog: true) and archive from it" % (replica_set, ts_text(oldest), ts_text(start)))
+    result = {"replica_set": replica_set, "start": ts_text(start), "end": ts_text(end),
               "end_source": end_source, "slices": [], "entries": 0, "bytes": 0}
     if end is None or end <= start:
-        result["msg"] = "nothing new to archive after %s" % format_ts(start)
+        result["msg"] = "nothing new to archive after %s" % ts_text(start)
         return False, result
     if check_mode:
         # What the real run would copy: every entry after the start up to the same end (each slice also
@@ -199,14 +192,14 @@ def _archive_locked(client, options, replica_set, check_mode):
         pending = oplog.count_documents({"ts": {"$gt": start, "$lte": end}})
         result.update(entries=pending, estimated_entries=pending,
                       msg="check mode: %d oplog entries after %s up to %s would be archived; nothing was written"
-                      % (pending, format_ts(start), format_ts(end)))
+                      % (pending, ts_text(start), ts_text(end)))
         return pending > 0, result
     _copy(oplog, options, replica_set, start, end, result)
     if _oldest(oplog) > start:  # the oplog rolled past our start while we copied
         _record_gap(options.backup_root, replica_set, start, _oldest(oplog))
         raise OplogGap("oplog gap on replica set %s: the oplog rolled over while archiving from %s; the "
                        "slices written are kept but the chain is broken; take a new full backup"
-                       % (replica_set, format_ts(start)))
+                       % (replica_set, ts_text(start)))
     seconds = max(time.time() - started, 1e-6)
     result.update(duration_seconds=round(seconds, 3), entries_per_second=round(result["entries"] / seconds, 1),
                   mb_per_second=round(result["bytes"] / seconds / 1e6, 2))
@@ -231,7 +224,7 @@ def _start_ts(catalog, options, replica_set):
 
 def _record_gap(root, replica_set, start, oldest):
     with catalog_utils.Catalog.locked(root) as catalog:
-        catalog.record_gap(replica_set, format_ts(start), format_ts(oldest) if oldest else None)
+        catalog.record_gap(replica_set, ts_text(start), ts_text(oldest) if oldest else None)
         catalog.save()
 
 

@@ -22,11 +22,9 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     Binary = Int64 = None
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import DiffError
+
 DOC_SECTIONS = "duib"
-
-
-class DiffError(ValueError):
-    """The update cannot be applied: malformed, or of a kind this applier does not know."""
 
 
 def apply_update(document, update):

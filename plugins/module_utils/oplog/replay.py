@@ -25,453 +25,45 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
-from collections import OrderedDict, namedtuple
-
-try:
-    import bson
-    from bson.codec_options import CodecOptions
-    AS_DICT = CodecOptions(document_class=dict)
-except ImportError:  # pragma: no cover - reported by the module wrapper
-    bson = CodecOptions = AS_DICT = None
+from collections import OrderedDict
 
 try:
     from pymongo import DeleteOne, InsertOne, ReplaceOne
     from pymongo import errors as pymongo_errors
 except ImportError:  # pragma: no cover - reported by the module wrapper
     DeleteOne = InsertOne = ReplaceOne = pymongo_errors = None
-
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.archive import (
-    ArchiveReader, OPLOG_COLLECTION, OPLOG_DB, open_archive_for_read)
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import (
-    CORRUPT_HINT, MAX_OPLOG_ENTRY_SIZE, iter_raw_documents, open_maybe_gzip)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     split_namespace as _split_namespace)
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
-    BackupError, FormatError, InvalidOption)
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import driver_error_cause, is_timeout
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import diff
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import (
-    before_limit, format_ts)
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption, ReplayError
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import (
+    before_limit, ts_text)
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.crud_window import CrudWindow
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.index_catalog import (
+    find_index, index_matches, modify_index)
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.rules import (
+    CATALOG_ADD_COMMANDS, CATALOG_DROP_COMMANDS, COLLMOD_DROPPED_OPTIONS, CRUD_UNWRITABLE, FCV_TIMESERIES_COMMAND, KNOWN_COMMANDS, NOT_APPLIED_REASONS, applyops_unavailable, command_name, document_id, hashable_key, is_transaction_entry, reduce_for_applyops, rerun_outcome, rewrite_entry, server_cause, skip_reason)
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.writes import MongoTarget, Write
 
 MODES = ("auto", "applyops", "crud")
 DEFAULT_BATCH_SIZE = 1000
-WRITE_CHUNK = 90  # statements per write command (see MongoTarget.write)
 
-# config.* is skipped except these (mongo-tools common/dumprestore/config.go).
-KEPT_CONFIG_COLLECTIONS = frozenset(("chunks", "collections", "databases", "settings", "shards",
-                                     "tags", "version"))
-RECORD_ID_OPS = frozenset(("cd", "ci", "cu", "km"))
-IGNORED_COMMANDS = frozenset(("startIndexBuild", "abortIndexBuild", "setMultikeyMetadata", "dropIdent"))
-CATALOG_ADD_COMMANDS = frozenset(("createIndexes", "commitIndexBuild"))
-CATALOG_DROP_COMMANDS = frozenset(("dropIndexes", "deleteIndexes", "dropIndex", "deleteIndex"))
-KNOWN_COMMANDS = frozenset((
-    "renameCollection", "dropDatabase", "applyOps", "dbCheck", "create", "convertToCapped",
-    "emptycapped", "drop", "collMod")) | IGNORED_COMMANDS | CATALOG_ADD_COMMANDS | CATALOG_DROP_COMMANDS
-FCV_TIMESERIES_COMMAND = "upgradeDowngradeViewlessTimeseries"
-TRANSACTION_FIELDS = ("applyOps", "commitTransaction", "abortTransaction")
-# What survives mongo-tools' re-encoding of an entry before it is sent to applyOps.
-APPLYOPS_FIELDS = ("ts", "t", "v", "op", "ns", "o", "o2", "ui", "lsid", "txnNumber", "prevOpTime",
-                   "multiOpType")
-COLLMOD_DROPPED_OPTIONS = ("noPadding", "usePowerOf2Sizes")  # rejected by servers >= 4.1.11
-# Servers refuse ordinary writes to these; user and role changes need their own commands.
-CRUD_UNWRITABLE = frozenset(("admin.system.users", "admin.system.roles", "admin.system.version"))
 
-# Answers meaning "applyOps is not available here", not "this entry is wrong":
-# Unauthorized, CommandNotFound, CommandNotSupported, NotImplemented, AtlasError.
-APPLYOPS_UNAVAILABLE_CODES = frozenset((13, 59, 115, 238, 8000))
-APPLYOPS_UNAVAILABLE_WORDS = ("not allowed", "no such command", "not supported", "unsupported",
-                              "not implemented", "not authorized")
-NAMESPACE_EXISTS, NAMESPACE_NOT_FOUND, INDEX_NOT_FOUND = 48, 26, 27
 RETRY_HINT = "fix the cause and replay again from the same oplog (replay is idempotent)"
-# Skip reasons that leave a write of the source undone (the others are entries with nothing to
-# do): reported as ``not_applied``, and a restore with any fails unless the user accepts them.
-NOT_APPLIED_REASONS = ("system_collection",)
 
 
-class ReplayError(BackupError):
-    """The replay stopped; ``details`` hold the entry, ``last_applied`` and the counts so far."""
-
-
-class _Deleted:
-    """The pending state of a document that the window deleted."""
-
-    def __repr__(self):
-        return "DELETED"
-
-
-DELETED = _Deleted()
 _UNSET = object()  # "not given", where None is a meaningful value
 
 
 # --------------------------------------------------------------------------- entry rules
 
-def command_name(entry):
-    """The command of an ``op: c`` entry: the first field of ``o``."""
-    command = entry.get("o")
-    if isinstance(command, dict) and command:
-        return next(iter(command))
-    return ""
-
-
-def skip_reason(entry):
-    """Why replay ignores this entry (a short reason), or None when it must be handled."""
-    op = entry.get("op")
-    if op == "n":
-        return "noop"
-    if op in RECORD_ID_OPS:
-        return "replicated_record_id"
-    namespace = entry.get("ns") or ""
-    if namespace.startswith("__mdb_internal"):
-        return "internal_namespace"
-    if namespace.startswith("config.") and namespace[len("config."):] not in KEPT_CONFIG_COLLECTIONS:
-        return "config_namespace"
-    if op == "c" and command_name(entry) in IGNORED_COMMANDS:
-        return "ignored_command"
-    return None
-
-
-def is_transaction_entry(entry):
-    """A command with lsid and txnNumber that carries transaction work (not a vectored insert)."""
-    if entry.get("op") != "c" or "lsid" not in entry or "txnNumber" not in entry:
-        return False
-    if entry.get("multiOpType") == 1:
-        return False
-    command = entry.get("o")
-    return isinstance(command, dict) and any(field in command for field in TRANSACTION_FIELDS)
-
-
-def strip_uuids(entry):
-    """A copy without ``ui``, also inside nested applyOps (the target has its own UUIDs)."""
-    result = dict((k, v) for k, v in entry.items() if k != "ui")
-    command = result.get("o")
-    if result.get("op") == "c" and isinstance(command, dict) and isinstance(command.get("applyOps"), list):
-        inner = [strip_uuids(op) if isinstance(op, dict) else op for op in command["applyOps"]]
-        result["o"] = dict(command, applyOps=inner)
-    return result
-
-
-def reduce_for_applyops(entry):
-    """Only the fields mongorestore's Oplog type keeps (h, wall, stmtId... are dropped)."""
-    return dict((field, entry[field]) for field in APPLYOPS_FIELDS if field in entry)
-
-
-def _is_ferretdb_full_image(entry):
-    """FerretDB logs every update as ``{$v: 1, $set: <whole post-image>}`` and gives its oplog
-    entries an ``_id`` (MongoDB's have none). Applied as a $set, such an entry would keep the
-    fields the update removed, so it is applied as the replacement it really is."""
-    update = entry.get("o")
-    if entry.get("op") != "u" or "_id" not in entry or not isinstance(update, dict):
-        return False
-    if set(update) != {"$v", "$set"} or update.get("$v") != 1 or not isinstance(update["$set"], dict):
-        return False
-    target = entry.get("o2")
-    return isinstance(target, dict) and "_id" in update["$set"] and _key(update["$set"]["_id"]) == _key(target.get("_id"))
-
-
-def rewrite_entry(entry, preserve_uuid=False):
-    """The entry as it is applied: UUIDs stripped, create and FerretDB updates normalised."""
-    result = dict(entry) if preserve_uuid else strip_uuids(entry)
-    if _is_ferretdb_full_image(result):
-        result["o"] = result["o"]["$set"]
-    if result.get("op") == "c" and command_name(result) == "create" and "recordIdsReplicated" in result["o"]:
-        result["o"] = dict((k, v) for k, v in result["o"].items() if k != "recordIdsReplicated")
-    return result
-
-
-def _key(value):
-    """A hashable identity for an _id, equal exactly when the BSON values are equal."""
-    return bson.encode({"_id": value})
-
-
-def _document_id(entry):
-    """(found, _id) of the document a CRUD entry changes."""
-    if entry.get("op") == "u":
-        holder = entry.get("o2") if isinstance(entry.get("o2"), dict) else entry.get("o")
-    else:
-        holder = entry.get("o")  # a sharded delete may carry the shard key too: _id is enough
-    if isinstance(holder, dict) and "_id" in holder:
-        return True, holder["_id"]
-    return False, None
-
-
-def _server_cause(exc):
-    """A short cause for a driver error: code, name and the server's message."""
-    if is_timeout(exc):
-        return driver_error_cause(exc)
-    if isinstance(exc, pymongo_errors.BulkWriteError):
-        errors = exc.details.get("writeErrors") or []
-        if errors:
-            first = errors[0]
-            return "write error %s: %s" % (first.get("code"), first.get("errmsg"))
-    if isinstance(exc, pymongo_errors.OperationFailure):
-        details = exc.details or {}
-        return "server error %s (%s): %s" % (exc.code, details.get("codeName", "?"),
-                                             details.get("errmsg", str(exc)))
-    return "%s: %s" % (type(exc).__name__, exc)
-
-
-def _rerun_outcome(entry, exc):
-    """What an error means when an earlier replay of the same oplog got here first: "applied"
-    (nothing left to do), a skip reason, or None for a real failure."""
-    code = getattr(exc, "code", None)
-    name = command_name(entry) if entry.get("op") == "c" else ""
-    if name == "create" and code == NAMESPACE_EXISTS:
-        return "applied"
-    if name == "renameCollection" and code == NAMESPACE_NOT_FOUND:
-        return "rename_source_missing"
-    return None
-
-
-def applyops_unavailable(exc):
-    """True when the server refuses applyOps itself rather than the entry we sent."""
-    if not isinstance(exc, pymongo_errors.OperationFailure):
-        return False
-    if exc.code in APPLYOPS_UNAVAILABLE_CODES:
-        return True
-    message = str((exc.details or {}).get("errmsg", exc)).lower()
-    return any(words in message for words in APPLYOPS_UNAVAILABLE_WORDS)
-
 
 # --------------------------------------------------------------------------- reading oplogs
-
-def decode_entries(raw_documents, source_name):
-    """Decode raw oplog entries into dicts that keep field order."""
-    for number, raw in enumerate(raw_documents, 1):
-        try:
-            yield bson.decode(raw, codec_options=AS_DICT)
-        except Exception as exc:  # bson raises several types for malformed input
-            raise FormatError("oplog %s: entry #%d is not valid BSON (%s); %s"
-                              % (source_name, number, exc, CORRUPT_HINT), path=source_name)
-
-
-def iter_oplog_file(path):
-    """Entries of an oplog.bson (gzip sniffed), each up to 16 MiB + 16 KiB as mongorestore allows."""
-    with open_maybe_gzip(path) as handle:
-        yield from decode_entries(iter_raw_documents(handle, path, MAX_OPLOG_ENTRY_SIZE), path)
-
-
-def iter_archive_oplog(path):
-    """Entries of the oplog namespace (db "", collection "oplog") of a mongodump archive."""
-    with open_archive_for_read(path) as handle:
-        reader = ArchiveReader(handle, path, max_size=MAX_OPLOG_ENTRY_SIZE)
-        raws = (raw for db, coll, raw in reader.iter_documents()
-                if db == OPLOG_DB and coll == OPLOG_COLLECTION)
-        yield from decode_entries(raws, "%s (oplog)" % path)
 
 
 # --------------------------------------------------------------------------- the target
 
-class Write(namedtuple("Write", "id_value state inserted")):
-    """One document's state to write: a document, or DELETED; ``inserted`` when the window
-    inserted the document (so it most likely does not exist on the target yet)."""
-
-    __slots__ = ()
-
-
-DUPLICATE_KEY = 11000
-
-
-def _selector(id_value):
-    # $eq only where the _id is a document, which may hold $-keys.
-    return {"_id": {"$eq": id_value}} if isinstance(id_value, dict) else {"_id": id_value}
-
-
-def _write_request(write):
-    if write.state is DELETED:
-        return DeleteOne(_selector(write.id_value))
-    if write.inserted:
-        return InsertOne(write.state)
-    return ReplaceOne(_selector(write.id_value), write.state, upsert=True)
-
-
-def _existing_id(error, request):
-    """True when an insert failed only because a document with its _id exists."""
-    if error.get("code") != DUPLICATE_KEY or not isinstance(request, InsertOne):
-        return False
-    pattern = error.get("keyPattern")
-    return pattern is None or list(pattern) == ["_id"]
-
-
-class MongoTarget:
-    """The server side of the replay, through pymongo. Tests may pass another object with
-    the same methods as ``OplogReplayer(target=...)``."""
-
-    def __init__(self, client, bypass_document_validation=False):
-        self._client = client
-        self._bypass = bool(bypass_document_validation)
-
-    def _collection(self, namespace):
-        database, collection = _split_namespace(namespace)
-        return self._client[database].get_collection(collection, codec_options=AS_DICT)
-
-    def apply_ops(self, entry):
-        command = OrderedDict([("applyOps", [entry]), ("bypassDocumentValidation", self._bypass)])
-        self._client.admin.command(command, codec_options=AS_DICT)
-
-    def fetch(self, namespace, ids):
-        return list(self._collection(namespace).find({"_id": {"$in": ids}}))
-
-    def write(self, namespace, writes, ordered=False):
-        """Apply ``writes`` (``Write`` tuples, final states) to one namespace, no query first.
-
-        A document the window inserted is inserted: much cheaper than an upsert, and when its _id
-        exists already (the dump or an earlier replay holds it) it is replaced instead. Other
-        states are replacements with upsert, deletions plain deletes. A BulkWriteError's indexes
-        refer to ``writes``.
-        """
-        collection = self._collection(namespace)
-        requests = [_write_request(write) for write in writes]
-        # Small bulks: FerretDB 1.x deadlocks on an update command of 100 or more statements.
-        for start in range(0, len(requests), WRITE_CHUNK):
-            chunk = list(range(start, min(start + WRITE_CHUNK, len(requests))))
-            self._bulk_write(collection, writes, requests, chunk, ordered)
-
-    def _bulk_write(self, collection, writes, requests, positions, ordered):
-        """Send ``requests[p] for p in positions``; inserts that hit their own _id become replacements."""
-        while positions:
-            try:
-                # None, not False: some compatible servers reject an explicit bypassDocumentValidation
-                collection.bulk_write([requests[p] for p in positions], ordered=ordered,
-                                      bypass_document_validation=self._bypass or None)
-                return
-            except pymongo_errors.BulkWriteError as exc:
-                errors = exc.details.get("writeErrors") or []
-                failed = [positions[error.get("index", 0)] for error in errors]
-                if not errors or not all(_existing_id(error, requests[p]) for error, p in zip(errors, failed)):
-                    for error, position in zip(errors, failed):
-                        error["index"] = position
-                    raise
-                for position in failed:
-                    requests[position] = ReplaceOne(_selector(writes[position].id_value), writes[position].state,
-                                                    upsert=True)
-                # unordered: the others went through; ordered: the bulk stopped at its first failure
-                positions = positions[positions.index(failed[0]):] if ordered else failed
-
-    def create_collection(self, database, command):
-        """Run a create command; False when the collection already exists."""
-        try:
-            self._client[database].command(command)
-        except pymongo_errors.OperationFailure as exc:
-            if exc.code == NAMESPACE_EXISTS:
-                return False
-            raise
-        return True
-
-    def drop_collection(self, database, collection):
-        self._client[database].drop_collection(collection)
-
-    def drop_database(self, database):
-        self._client.drop_database(database)
-
-    def rename_collection(self, source, target, drop_target):
-        """Rename; False when the source does not exist (already renamed by an earlier replay)."""
-        command = OrderedDict([("renameCollection", source), ("to", target), ("dropTarget", drop_target)])
-        try:
-            self._client.admin.command(command)
-        except pymongo_errors.OperationFailure as exc:
-            if exc.code == NAMESPACE_NOT_FOUND:
-                return False
-            raise
-        return True
-
-    def run_command(self, database, command):
-        self._client[database].command(command)
-
-    def list_indexes(self, namespace):
-        return list(self._collection(namespace).list_indexes())
-
-    def drop_index(self, namespace, name):
-        database, collection = _split_namespace(namespace)
-        try:
-            self._client[database].command(OrderedDict([("dropIndexes", collection), ("index", name)]))
-        except pymongo_errors.OperationFailure as exc:
-            if exc.code not in (INDEX_NOT_FOUND, NAMESPACE_NOT_FOUND):
-                raise
-
-    def create_index(self, namespace, spec):
-        database, collection = _split_namespace(namespace)
-        self._client[database].command(OrderedDict([("createIndexes", collection), ("indexes", [spec])]))
-
 
 # --------------------------------------------------------------------------- crud window
-
-class _Item:
-    """One CRUD op of the window: the op itself and the top-level entry it came from."""
-
-    __slots__ = ("top", "entry", "namespace", "key", "id_value")
-
-    def __init__(self, top, entry, id_value):
-        self.top = top
-        self.entry = entry
-        self.namespace = entry["ns"]
-        self.key = (entry["ns"], _key(id_value))
-        self.id_value = id_value
-
-
-class CrudWindow:
-    """Consecutive CRUD ops resolved in memory, in oplog order, into one state per document.
-
-    Only updates in diff or modifier form need the current document. The first op of the window
-    that touches a document decides: when it is such an update, the document is fetched (all of
-    them in one query per namespace); otherwise the op itself gives the state. Later ops on that
-    document then apply to the pending state, so per-document order is kept and the final state
-    equals applying the ops one by one.
-    """
-
-    def __init__(self):
-        self.items = []
-
-    def __len__(self):
-        return len(self.items)
-
-    def add(self, top, entry, id_value):
-        self.items.append(_Item(top, entry, id_value))
-
-    def ids_to_fetch(self):
-        """{namespace: [_id, ...]} of documents whose first op in the window is an update by diff."""
-        seen, wanted = set(), OrderedDict()
-        for item in self.items:
-            if item.key in seen:
-                continue
-            seen.add(item.key)
-            if item.entry["op"] == "u" and "_id" not in item.entry["o"]:
-                wanted.setdefault(item.namespace, []).append(item.id_value)
-        return wanted
-
-    def resolve(self, fetched):
-        """Apply the window to ``fetched`` ({key: document}) in memory.
-
-        Returns (states, steps, missing, failure): ``states`` {key: (item, state)} the final state
-        per document in order of first touch; ``steps`` [(index, state)] each op's own result;
-        ``missing`` indexes of updates whose document does not exist; ``failure`` (index, error)
-        for an update that cannot be applied (resolution stops there).
-        """
-        states, steps, missing = OrderedDict(), [], []
-        for index, item in enumerate(self.items):
-            op, update = item.entry["op"], item.entry.get("o")
-            if op == "i":
-                state = update
-            elif op == "d":
-                state = DELETED
-            elif "_id" in update:
-                state = update  # a replacement upserts, whatever existed
-            else:
-                base = states[item.key][1] if item.key in states else fetched.get(item.key)
-                if base is None or base is DELETED:
-                    if not item.entry.get("b"):
-                        # The document is gone on the target: a later entry of this oplog deletes or
-                        # recreates it (the source logged this update before that), so the final
-                        # state does not depend on it. Applying it to nothing would invent a document.
-                        missing.append(index)
-                        continue
-                    base = {"_id": item.id_value}  # b: true is an upsert
-                try:
-                    state = diff.apply_update(base, update)
-                except diff.DiffError as exc:
-                    return states, steps, missing, (index, exc)
-            states[item.key] = (item, state)
-            steps.append((index, state))
-        return states, steps, missing, None
 
 
 # --------------------------------------------------------------------------- the replayer
@@ -559,11 +151,11 @@ class OplogReplayer:
                                 if reason in NOT_APPLIED_REASONS),
             "transactions": {"committed": counts["committed"], "aborted": counts["aborted"],
                              "discarded": len(self._transactions)},
-            "last_applied": format_ts(self._applied_ts),
+            "last_applied": ts_text(self._applied_ts),
             "stopped_at_limit": self._stopped_at_limit,
-            "limit": format_ts(self.limit),
-            "first_ts": format_ts(self._seen[0]),
-            "last_ts": format_ts(self._seen[1]),
+            "limit": ts_text(self.limit),
+            "first_ts": ts_text(self._seen[0]),
+            "last_ts": ts_text(self._seen[1]),
             "index_catalog": self.index_catalog,
             "warnings": self._warnings(),
         }
@@ -629,7 +221,7 @@ class OplogReplayer:
 
     def _handle_transaction(self, entry, top):
         command = entry["o"]
-        key = (_key(entry["lsid"]), int(entry["txnNumber"]))
+        key = (hashable_key(entry["lsid"]), int(entry["txnNumber"]))
         if "abortTransaction" in command:
             self._transactions.pop(key, None)
             self._counts["aborted"] += 1
@@ -715,15 +307,15 @@ class OplogReplayer:
         namespace = "%s.%s" % (database, command[name])
         which = command.get("index", command.get("indexes"))
         catalog = self.index_catalog.get(namespace, {})
-        for index_name in [n for n, spec in catalog.items() if _index_matches(spec, which)]:
+        for index_name in [n for n, spec in catalog.items() if index_matches(spec, which)]:
             del catalog[index_name]
         self._flush()
         try:
             for spec in self._target.list_indexes(namespace):
-                if spec.get("name") != "_id_" and _index_matches(spec, which):
+                if spec.get("name") != "_id_" and index_matches(spec, which):
                     self._target.drop_index(namespace, spec["name"])
         except pymongo_errors.PyMongoError as exc:
-            self._fail(top, entry, _server_cause(exc))
+            self._fail(top, entry, server_cause(exc))
         self._count("index")
 
     def _collmod(self, entry):
@@ -733,9 +325,9 @@ class OplogReplayer:
         namespace = "%s.%s" % (database, command["collMod"])
         change = command.get("index")
         if isinstance(change, dict):
-            spec = _find_index(self.index_catalog.get(namespace, {}), change)
+            spec = find_index(self.index_catalog.get(namespace, {}), change)
             if spec is not None:  # otherwise the index exists only on the target: the server changes it
-                _modify_index(spec, change)
+                modify_index(spec, change)
                 del command["index"]
                 self._count("index")
         if len(command) == 1:
@@ -773,7 +365,7 @@ class OplogReplayer:
         elif entry.get("ns") in CRUD_UNWRITABLE or _split_namespace(entry.get("ns"))[1] == "system.views":
             self._skip("system_collection")  # reported in the result's warnings
         else:
-            found, id_value = _document_id(entry)
+            found, id_value = document_id(entry)
             if not isinstance(entry.get("o"), dict):
                 self._fail(top, entry, "the entry has no o document")
             if not found:
@@ -793,9 +385,9 @@ class OplogReplayer:
             if probing and applyops_unavailable(exc):
                 self._switch_to_crud(exc)
                 return False
-            outcome = _rerun_outcome(entry, exc)
+            outcome = rerun_outcome(entry, exc)
             if outcome is None:
-                cause = _server_cause(exc)
+                cause = server_cause(exc)
                 if applyops_unavailable(exc):
                     cause += " (the target does not allow applyOps: replay with mode crud or auto)"
                 self._fail(top, entry, cause)
@@ -812,7 +404,7 @@ class OplogReplayer:
     def _switch_to_crud(self, exc):
         self._mode_used = "crud"
         self.warnings.append("the target refused applyOps (%s); the oplog was replayed with "
-                             "ordinary writes (mode crud)" % _server_cause(exc))
+                             "ordinary writes (mode crud)" % server_cause(exc))
         if self.preserve_uuid:
             self.warnings.append("preserve_uuid has no effect in crud mode: ordinary writes "
                                  "cannot set collection UUIDs")
@@ -836,7 +428,7 @@ class OplogReplayer:
             else:  # collMod, convertToCapped, emptycapped: the command as logged
                 self._target.run_command(database, command)
         except pymongo_errors.PyMongoError as exc:
-            self._fail(top, entry, _server_cause(exc))
+            self._fail(top, entry, server_cause(exc))
         self._count("c")
 
     def _flush(self):
@@ -849,7 +441,7 @@ class OplogReplayer:
         try:
             fetched = self._prefetch(window)
         except pymongo_errors.PyMongoError as exc:
-            self._fail(first.top, first.entry, _server_cause(exc))
+            self._fail(first.top, first.entry, server_cause(exc))
         states, steps, missing, failure = window.resolve(fetched)
         if failure is not None:
             self._write_steps(window, steps)  # what came before the bad op, in order
@@ -864,7 +456,7 @@ class OplogReplayer:
             # writing each op's own result in oplog order reproduces that order exactly.
             self._write_steps(window, steps)
         except pymongo_errors.PyMongoError as exc:
-            self._fail(first.top, first.entry, _server_cause(exc))
+            self._fail(first.top, first.entry, server_cause(exc))
         if missing:
             self._skip("update_missing_document", len(missing))
         for index, _state in steps:
@@ -878,7 +470,7 @@ class OplogReplayer:
         for namespace, ids in window.ids_to_fetch().items():
             for start in range(0, len(ids), self.batch_size):
                 for document in self._target.fetch(namespace, ids[start:start + self.batch_size]):
-                    fetched[(namespace, _key(document["_id"]))] = document
+                    fetched[(namespace, hashable_key(document["_id"]))] = document
         return fetched
 
     def _write_final(self, window, states):
@@ -909,7 +501,7 @@ class OplogReplayer:
                     errors = exc.details.get("writeErrors") or [{}]
                     failed = run[min(errors[0].get("index", 0), len(run) - 1)][0]
                 item = window.items[failed]
-                self._fail(item.top, item.entry, _server_cause(exc), self._last_top_before(window, failed))
+                self._fail(item.top, item.entry, server_cause(exc), self._last_top_before(window, failed))
             position = end
 
     def _last_top_before(self, window, index):
@@ -935,14 +527,14 @@ class OplogReplayer:
             self._flush_quietly()
             last_applied = self._applied_ts
         self._applied_ts = last_applied
-        where = format_ts(top.ts) if top.ts is not None else "(none)"
-        done = ("entries up to %s were applied" % format_ts(last_applied) if last_applied is not None
+        where = ts_text(top.ts) if top.ts is not None else "(none)"
+        done = ("entries up to %s were applied" % ts_text(last_applied) if last_applied is not None
                 else "no entry was applied")
         message = "replay stopped at oplog entry op=%s ns=%s ts=%s: %s; %s; %s" % (
             entry.get("op"), entry.get("ns"), where, cause, done, RETRY_HINT)
         result = self.result()
-        raise ReplayError(message, op=entry.get("op"), namespace=entry.get("ns"), ts=format_ts(top.ts),
-                          last_applied=format_ts(last_applied), applied=result["applied"],
+        raise ReplayError(message, op=entry.get("op"), namespace=entry.get("ns"), ts=ts_text(top.ts),
+                          last_applied=ts_text(last_applied), applied=result["applied"],
                           skipped=result["skipped"], transactions=result["transactions"],
                           mode_used=result["mode_used"])
 
@@ -952,91 +544,6 @@ class OplogReplayer:
             self._flush()
 
 
-def _normalized_key(key):
-    """Index key for comparison: 1, 1.0 and Int64(1) are the same direction."""
-    items = []
-    for field, value in (key or {}).items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = float(value)
-        items.append((field, value))
-    return tuple(items)
-
-
-def _index_matches(spec, which):
-    """Does a dropIndexes ``index`` value (name, "*", key pattern or list of names) name ``spec``?"""
-    if which == "*":
-        return spec.get("name") != "_id_"
-    if isinstance(which, str):
-        return spec.get("name") == which
-    if isinstance(which, list):
-        return spec.get("name") in which
-    if isinstance(which, dict):
-        return _normalized_key(spec.get("key")) == _normalized_key(which)
-    return False
-
-
-def _find_index(catalog, change):
-    if "name" in change:
-        return catalog.get(change["name"])
-    for spec in catalog.values():
-        if "keyPattern" in change and _normalized_key(spec.get("key")) == _normalized_key(change["keyPattern"]):
-            return spec
-    return None
-
-
-def _modify_index(spec, change):
-    """collMod index options on a catalog spec, as the server would change the index."""
-    for option, value in change.items():
-        if option in ("name", "keyPattern"):
-            continue
-        if option == "forceNonUnique":
-            if value:
-                spec.pop("unique", None)
-        elif option == "hidden" and not value:
-            spec.pop("hidden", None)
-        elif option == "expireAfterSeconds":
-            # collMod logs an int64; an index spec holds an int32, as createIndexes writes it
-            spec[option] = int(value)
-        else:
-            spec[option] = value
-
-
 # --------------------------------------------------------------------------- index builds
 
-# The target picks its own index version (FerretDB even rejects the field); "ns" and
-# "background" are leftovers of old servers.
-BUILD_DROPPED_FIELDS = ("v", "ns", "background")
 
-
-def _buildable_spec(spec):
-    return dict((k, v) for k, v in spec.items() if k not in BUILD_DROPPED_FIELDS)
-
-
-def build_indexes(client, index_catalog, target=None):
-    """Create the catalog's indexes after a replay, skipping those whose key already exists.
-
-    Returns {"created": n, "existing": n}. Raises ReplayError naming the index that failed.
-    """
-    target = target if target is not None else MongoTarget(client)
-    counts = {"created": 0, "existing": 0}
-    for namespace, specs in index_catalog.items():
-        try:
-            present = set(_normalized_key(spec.get("key")) for spec in target.list_indexes(namespace))
-        except pymongo_errors.PyMongoError as exc:
-            raise ReplayError("cannot list the indexes of %s: %s; check the connection and rerun the "
-                              "index build" % (namespace, _server_cause(exc)), namespace=namespace, **counts)
-        for name, spec in specs.items():
-            key = _normalized_key(spec.get("key"))
-            if key in present or key == (("_id", 1.0),):
-                counts["existing"] += 1
-                continue
-            try:
-                target.create_index(namespace, _buildable_spec(spec))
-            except pymongo_errors.PyMongoError as exc:
-                raise ReplayError("building index %s on %s failed: %s; the documents are restored, fix "
-                                  "the cause (for example duplicate keys for a unique index) and build the "
-                                  "index again" % (name, namespace, _server_cause(exc)),
-                                  namespace=namespace, index=name, **counts)
-            present.add(key)
-            counts["created"] += 1
-    return counts

@@ -25,28 +25,21 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     pymongo_errors = ReadPreference = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import server_codes
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
-    BackupError,
-    ConnectionFailure,
-)
+    ConnectionFailure, MemberSelectionError)
 
 STATE_PRIMARY = 1
 STATE_SECONDARY = 2
 STATE_ARBITER = 7
 READABLE_STATES = (STATE_PRIMARY, STATE_SECONDARY)
 DEFAULT_PORT = 27017
-UNAUTHORIZED_CODES = (13,)  # Unauthorized
-NOT_A_REPLICA_SET_CODES = (76, 59, 115)  # NoReplicationEnabled, CommandNotFound, CommandNotSupported
 
 Member = namedtuple("Member", [
     "name", "state", "state_str", "healthy", "optime", "hidden", "arbiter",
     "build_indexes", "delay", "lag",
 ])
-
-
-class MemberSelectionError(BackupError):
-    """No replica-set member fits the backup (all lagging, none healthy, unknown ``member``)."""
 
 
 def select_member(client, member=None, max_lag_seconds=None, prefer_hidden=True, allow_primary=True,
@@ -94,15 +87,15 @@ def read_replica_set(client, member_option=None):
 
 
 def _status_error(exc, client, member_option):
-    if exc.code in UNAUTHORIZED_CODES:
+    if exc.code == server_codes.UNAUTHORIZED:
         return MemberSelectionError(
             "not allowed to run replSetGetStatus/replSetGetConfig: %s; grant the backup user the "
             "clusterMonitor role (or backup plus clusterMonitor)" % exc)
-    if exc.code in NOT_A_REPLICA_SET_CODES and member_option:
+    if exc.code in server_codes.NOT_A_REPLICA_SET and member_option:
         return MemberSelectionError(
             "the server is not a replica set member (%s); member selection applies to replica "
             "sets only, leave member unset (it is %r) for a standalone server or mongos" % (exc, member_option))
-    if exc.code in NOT_A_REPLICA_SET_CODES:
+    if exc.code in server_codes.NOT_A_REPLICA_SET:
         address = "%s:%s" % client.address if client.address else "the server"
         return MemberSelectionError(
             "%s cannot report a replica set status (%s): it is not a replica set member this module "

@@ -15,8 +15,8 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import Catalog, check_backup_root
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog, check_backup_root
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.archiver import SLICE_DIR
 
 ARCHIVE_MANIFEST_SUFFIX = "." + manifest_utils.MANIFEST_NAME

@@ -28,11 +28,14 @@ import threading
 import time
 import uuid
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import dump as dump_engine
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import check_tls_files, parse_uri, redact
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import DumpFailed, InvalidOption
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import backup_target
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import check_tls_files, parse_uri, redact
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
+    DumpFailed, InvalidOption, Terminated)
 
 try:
     from bson import json_util
@@ -143,27 +146,26 @@ def run(connection, options, binary, check_mode):
     check_tls_files(connection)
     binary = find_binary(binary)
     target = os.path.abspath(options.target)
-    dump_engine.check_target_kind(options)
-    staging = dump_engine.Staging(target, options.is_archive)
+    dump_options.check_target_kind(options)
+    staging = backup_target.Staging(target, options.is_archive)
     if check_mode:
-        existing = dump_engine.existing_backup(options)
-        if existing is not None and not options.force:
+        existing = backup_target.kept_backup(options, staging)
+        if existing is not None:
             return False, _kept(existing, options, target)
-        dump_engine.Dumper.check_backup_location(os.path.dirname(target))
+        backup_target.check_backup_location(os.path.dirname(target))
         staging.check_free()
         return True, {"path": target, "label": options.label,
                       "command": build_argv(binary, connection, options, staging.data_path, "<0600 config file>")}
-    dump_engine.prepare_parent(options)
-    with dump_engine.target_lock(options):
+    backup_target.prepare_parent(options)
+    with backup_target.target_lock(options):
         staging.resume_commit()
-        existing = dump_engine.existing_backup(options)
-        if existing is not None and not options.force:
+        existing = backup_target.kept_backup(options, staging)
+        if existing is not None:
             return False, _kept(existing, options, target)
         return True, _dump_into(staging, binary, connection, options, target)
 
 
 def _kept(existing, options, target):
-    dump_engine.check_kept_backup(existing, options)
     return {"backup_id": existing["backup_id"], "label": existing["label"], "path": target,
             "msg": "backup with label %r is already complete at %s" % (options.label, target)}
 
@@ -176,7 +178,7 @@ def _dump_into(staging, binary, connection, options, target):
         files = _file_records(staging.data_path)
         finished = time.time()
         document = manifest_utils.new_manifest(
-            str(uuid.uuid4()), options.label, "logical", manifest_utils.iso_time(started), manifest_utils.iso_time(finished),
+            str(uuid.uuid4()), options.label, "logical", timestamps.iso_time(started), timestamps.iso_time(finished),
             {"tool": "mongodump"}, None, dict(options.describe(), engine="mongodump"))
         document["files"] = files
         document["totals"] = {"bytes_on_disk": sum(f["bytes"] for f in files),
@@ -332,10 +334,6 @@ def stop_process_group(process):
             continue
 
 
-class _Terminated(DumpFailed):
-    """The module was asked to stop while mongodump ran."""
-
-
 class _sigterm_raises:
     """While the child runs, SIGTERM raises (so finally blocks clean up) instead of killing us."""
 
@@ -347,7 +345,7 @@ class _sigterm_raises:
 
     @staticmethod
     def _raise(signum, _frame):
-        raise _Terminated("the module was stopped (signal %d) while mongodump ran; mongodump was stopped "
+        raise Terminated("the module was stopped (signal %d) while mongodump ran; mongodump was stopped "
                           "and the incomplete backup removed" % signum)
 
     def __exit__(self, *exc_info):
@@ -363,7 +361,7 @@ def _file_records(output):
     records = []
     for path in paths:
         relative = os.path.relpath(path, base)
-        if relative == dump_engine.STAGING_MARKER:
+        if relative == backup_target.STAGING_MARKER:
             continue
         records.append({"path": relative, "bytes": os.path.getsize(path), "sha256": bsonio.sha256_file(path)})
     return records

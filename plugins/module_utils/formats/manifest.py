@@ -12,23 +12,20 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import datetime
 import json
 import os
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import sha256_file
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import sha256_file
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
+# Who wrote a backup: recorded in prelude.json and archive headers as the tool version.
+TOOL_NAME = "dbops.mongodb_backup"
+TOOL_VERSION = TOOL_NAME + "-1.0.0"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "dbops.mongodb_backup/manifest"
 MANIFEST_VERSION = 1
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-
-
-def iso_time(epoch):
-    """UTC time as recorded in manifests."""
-    return datetime.datetime.utcfromtimestamp(epoch).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def manifest_path(target, is_archive):

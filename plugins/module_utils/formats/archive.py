@@ -22,12 +22,13 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     bson = Int64 = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.bsonio import (
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import (
     BsonStream, Crc64, Truncated, check_length, create_output_file, open_maybe_gzip,
     stream_label, GZIP_ERRORS, MAX_BSON_SIZE, CORRUPT_HINT, INCOMPLETE_HINT)
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.layout import (
-    BUCKETS_PREFIX, metadata_from_json, parse_server_version, VIEWLESS_TIMESERIES_VERSION)
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.dump_metadata import (
+    metadata_from_json)
 
 MAGIC = b"\x6d\xe2\x99\x81"  # uint32 0x8199e26d, little-endian
 TERMINATOR = b"\xff\xff\xff\xff"
@@ -47,18 +48,6 @@ def namespace(db, collection):
 def _to_int64(value):
     """uint64 CRC -> the two's-complement int64 the header stores."""
     return Int64(value - (1 << 64) if value >= (1 << 63) else value)
-
-
-def data_collection(entry, server_version):
-    """Collection name an entry's data blocks use (system.buckets.X for pre-8.3 timeseries)."""
-    if entry.get("type") != "timeseries":
-        return entry["collection"]
-    parsed = parse_server_version(server_version)
-    if parsed is None:
-        return None  # the caller reports it: we cannot tell where the data is
-    if parsed[:2] < VIEWLESS_TIMESERIES_VERSION:
-        return BUCKETS_PREFIX + entry["collection"]
-    return entry["collection"]
 
 
 def encode_header(db, collection, eof=False, crc=0):
@@ -107,10 +96,7 @@ class ArchiveWriter:
             self.write_prelude()
 
     def _announce(self, item):
-        data_coll = data_collection(item, self.server_version)
-        if data_coll is None:
-            raise ValueError("timeseries namespace %s.%s needs a parseable server_version, got %r"
-                             % (item["db"], item["collection"], self.server_version))
+        data_coll = data_collection_name(item["collection"], item.get("type"), self.server_version)
         key = (item["db"], data_coll)
         if key in self._states:
             raise ValueError("namespace %s is announced twice" % namespace(*key))
@@ -354,12 +340,7 @@ class ArchiveReader:
     def _map_data_namespaces(self):
         server = self.header["server_version"]
         for entry in self.prelude:
-            data_coll = data_collection(entry, server)
-            ns = namespace(entry["db"], entry["collection"])
-            if data_coll is None:
-                raise self._error(
-                    "timeseries namespace %s cannot be located because the server version %r "
-                    "in the header is not a version number" % (ns, server))
+            data_coll = data_collection_name(entry["collection"], entry.get("type"), server)
             data_ns = namespace(entry["db"], data_coll)
             if data_ns in self._by_data_ns:
                 raise self._error("the prelude lists namespace %s twice" % data_ns)

@@ -28,13 +28,13 @@ except ImportError as exc:  # pragma: no cover - reported by the module wrapper
     pymongo = None
     PYMONGO_IMPORT_ERROR = exc
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import server_codes
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     ConnectionFailure,
     InvalidOption,
 )
 
 READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
-AUTH_FAILED_CODES = (18,)  # AuthenticationFailed
 MASK = "********"
 # Seconds a server may take to answer one request (a batch, a write, a command) before the
 # operation fails; large enough for a 16 MB getMore or an index build on a busy server.
@@ -373,7 +373,7 @@ def connect(options, pinned_host=None, **overrides):
 def translate_connection_error(exc, options, target):
     """Map a pymongo failure at connect time to a message an operator can act on."""
     cause = redact(exc, options.secrets)
-    if isinstance(exc, pymongo_errors.OperationFailure) and exc.code in AUTH_FAILED_CODES:
+    if isinstance(exc, pymongo_errors.OperationFailure) and exc.code == server_codes.AUTHENTICATION_FAILED:
         return ConnectionFailure(
             "authentication as user %r (auth database %r) failed on %s: %s; check login_user, "
             "login_password and login_database" % (

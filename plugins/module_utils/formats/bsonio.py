@@ -20,8 +20,10 @@ import zlib
 
 try:
     import bson
+    from bson.codec_options import CodecOptions
+    AS_DICT = CodecOptions(document_class=dict)  # decoded documents keep their field order
 except ImportError:  # pragma: no cover - reported by the module wrapper
-    bson = None
+    bson = AS_DICT = None
 
 try:
     from fastcrc import crc64 as _fastcrc64
@@ -35,7 +37,8 @@ try:
 except ImportError:  # pragma: no cover
     zstandard = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError, InvalidOption
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
+    FormatError, InvalidOption, Truncated)
 
 MAX_BSON_SIZE = 16 * 1024 * 1024
 # mongorestore accepts oplog entries a little over the document limit (RestoreOplog).
@@ -85,16 +88,6 @@ def stream_label(fileobj, source_name):
     if isinstance(fileobj, gzip.GzipFile):
         return "%s (gzip; offsets are in uncompressed bytes)" % source_name
     return source_name
-
-
-class Truncated(Exception):
-    """Internal: the stream ended before ``need`` bytes were available at ``offset``."""
-
-    def __init__(self, offset, need, have):
-        super(Truncated, self).__init__("need %d bytes at byte %d, only %d left" % (need, offset, have))
-        self.offset = offset
-        self.need = need
-        self.have = have
 
 
 class BsonStream:

@@ -25,12 +25,14 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     RawBSONDocument = WriteConcern = pymongo_errors = None
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import archive as archive_format
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import bsonio
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import catalog as catalog_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.client import driver_error_cause
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import layout
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils import manifest as manifest_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as archive_format
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import store as catalog_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import driver_error_cause
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_metadata
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_names
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_scan
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import namespaces as ns_rules
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     NamespacePattern,
@@ -38,26 +40,20 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespac
     matches_any,
     split_namespace,
 )
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.dump import TOOL_NAME
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.manifest import TOOL_NAME
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.timestamps import parse_oplog_limit
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import index_catalog
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import readers
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import parse_oplog_limit
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.workers import FailFastPool
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
-    BackupError,
-    FormatError,
-    InvalidOption,
-)
+    BackupError, FormatError, InvalidOption, RestoreFailed, VerificationFailed)
 
 # Users, roles and the auth schema version: restored through _mergeAuthzCollections, never inserted.
 AUTH_COLLECTIONS = {"system.users": "users", "system.roles": "roles", "system.version": "version"}
 TEMP_USERS, TEMP_ROLES = "tempusers", "temproles"
-
-
-class RestoreFailed(BackupError):
-    """The restore stopped; the details say what was and was not applied."""
-
-
-class VerificationFailed(BackupError):
-    """The source does not match its manifest, or is structurally broken: nothing was written."""
 
 
 # --------------------------------------------------------------------------- options
@@ -216,7 +212,7 @@ class DirectorySource:
     @property
     def scan(self):
         if self._scan is None:
-            self._scan = layout.scan_dump_directory(self.root)
+            self._scan = dump_scan.scan_dump_directory(self.root)
         return self._scan
 
     @property
@@ -239,11 +235,11 @@ class DirectorySource:
         this runs before the scan, which parses every metadata file)."""
         versions = []
         for directory in [self.root] + [os.path.join(self.root, name) for name in _listdir(self.root)]:
-            for name in layout.PRELUDE_NAMES:
+            for name in dump_names.PRELUDE_NAMES:
                 path = os.path.join(directory, name)
                 if os.path.isfile(path):
                     try:
-                        versions.append(layout.read_prelude(path).get("ToolVersion"))
+                        versions.append(dump_metadata.read_prelude(path).get("ToolVersion"))
                     except FormatError:
                         pass
         return versions
@@ -312,7 +308,7 @@ class ArchiveSource:
         for entry, metadata in self._metadata:
             if entry["db"] == "" and entry["collection"] == "oplog":
                 continue
-            stored = archive_format.data_collection(entry, self.server_version) or entry["collection"]
+            stored = data_collection_name(entry["collection"], entry.get("type"), self.server_version)
             items.append(SourceNamespace(entry["db"], entry["collection"], entry.get("type"), metadata,
                                          "%s.%s" % (entry["db"], stored)))
         return sorted(items, key=lambda item: item.namespace)
@@ -596,7 +592,7 @@ class Restorer:
         self.progress = progress or (lambda event, **details: None)
         self.batch_bytes = READ_BATCH_BYTES
         self.auth_documents = {"users": [], "roles": [], "version": []}
-        self._failed = threading.Event()
+        self.pool = FailFastPool(options.num_parallel_collections, "restore")
 
     def _collection(self, planned):
         collection = self.client[planned.target_db][self._data_name(planned)]
@@ -648,8 +644,7 @@ class Restorer:
                 future.result()
 
     def _insert(self, collection, state, raw_docs):
-        if self._failed.is_set():
-            raise _Stopped()
+        self.pool.check()
         for start in range(0, len(raw_docs), self.options.batch_size):
             chunk = raw_docs[start:start + self.options.batch_size]
             documents = [RawBSONDocument(raw) for raw in chunk]
@@ -725,21 +720,17 @@ def source_oplog(source, options):
     """The decoded entries to replay: oplog_file or the backup's own oplog, then oplog_slices in order
     (archived slices overlap by one entry; the replay skips an entry it has already read)."""
     if options.oplog_file:
-        first = oplog_replay.iter_oplog_file(options.oplog_file)
+        first = readers.iter_oplog_file(options.oplog_file)
     elif source.kind == "directory" and source.oplog_path():
-        first = oplog_replay.iter_oplog_file(source.oplog_path())
+        first = readers.iter_oplog_file(source.oplog_path())
     elif source.kind == "archive" and source.has_oplog():
-        first = oplog_replay.iter_archive_oplog(source.root)
+        first = readers.iter_archive_oplog(source.root)
     else:
         raise InvalidOption("oplog_replay: true, but %s holds no oplog; take the dump with oplog: true, or "
                             "give oplog_file" % source.root)
     yield from first
     for path in options.oplog_slices:
-        yield from oplog_replay.iter_oplog_file(path)
-
-
-class _Stopped(Exception):
-    """Another worker failed first."""
+        yield from readers.iter_oplog_file(path)
 
 
 def restore(client, options, check_mode=False, progress=None):
@@ -785,7 +776,7 @@ def restore(client, options, check_mode=False, progress=None):
             oplog_result = replayer.replay(entries)
             catalog = oplog_result.pop("index_catalog")
         if not options.no_index_restore:
-            oplog_replay.build_indexes(client, catalog)
+            index_catalog.build_indexes(client, catalog)
             for state in states:
                 state.indexes = len(catalog.get(state.planned.target, {}))
         for state in states:
@@ -846,23 +837,10 @@ def _restore_data(restorer, source, states, options):
         restorer.insert_batches(state, source.iter_batches(state.planned.item, restorer.batch_bytes))
         state.complete = True
 
-    workers = max(1, min(options.num_parallel_collections, len(data_states)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_guard, restorer, one, state) for state in data_states]
-    errors = [f.exception() for f in futures if f.exception() and not isinstance(f.exception(), _Stopped)]
-    if errors:
-        raise errors[0]
+    restorer.pool.run(one, data_states)
     for state in states:
         if not state.planned.item.data_key and state.planned.item.type != "view":
             state.complete = True
-
-
-def _guard(restorer, function, state):
-    try:
-        return function(state)
-    except BaseException:
-        restorer._failed.set()
-        raise
 
 
 def _restore_archive_stream(restorer, source, states):

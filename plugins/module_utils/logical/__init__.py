@@ -1,0 +1,1 @@
+"""Logical backup and restore: the native dump and restore engines and the real mongodump runner."""
