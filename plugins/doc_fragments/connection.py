@@ -76,7 +76,12 @@ options:
     default: false
   read_preference:
     description:
-      - Which replica-set member reads go to. Each module documents its own default behaviour.
+      - Which replica-set member reads go to, as C(mongodump --readPreference).
+      - When unset, the C(readPreference) of O(uri) applies, and without one the primary, as for C(mongodump).
+        Every module reads the same member for the same settings.
+      - V(secondary), V(secondaryPreferred) and V(nearest) make the dump and the oplog archiver choose one member
+        by health and lag (a hidden member first, else the least-lagging healthy secondary, else the primary);
+        V(primary) and V(primaryPreferred) read the primary.
     type: str
     choices: [primary, primaryPreferred, secondary, secondaryPreferred, nearest]
   connect_timeout:

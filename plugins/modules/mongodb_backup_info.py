@@ -21,21 +21,14 @@ description:
   - With O(target_time) it also returns the restore plan for that time, the newest full backup that
     ends before it and the oplog slices that reach it, and fails when no backup or an oplog gap
     makes the time unreachable.
-  - With O(register_backups) it first adds complete backups (directories or archives with their
-    manifest) to the catalog. The catalog is replaced atomically under an exclusive lock, so runs
-    that register at the same time lose nothing. Idempotent by backup id.
   - Windows count only the oplog slices whose files exist with the size the catalog recorded (and, with
     O(verify), the recorded sha256). A missing, truncated or corrupt slice ends its window before it; the
     window says so in C(stopped_by_damage), RV(damaged_slices) lists every such slice, and a warning names it.
-  - Needs no connection to MongoDB. Only O(register_backups) writes (the catalog); nothing else is changed.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-    details: Reports what O(register_backups) would add, and the result as if it had been added, without writing the catalog.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
+  - Needs no connection to MongoDB. Never writes anything; M(dbops.mongodb_backup.mongodb_backup_catalog) adds
+    backups to the catalog.
+extends_documentation_fragment:
+  - dbops.mongodb_backup.attributes.info_module
+  - dbops.mongodb_backup.attributes.platform
 options:
   backup_root:
     description:
@@ -67,16 +60,14 @@ options:
     default: false
   register_backups:
     description:
-      - Paths of complete backups (directories, or archive files with their C(.manifest.json)) to add to the
-        catalog first. A backup already registered (same backup id) is left alone.
-      - Relative paths are taken from O(backup_root).
+      - Removed. This module never writes; setting it fails with a message pointing at
+        M(dbops.mongodb_backup.mongodb_backup_catalog), which adds backups to the catalog.
     type: list
     elements: path
-    default: []
 notes:
-  - The catalog and its lock file C(catalog.lock) are created with mode 0600.
   - Times are UTC.
 seealso:
+  - module: dbops.mongodb_backup.mongodb_backup_catalog
   - module: dbops.mongodb_backup.mongodb_dump
   - module: dbops.mongodb_backup.mongodb_restore
 author:
@@ -84,12 +75,6 @@ author:
 '''
 
 EXAMPLES = r'''
-- name: Register last night's backup in the catalog of its root
-  dbops.mongodb_backup.mongodb_backup_info:
-    backup_root: /backups/mongodb
-    register_backups:
-      - /backups/mongodb/db1/nightly-2024-05-01
-
 - name: Alert when the newest backup is older than 26 hours
   dbops.mongodb_backup.mongodb_backup_info:
     backup_root: /backups/mongodb
@@ -109,16 +94,10 @@ EXAMPLES = r'''
 
 RETURN = r'''
 catalog:
-  description: Path of the catalog file.
+  description: Path of the catalog file of O(backup_root).
   returned: always
   type: str
   sample: /backups/mongodb/catalog.json
-registered:
-  description: Labels of the backups O(register_backups) added (would add in check mode).
-  returned: always
-  type: list
-  elements: str
-  sample: [nightly-2024-05-01]
 backups:
   description:
     - The full backups in the catalog, oldest first. C(path) is relative to O(backup_root), C(absolute_path) is not.
@@ -220,24 +199,13 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
 
 
-def register(module, root, paths):
-    """Add the backups to the catalog (in memory only in check mode); returns the catalog and the labels added."""
-    if not paths:
-        return catalog_utils.Catalog.load(root), []
-    if module.check_mode:
-        catalog = catalog_utils.Catalog.load(root)
-        added = [record["label"] for record, new in (catalog.add_backup_from_manifest(p) for p in paths) if new]
-        return catalog, added
-    with catalog_utils.Catalog.locked(root) as catalog:
-        added = [record["label"] for record, new in (catalog.add_backup_from_manifest(p) for p in paths) if new]
-        if catalog.changed:
-            catalog.save()
-    return catalog, added
-
-
 def run_module(module, result):
     params = module.params
     root = params["backup_root"]
+    if params["register_backups"]:
+        module.fail_json(msg="register_backups was removed from mongodb_backup_info, which never writes: add the "
+                             "backups to the catalog with dbops.mongodb_backup.mongodb_backup_catalog (backup_root: "
+                             "%s, path: <each backup>, state: present), then read it with this module" % root)
     if params["max_age"] is not None:
         timestamps.parse_duration(params["max_age"])  # a typo fails before anything is written
     target = None
@@ -245,9 +213,9 @@ def run_module(module, result):
         if timestamps.Timestamp is None:
             module.fail_json(msg=missing_required_lib("pymongo"))
         target = timestamps.parse_oplog_limit(params["target_time"])
-    catalog, added = register(module, root, params["register_backups"])
+    catalog = catalog_utils.Catalog.load(root)
     now = time.time()
-    result.update(report.summary(catalog, now=now, verify=params["verify"]), registered=added, changed=bool(added))
+    result.update(report.summary(catalog, now=now, verify=params["verify"]))
     damage = dict((s["file"], s["problem"]) for s in result["damaged_slices"])
     if params["replica_set"] is not None:
         result["windows"] = pitr.windows(catalog, params["replica_set"], damage=damage)
@@ -276,7 +244,7 @@ def main():
             replica_set=dict(type="str"),
             max_age=dict(type="str"),
             target_time=dict(type="str"),
-            register_backups=dict(type="list", elements="path", default=[]),
+            register_backups=dict(type="list", elements="path"),
             verify=dict(type="bool", default=False),
         ),
         supports_check_mode=True,

@@ -36,13 +36,13 @@ description:
     what differs; use another O(label) or path, or O(force=true) to replace it.
 extends_documentation_fragment:
   - dbops.mongodb_backup.connection
+  - dbops.mongodb_backup.attributes
+  - dbops.mongodb_backup.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Lists the namespaces it would dump with their estimated sizes and writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   path:
@@ -185,11 +185,14 @@ options:
     type: bool
     default: false
 notes:
-  - On a replica set reached with several hosts, the dump reads from one member only, chosen with
-    C(replSetGetStatus) - a hidden member if one is configured, else the healthy secondary with the least
-    replication lag (the primary when there is no healthy secondary, or with O(read_preference=primary)).
-    The member and the reason are recorded in the result. The user needs the C(clusterMonitor) role
-    (included in C(backup)) for this.
+  - On a replica set reached with several hosts, the dump reads from one member only. As for C(mongodump),
+    the read preference is O(read_preference), else the C(readPreference) of O(uri), else C(primary), so by
+    default the dump reads the primary. With C(secondary), C(secondaryPreferred) or C(nearest) the member is
+    chosen with C(replSetGetStatus) - a hidden member if one is configured, else the healthy secondary with the
+    least replication lag (the primary when there is no healthy secondary). The member and the reason are
+    recorded in the result. The user needs the C(clusterMonitor) role (included in C(backup)) for this.
+  - With O(engine=mongodump), O(read_preference) is passed as C(--readPreference) when set; when unset,
+    nothing is passed and C(mongodump) applies the same rule.
   - Files are created with mode 0600 and directories with mode 0700.
 seealso:
   - name: mongodump
@@ -304,7 +307,7 @@ msg:
   type: str
   sample: backup 0b6f0f8e-2f63-4a43-9d0e-5b0d9a1b2c3d with label 'nightly-2024-05-01' is already complete at /backups/mongodb/nightly-2024-05-01
 duration_seconds:
-  description: Wall-clock time of the dump.
+  description: Wall-clock seconds the task spent on its work.
   returned: success, not in check mode
   type: float
   sample: 3.52
@@ -326,7 +329,7 @@ server:
   type: dict
   sample: {"version": "7.0.12", "topology": "replicaset", "member_state": "SECONDARY", "replica_set": "rs0"}
 member:
-  description: The host:port the data was read from.
+  description: The replica-set member or server (host:port) the data was read from.
   returned: success, not in check mode
   type: str
   sample: db2.example.com:27017
@@ -356,7 +359,7 @@ def run_module(module):
         dump_users_and_roles=params["dump_users_and_roles"], label=params["label"],
         num_parallel_collections=params["num_parallel_collections"],
         allow_empty=params["allow_empty"], force=params["force"],
-        prefer_secondary=params["read_preference"] != "primary", lock_timeout=params["lock_timeout"],
+        prefer_secondary=params["read_preference"] in members.SECONDARY_MODES, lock_timeout=params["lock_timeout"],
         create_parent=params["create_parent"])
     connection = module.connection_options
     if params["engine"] == "mongodump":
@@ -365,7 +368,7 @@ def run_module(module):
     try:
         server = client_utils.server_facts(client)
         reader, member, selection = members.reader_client(
-            client, connection, options.prefer_secondary, params["member"], params["max_lag_seconds"])
+            client, connection, members.reads_from_secondary(client), params["member"], params["max_lag_seconds"])
         try:
             changed, result = dump_engine.dump(reader, options, server, member=member, check_mode=module.check_mode)
             if selection:

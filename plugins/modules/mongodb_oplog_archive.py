@@ -28,15 +28,15 @@ description:
     correctly, and the task fails advising a new full backup.
 extends_documentation_fragment:
   - dbops.mongodb_backup.connection
+  - dbops.mongodb_backup.attributes
+  - dbops.mongodb_backup.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Reports the range and the number of entries a real run would archive (up to the same end); writes
         nothing and takes no lock. Invalid options fail in check mode too.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   backup_root:
@@ -73,8 +73,9 @@ options:
 notes:
   - Directories it creates (C(<backup_root>/oplog) and the replica set's) are mode 0700 and slice files 0600,
     whatever the umask.
-  - Reads from a secondary when O(read_preference) says so; the oplog must be readable by the user
-    (the C(backup) role can read it).
+  - Reads the member M(dbops.mongodb_backup.mongodb_dump) would read for the same settings, the primary unless
+    O(read_preference) (or the C(readPreference) of O(uri)) asks for a secondary. The oplog must be readable by
+    the user (the C(backup) role can read it).
 author:
   - dbops.mongodb_backup contributors (!UNKNOWN)
 '''
@@ -140,6 +141,16 @@ lock_waited_seconds:
   returned: when not in check mode
   type: float
   sample: 0.0
+member:
+  description: The replica-set member or server (host:port) the data was read from.
+  returned: success
+  type: str
+  sample: db2.example.com:27017
+duration_seconds:
+  description: Wall-clock seconds the task spent on its work.
+  returned: when something was archived
+  type: float
+  sample: 0.8
 entries_per_second:
   description: Archiving rate.
   returned: when something was archived
@@ -169,7 +180,7 @@ def run_module(module):
     try:
         server = client_utils.server_facts(client)
         reader, member, _selection = members.reader_client(
-            client, connection, connection.read_preference not in (None, "primary"))
+            client, connection, members.reads_from_secondary(client))
         try:
             changed, result = archiver.archive_oplog(reader, options, server, check_mode=module.check_mode)
         finally:

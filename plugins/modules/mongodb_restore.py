@@ -35,13 +35,13 @@ description:
     what is there. Oplog replay itself is idempotent.
 extends_documentation_fragment:
   - dbops.mongodb_backup.connection
+  - dbops.mongodb_backup.attributes
+  - dbops.mongodb_backup.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Verifies the source and returns the plan (namespaces, targets that exist and would be dropped or conflict); writes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   source:
@@ -302,7 +302,7 @@ total_bytes:
   type: int
   sample: 1138449
 duration_seconds:
-  description: Wall-clock time of the restore.
+  description: Wall-clock seconds the task spent on its work.
   returned: success, not in check mode
   type: float
   sample: 2.4

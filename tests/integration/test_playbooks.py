@@ -46,6 +46,18 @@ def test_backup_playbook_refuses_a_missing_backup_root(server, tmp_path):
     assert "does not exist or is not a directory; create it or mount the backup volume" in out
 
 
+def test_backup_playbook_check_mode_creates_nothing(server, sample, tmp_path):
+    backup_root = tmp_path / "root"
+    backup_root.mkdir()
+    vars_file = tmp_path / "vars.yml"
+    vars_file.write_text("backup_root: %s\nbackup_label: planned-1\n" % backup_root)
+    code, out = run_project_playbook("backup.yml", server, vars_file, check=True)
+    assert code == 0, out
+    assert "Check mode, nothing written: would create %s/localhost (0700)" % backup_root in out
+    assert "register it in the catalog of %s/localhost" % backup_root in out
+    assert os.listdir(str(backup_root)) == []  # not even the host's backup root
+
+
 MODULE_PLAYBOOK = """
 - hosts: localhost
   gather_facts: false

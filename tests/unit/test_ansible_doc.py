@@ -33,10 +33,11 @@ MODULE_OPTIONS = {
     "mongodb_dump": {"path", "archive", "oplog"},
     "mongodb_restore": {"source", "drop", "oplog_replay", "oplog_limit", "oplog_slices"},
     "mongodb_oplog_archive": {"backup_root", "slice_span_minutes", "compression"},
-    "mongodb_backup_info": {"backup_root", "max_age", "target_time", "register_backups"},
+    "mongodb_backup_info": {"backup_root", "max_age", "target_time"},
+    "mongodb_backup_catalog": {"backup_root", "state", "path", "label"},
 }
 # Modules that reach no server, so they have no connection options (and no secrets).
-NO_CONNECTION = {"mongodb_backup_info"}
+NO_CONNECTION = {"mongodb_backup_info", "mongodb_backup_catalog"}
 
 
 def ansible_doc(*args):

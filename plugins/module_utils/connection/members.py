@@ -325,6 +325,14 @@ def pinned_client(options, host):
     return client_utils.connect(options, pinned_host="%s:%d" % (address, port))
 
 
+SECONDARY_MODES = ("secondary", "secondaryPreferred", "nearest")
+
+
+def reads_from_secondary(client):
+    """Whether the client's read preference (read_preference, else the URI's, else primary, as mongodump) asks for a secondary."""
+    return client.read_preference.mongos_mode in SECONDARY_MODES
+
+
 def reader_client(client, options, prefer_secondary=True, member=None, max_lag_seconds=None):
     """The client a backup reads through, pinned to one member for the whole run so data and
     oplog agree, and the selection made: (client, "host:port", selection or None).

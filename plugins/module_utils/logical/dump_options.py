@@ -31,7 +31,7 @@ class DumpOptions:
     def __init__(self, db=None, collection=None, query=None, query_file=None, ns_include=None,
                  ns_exclude=None, path=None, archive=None, gzip=False, gzip_level=6, oplog=False,
                  dump_users_and_roles=False, label=None, num_parallel_collections=4,
-                 allow_empty=False, force=False, prefer_secondary=True, lock_timeout=DEFAULT_LOCK_TIMEOUT,
+                 allow_empty=False, force=False, prefer_secondary=False, lock_timeout=DEFAULT_LOCK_TIMEOUT,
                  create_parent=False):
         self.db = db
         self.collection = collection

@@ -1,0 +1,183 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: mongodb_backup_catalog
+short_description: Add full backups to the catalog of a backup root, or take them out
+version_added: "1.0.0"
+description:
+  - Keeps the catalog (C(catalog.json)) of a backup root, the list of full backups that
+    M(dbops.mongodb_backup.mongodb_backup_info) reports and point-in-time restores plan from.
+  - With O(state=present), adds the complete backup at O(path) (a directory, or an archive file with its
+    C(<archive>.manifest.json)), or, without O(path), every complete backup found under O(backup_root).
+    A backup already listed (same backup id) is left alone, so the task is idempotent.
+  - With O(state=absent), removes the entries of the backup at O(path) or with O(label). The backup's files
+    are not touched; an entry that is not there changes nothing.
+  - The catalog is replaced atomically under an exclusive lock (C(catalog.lock)), so runs that change it at
+    the same time lose nothing. It is written only when it changes.
+  - Needs no connection to MongoDB.
+extends_documentation_fragment:
+  - dbops.mongodb_backup.attributes
+  - dbops.mongodb_backup.attributes.platform
+attributes:
+  check_mode:
+    support: full
+    details: Reports the entries it would add or remove, and the catalog as it would be, without writing anything.
+  diff_mode:
+    support: full
+    details: The diff lists the paths of the backups in the catalog before and after.
+options:
+  backup_root:
+    description:
+      - Directory holding the catalog C(catalog.json); the catalog is created there when missing. It must exist.
+    type: path
+    required: true
+  state:
+    description:
+      - V(present) adds backups to the catalog, V(absent) removes entries from it.
+    type: str
+    choices: [present, absent]
+    default: present
+  path:
+    description:
+      - The backup directory or archive file, relative to O(backup_root) or absolute.
+      - With O(state=present), it must be a complete backup (it has its manifest). When unset, every complete
+        backup under O(backup_root) is added (unfinished C(*.partial) targets and the oplog slices are skipped).
+      - With O(state=absent), the entry with this path is removed. Mutually exclusive with O(label).
+    type: path
+  label:
+    description:
+      - With O(state=absent), remove every entry with this label.
+      - One of O(path) and O(label) is required with O(state=absent).
+    type: str
+notes:
+  - The catalog and its lock file are created with mode 0600.
+  - Before version 1.0.0 of this module, M(dbops.mongodb_backup.mongodb_backup_info) registered backups with
+    its option C(register_backups); an C(_info) module never changes anything, so that moved here.
+seealso:
+  - module: dbops.mongodb_backup.mongodb_backup_info
+  - module: dbops.mongodb_backup.mongodb_dump
+author:
+  - dbops.mongodb_backup contributors (!UNKNOWN)
+'''
+
+EXAMPLES = r'''
+- name: Add last night's backup to the catalog of its root
+  dbops.mongodb_backup.mongodb_backup_catalog:
+    backup_root: /backups/mongodb/db1
+    path: nightly-2024-05-01
+
+- name: Add every complete backup found under the root (after copying backups in from elsewhere)
+  dbops.mongodb_backup.mongodb_backup_catalog:
+    backup_root: /backups/mongodb/db1
+
+- name: Take a backup out of the catalog before deleting its files
+  dbops.mongodb_backup.mongodb_backup_catalog:
+    backup_root: /backups/mongodb/db1
+    label: nightly-2024-04-01
+    state: absent
+'''
+
+RETURN = r'''
+catalog:
+  description: Path of the catalog file of O(backup_root).
+  returned: always
+  type: str
+  sample: /backups/mongodb/catalog.json
+added:
+  description: The entries added (would be added in check mode), with C(label), C(backup_id), C(path), C(format),
+    C(finished_at) and C(replica_set).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"label": "nightly-2024-05-01", "backup_id": "0b6f0f8e-2f63-4a43-9d0e-5b0d9a1b2c3d",
+            "path": "nightly-2024-05-01", "format": "directory", "finished_at": "2024-05-01T00:03:12.000000Z",
+            "replica_set": "rs0"}]
+removed:
+  description: The entries removed (would be removed in check mode), with the same fields as RV(added).
+  returned: always
+  type: list
+  elements: dict
+  sample: []
+backups:
+  description:
+    - The full backups in the catalog, oldest first. C(path) is relative to O(backup_root), C(absolute_path) is not.
+    - C(oplog_start) and C(oplog_end) are C(secs:inc) timestamps, null for a backup without oplog.
+    - C(bytes) is the size on disk, C(data_bytes) the uncompressed BSON size.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"label": "nightly-2024-05-01", "backup_id": "0b6f0f8e-2f63-4a43-9d0e-5b0d9a1b2c3d",
+            "path": "db1/nightly-2024-05-01", "absolute_path": "/backups/mongodb/db1/nightly-2024-05-01",
+            "format": "directory", "started_at": "2024-05-01T00:00:00.000000Z",
+            "finished_at": "2024-05-01T00:03:12.000000Z", "replica_set": "rs0", "member": "db2:27017",
+            "oplog_start": "1714521600:1", "oplog_end": "1714521792:7", "bytes": 20971520,
+            "data_bytes": 73400320, "documents": 120000, "verified": false, "verified_at": null,
+            "age_seconds": 3600}]
+'''
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import entries as catalog_entries
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import report
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
+
+
+def run_module(module, result):
+    params = module.params
+    root = params["backup_root"]
+    if params["state"] == "present":
+        catalog, added = catalog_entries.register(
+            root, None if params["path"] is None else [params["path"]], check_mode=module.check_mode)
+        removed = []
+    else:
+        catalog, removed = catalog_entries.unregister(
+            root, path=params["path"], label=params["label"], check_mode=module.check_mode)
+        added = []
+    backups = report.summary(catalog, now=time.time())["backups"]
+    result.update(catalog=catalog.path, added=added, removed=removed, backups=backups,
+                  changed=bool(added or removed))
+    if module._diff:
+        after = [b["path"] for b in backups]
+        before = [p for p in after if p not in [a["path"] for a in added]] + [r["path"] for r in removed]
+        result["diff"] = dict(before="".join(p + "\n" for p in sorted(before)),
+                              after="".join(p + "\n" for p in sorted(after)),
+                              before_header=catalog.path, after_header=catalog.path)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            backup_root=dict(type="path", required=True),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            path=dict(type="path"),
+            label=dict(type="str"),
+        ),
+        mutually_exclusive=[["path", "label"]],
+        required_if=[["state", "absent", ["path", "label"], True]],
+        supports_check_mode=True,
+    )
+    if module.params["state"] == "present" and module.params["label"] is not None:
+        module.fail_json(msg="label only selects entries to remove (state=absent); to add a backup, give its "
+                             "path, or nothing to add every complete backup under backup_root")
+    result = dict(changed=False)
+    try:
+        run_module(module, result)
+    except BackupError as exc:  # the one place an engine error becomes a failed task
+        result.update(exc.details)
+        result.update(msg=exc.message)
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
