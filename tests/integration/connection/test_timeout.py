@@ -163,7 +163,7 @@ def test_restore_task_through_ansible_fails_within_the_timeout(private_server, t
     import json
     import subprocess
     import sys
-    from conftest import REPO
+    from support import REPO
 
     seed = private_server.client()
     for start in range(0, 60000, 10000):

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from conftest import REPO, run_playbook
+from support import REPO, run_playbook
 
 ROLES_PLAYBOOK = """
 - hosts: localhost

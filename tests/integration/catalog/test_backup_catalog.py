@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import run_playbook
+from support import run_playbook
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
