@@ -114,7 +114,7 @@ def test_timeseries_on_8_3_reads_the_collection_itself():
     try:
         client = _connect(server)
         plans = dump_plan.Planner(client, dump_options.DumpOptions(path="/unused", db="iot"),
-                                    client_utils.server_facts(client)).plan()
+                                  client_utils.server_facts(client)).plan()
     finally:
         server.stop()
     assert plans[0].source_name == "weather" and plans[0].data_name == "weather"

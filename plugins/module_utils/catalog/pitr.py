@@ -24,7 +24,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
     CatalogError, InvalidOption, OplogGap)
 
 
-
 def _chain(catalog, replica_set, start, until=None, damage=None):
     """Follow the slices from ``start``: (end reached, slices used, the gap that stopped it or None).
 

@@ -298,5 +298,3 @@ class Catalog:
             if problem:
                 found[record["file"]] = problem
         return found
-
-

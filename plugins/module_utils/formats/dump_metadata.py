@@ -12,13 +12,12 @@ import math
 import uuid
 
 try:
-    import bson
     from bson import json_util
     from bson.code import Code
     from bson.int64 import Int64
     from bson.json_util import CANONICAL_JSON_OPTIONS, JSONOptions
 except ImportError:  # pragma: no cover - reported by the module wrapper
-    bson = json_util = Code = Int64 = CANONICAL_JSON_OPTIONS = JSONOptions = None
+    json_util = Code = Int64 = CANONICAL_JSON_OPTIONS = JSONOptions = None
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import (
     open_maybe_gzip, GZIP_ERRORS, CORRUPT_HINT)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError

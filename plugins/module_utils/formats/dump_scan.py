@@ -11,19 +11,16 @@ import os
 
 try:
     import bson
-    from bson import json_util
-    from bson.code import Code
-    from bson.int64 import Int64
-    from bson.json_util import CANONICAL_JSON_OPTIONS, JSONOptions
 except ImportError:  # pragma: no cover - reported by the module wrapper
-    bson = json_util = Code = Int64 = CANONICAL_JSON_OPTIONS = JSONOptions = None
+    bson = None
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import CORRUPT_HINT
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import BUCKETS_PREFIX
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.dump_metadata import (
     read_metadata_file, read_prelude)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.dump_names import (
-    PRELUDE_NAMES, classify_file_name, collection_file_stem, is_truncated_stem, unescape_collection_stem, validate_db_name)
+    PRELUDE_NAMES, classify_file_name, collection_file_stem, is_truncated_stem, unescape_collection_stem,
+    validate_db_name)
 
 
 def check_timeseries_bucket(raw, source_name, index):

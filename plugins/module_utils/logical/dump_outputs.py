@@ -52,7 +52,7 @@ class DirectoryOutput:
     def __init__(self, root, options, server_version):
         self.db = options.db
         self.writer = dump_writer.DirectoryWriter(root, gzip=options.gzip, gzip_level=options.gzip_level,
-                                             server_version=server_version)
+                                                  server_version=server_version)
 
     @staticmethod
     def _sink(stream):

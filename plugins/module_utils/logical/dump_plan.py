@@ -72,7 +72,7 @@ class NamespacePlan:
 
     def metadata_json(self):
         return dump_metadata.metadata_to_json(self.options, self.indexes, self.uuid_hex, self.name,
-                                       self.type or "")
+                                              self.type or "")
 
     def describe(self):
         return {"namespace": self.namespace, "db": self.db, "collection": self.name,

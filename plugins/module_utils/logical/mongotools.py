@@ -346,7 +346,7 @@ class _sigterm_raises:
     @staticmethod
     def _raise(signum, _frame):
         raise Terminated("the module was stopped (signal %d) while mongodump ran; mongodump was stopped "
-                          "and the incomplete backup removed" % signum)
+                         "and the incomplete backup removed" % signum)
 
     def __exit__(self, *exc_info):
         if self.previous is not None:

@@ -28,10 +28,9 @@ import copy
 from collections import OrderedDict
 
 try:
-    from pymongo import DeleteOne, InsertOne, ReplaceOne
     from pymongo import errors as pymongo_errors
 except ImportError:  # pragma: no cover - reported by the module wrapper
-    DeleteOne = InsertOne = ReplaceOne = pymongo_errors = None
+    pymongo_errors = None
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     split_namespace as _split_namespace)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption, ReplayError
@@ -41,7 +40,10 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.crud_wi
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.index_catalog import (
     find_index, index_matches, modify_index)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.rules import (
-    CATALOG_ADD_COMMANDS, CATALOG_DROP_COMMANDS, COLLMOD_DROPPED_OPTIONS, CRUD_UNWRITABLE, FCV_TIMESERIES_COMMAND, KNOWN_COMMANDS, NOT_APPLIED_REASONS, applyops_unavailable, command_name, document_id, hashable_key, is_transaction_entry, reduce_for_applyops, rerun_outcome, rewrite_entry, server_cause, skip_reason)
+    CATALOG_ADD_COMMANDS, CATALOG_DROP_COMMANDS, COLLMOD_DROPPED_OPTIONS, CRUD_UNWRITABLE,
+    FCV_TIMESERIES_COMMAND, KNOWN_COMMANDS, NOT_APPLIED_REASONS, applyops_unavailable, command_name,
+    document_id, hashable_key, is_transaction_entry, reduce_for_applyops, rerun_outcome, rewrite_entry,
+    server_cause, skip_reason)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.writes import MongoTarget, Write
 
 MODES = ("auto", "applyops", "crud")
@@ -545,5 +547,3 @@ class OplogReplayer:
 
 
 # --------------------------------------------------------------------------- index builds
-
-

@@ -8,10 +8,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 try:
-    from pymongo import DeleteOne, InsertOne, ReplaceOne
     from pymongo import errors as pymongo_errors
 except ImportError:  # pragma: no cover - reported by the module wrapper
-    DeleteOne = InsertOne = ReplaceOne = pymongo_errors = None
+    pymongo_errors = None
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import bson
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import server_codes
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (

@@ -141,17 +141,17 @@ def test_metadata_to_json_matches_mongodump_bytes(parts):
     text = open(td(*parts), "rb").read().decode("utf-8")
     meta = dump_metadata.metadata_from_json(text, "/".join(parts))
     out = dump_metadata.metadata_to_json(meta["options"], meta["indexes"], meta["uuid"],
-                                  meta["collectionName"], meta["type"])
+                                         meta["collectionName"], meta["type"])
     assert out == text
 
 
 def test_metadata_field_rules():
     view = dump_metadata.metadata_to_json({"viewOn": "c", "pipeline": [{"$match": {"a": 1}}]}, [], None,
-                                   "v", "view")
+                                          "v", "view")
     assert view == ('{"options":{"viewOn":"c","pipeline":[{"$match":{"a":{"$numberInt":"1"}}}]},'
                     '"indexes":[],"collectionName":"v","type":"view"}')
     plain = dump_metadata.metadata_to_json({}, None, uuid.UUID("0679db72-0f49-44de-90ae-27472664e94a"),
-                                    "c", "")
+                                           "c", "")
     assert plain == '{"indexes":[],"uuid":"0679db720f4944de90ae27472664e94a","collectionName":"c"}'
 
 

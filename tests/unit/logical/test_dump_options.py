@@ -139,5 +139,5 @@ def test_mongodump_engine_missing_binary_is_a_clear_error(tmp_path):
 ])
 def test_batch_size_keeps_batches_near_4_mb(size, count, expected):
     plan = dump_plan.NamespacePlan("db", "c", "collection", {}, [], None, "db", "c",
-                                     estimated_bytes=size, estimated_count=count)
+                                   estimated_bytes=size, estimated_count=count)
     assert plan.batch_size == expected
