@@ -86,8 +86,12 @@ def _start_runner(tmp_path):
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         children = psutil.Process(runner.pid).children()
-        if children:
-            return runner, children[0]
+        try:
+            # only once it runs sleep has the child passed its pre-exec setup (process group, death signal)
+            if children and children[0].cmdline()[:1] == ["sleep"]:
+                return runner, children[0]
+        except psutil.Error:
+            pass  # the forked child changed while being read: look again
         time.sleep(0.05)
     runner.kill()
     raise AssertionError("the runner did not start its child")
