@@ -406,7 +406,7 @@ def child_raw_insert(client, args):
     def insert(entry):
         collection = database[entry.collection]
         documents = size = 0
-        with bsonio.open_maybe_gzip(entry.bson_path) as handle:
+        with bsonio.open_decompressed(entry.bson_path) as handle:
             for batch in bsonio.read_batches(handle, entry.bson_path):
                 for start in range(0, len(batch), INSERT_CHUNK):
                     chunk = batch[start:start + INSERT_CHUNK]

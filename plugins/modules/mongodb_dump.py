@@ -30,7 +30,7 @@ description:
     removed; the task fails and names it. A leftover of a killed run of ours is removed under the lock.
   - Idempotent by O(label). When a complete backup with the same O(label) is already at the target,
     the module checks that it was taken with the same scope (O(db), O(collection), O(query),
-    O(ns_include), O(ns_exclude), O(oplog), O(gzip), O(dump_users_and_roles), directory or archive)
+    O(ns_include), O(ns_exclude), O(oplog), O(compression), O(dump_users_and_roles), directory or archive)
     and that every file still has the size and sha256 its manifest records; then it reports
     C(changed=false) and leaves it alone. A different scope or a damaged file fails the task, naming
     what differs; use another O(label) or path, or O(force=true) to replace it.
@@ -93,17 +93,41 @@ options:
       - Leave out namespaces matching one of these patterns; same syntax as O(ns_include).
     type: list
     elements: str
+  compression:
+    description:
+      - Compress the backup with V(gzip) or V(zstd), or write it uncompressed with V(none). When not set the
+        backup is not compressed (as C(mongodump) without C(--gzip)), unless the deprecated O(gzip=true) asks
+        for V(gzip).
+      - In a directory every file is compressed on its own and named with the suffix C(.gz) or C(.zst)
+        (C(<collection>.bson.zst), C(<collection>.metadata.json.zst), C(prelude.json.zst)), except
+        C(oplog.bson), which keeps the name mongodump gives it; an archive is compressed as a whole.
+      - M(dbops.mongodb_backup.mongodb_restore) reads all three; it recognises the compression by content.
+        The real C(mongorestore) reads V(gzip) backups (with C(--gzip)) but B(not) V(zstd) ones. Choose
+        V(gzip) or V(none) when the backup must stay restorable with the MongoDB Database Tools.
+      - zstd compresses about as small as gzip at several times its speed. It needs the Python library
+        C(zstandard) on the managed node (in the collection's C(requirements.txt)).
+      - O(engine=mongodump) writes V(none) or V(gzip) only; V(zstd) with it fails before anything runs.
+      - Part of the backup's scope (see the description), so a rerun with the same O(label) but another
+        compression fails instead of keeping the backup. A backup taken with O(gzip=true) counts as
+        V(gzip).
+    type: str
+    choices: [none, gzip, zstd]
+  compression_level:
+    description:
+      - Compression level, gzip 1 (fastest) to 9 (smallest), zstd -131072 to 22 (negative levels are zstd's
+        fast levels, 20 to 22 need much more memory). When not set, gzip 6 and zstd 3 (each library's default).
+      - Checked before connecting, in check mode too. Not allowed without compression, nor with
+        O(engine=mongodump) (C(mongodump --gzip) takes no level).
+      - The alias O(gzip_level) is the option's former name.
+    type: int
+    aliases: [gzip_level]
   gzip:
     description:
-      - Compress the output. In a directory every file is a separate gzip stream (C(.gz) suffix,
-        except C(oplog.bson) as mongodump names it); an archive is gzipped as a whole.
+      - B(Deprecated), will be removed in version 2.0.0; use O(compression=gzip) instead. Setting it (to
+        V(true) or V(false)) gives a deprecation warning.
+      - V(true) means O(compression=gzip); it fails together with O(compression=zstd) or O(compression=none).
+        V(false) asks for nothing (the default of O(compression) applies).
     type: bool
-    default: false
-  gzip_level:
-    description:
-      - gzip compression level, 1 (fastest) to 9 (smallest).
-    type: int
-    default: 6
   oplog:
     description:
       - Take a point-in-time consistent dump, exactly as C(mongodump --oplog). The oplog entries
@@ -210,8 +234,15 @@ EXAMPLES = r'''
     login_password: "{{ vault_mongodb_backup_password }}"
     path: /backups/mongodb/nightly-2024-05-01
     oplog: true
-    gzip: true
+    compression: gzip
     label: nightly-2024-05-01
+
+- name: A smaller, faster compressed archive, for mongodb_restore only (mongorestore cannot read zstd)
+  dbops.mongodb_backup.mongodb_dump:
+    archive: /backups/mongodb/nightly.archive.zst
+    compression: zstd
+    compression_level: 6
+    label: nightly-zstd
 
 - name: One database into a single archive file
   dbops.mongodb_backup.mongodb_dump:
@@ -351,11 +382,16 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical impor
 
 def run_module(module):
     params = module.params
+    if params["gzip"] is not None:
+        module.deprecate("gzip is deprecated: use compression: gzip instead of gzip: true (and leave out gzip: false)",
+                         version="2.0.0", collection_name="dbops.mongodb_backup")
     options = dump_options.DumpOptions(
         db=params["db"], collection=params["collection"], query=params["query"],
         query_file=params["query_file"], ns_include=params["ns_include"],
         ns_exclude=params["ns_exclude"], path=params["path"], archive=params["archive"],
-        gzip=params["gzip"], gzip_level=params["gzip_level"], oplog=params["oplog"],
+        compression=params["compression"], compression_level=params["compression_level"], gzip=params["gzip"],
+        level_option="gzip_level" if params.get("gzip_level") is not None else "compression_level",
+        oplog=params["oplog"],
         dump_users_and_roles=params["dump_users_and_roles"], label=params["label"],
         num_parallel_collections=params["num_parallel_collections"],
         allow_empty=params["allow_empty"], force=params["force"],
@@ -392,8 +428,9 @@ def main():
             query_file=dict(type="path"),
             ns_include=dict(type="list", elements="str"),
             ns_exclude=dict(type="list", elements="str"),
-            gzip=dict(type="bool", default=False),
-            gzip_level=dict(type="int", default=6),
+            compression=dict(type="str", choices=["none", "gzip", "zstd"]),
+            compression_level=dict(type="int", aliases=["gzip_level"]),
+            gzip=dict(type="bool"),
             oplog=dict(type="bool", default=False),
             dump_users_and_roles=dict(type="bool", default=False),
             label=dict(type="str"),

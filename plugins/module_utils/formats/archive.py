@@ -23,8 +23,8 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
     bson = Int64 = None
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import (
-    BsonStream, Crc64, Truncated, check_length, open_maybe_gzip, stream_label,
-    GZIP_ERRORS, MAX_BSON_SIZE, CORRUPT_HINT, INCOMPLETE_HINT)
+    BsonStream, Crc64, Truncated, check_length, damaged_stream, open_decompressed, stream_label,
+    DECOMPRESSION_ERRORS, MAX_BSON_SIZE, CORRUPT_HINT, INCOMPLETE_HINT)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.dump_metadata import (
@@ -188,11 +188,11 @@ class ArchiveWriter:
 
 
 def open_archive_for_read(path):
-    """Open an archive file, decompressing when it starts with the gzip magic."""
+    """Open an archive file, decompressing when it starts with the gzip or zstd magic."""
     if os.path.isdir(path):
         plain = os.path.join(path, "archive")
         path = plain if os.path.exists(plain) else os.path.join(path, "archive.gz")
-    return open_maybe_gzip(path)
+    return open_decompressed(path)
 
 
 # --------------------------------------------------------------------------------------
@@ -212,6 +212,7 @@ class ArchiveReader:
     def __init__(self, fileobj, source_name, max_size=MAX_BSON_SIZE):
         self.source_name = source_name
         self._label = stream_label(fileobj, source_name)
+        self._damaged = damaged_stream(fileobj)
         self._stream = BsonStream(fileobj)
         self._max_size = max_size
         self._consumed = False
@@ -229,9 +230,8 @@ class ArchiveReader:
     def _guard(self, func, *args):
         try:
             return func(*args)
-        except GZIP_ERRORS as exc:
-            raise self._error("the gzip stream is damaged near byte %d (%s)"
-                              % (self._stream.offset, exc))
+        except DECOMPRESSION_ERRORS as exc:
+            raise self._error("the %s near byte %d (%s)" % (self._damaged, self._stream.offset, exc))
 
     def _read_doc(self, where):
         """Next document or terminator: returns bytes, or None for a terminator."""

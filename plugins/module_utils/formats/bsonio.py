@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: dbops.mongodb_backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Streams of raw BSON documents, gzip sniffing, output files and CRC-64.
+"""Streams of raw BSON documents, compression (gzip, zstd) by content, output files and CRC-64.
 
 Documents stay raw ``bytes`` exactly as stored: the dump and restore engines never
 decode what they only copy. Reading is chunked, so memory stays bounded by one chunk
@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - reported by the module wrapper
     FASTCRC_IMPORT_ERROR = exc
 
 try:
-    import zstandard  # optional: only zstd-compressed oplog slices need it
+    import zstandard  # optional: only zstd-compressed backups and oplog slices need it
 except ImportError:  # pragma: no cover
     zstandard = None
 
@@ -51,8 +51,8 @@ WRITE_BUFFER = 1024 * 1024
 DEFAULT_BATCH_BYTES = 16 * 1024 * 1024
 
 _INT32 = struct.Struct("<i")
-# Errors a damaged gzip stream raises while we read it; anything else is real I/O trouble.
-GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+# Errors a damaged gzip or zstd stream raises while we read it; anything else is real I/O trouble.
+DECOMPRESSION_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error) + ((zstandard.ZstdError,) if zstandard else ())
 INCOMPLETE_HINT = "the file is incomplete, take or fetch the backup again"
 CORRUPT_HINT = "the file is corrupt, take or fetch the backup again"
 
@@ -83,11 +83,24 @@ def crc64(data):
     return Crc64(data).value
 
 
+def compression_of(fileobj):
+    """"gzip" or "zstd" for a stream open_decompressed decompresses, None for a plain file."""
+    if isinstance(fileobj, gzip.GzipFile):
+        return "gzip"
+    return getattr(fileobj, "compression", None)
+
+
 def stream_label(fileobj, source_name):
     """Name a stream in messages, saying when offsets are in uncompressed bytes."""
-    if isinstance(fileobj, gzip.GzipFile):
-        return "%s (gzip; offsets are in uncompressed bytes)" % source_name
+    compression = compression_of(fileobj)
+    if compression:
+        return "%s (%s; offsets are in uncompressed bytes)" % (source_name, compression)
     return source_name
+
+
+def damaged_stream(fileobj):
+    """How a message names the damage a DECOMPRESSION_ERRORS exception reports."""
+    return "%s stream is damaged" % (compression_of(fileobj) or "compressed")
 
 
 class BsonStream:
@@ -190,10 +203,10 @@ def iter_raw_documents(fileobj, source_name, max_size=MAX_BSON_SIZE):
                 "BSON file %s: truncated document #%d at byte %d (%d of %d bytes present); %s"
                 % (label, index + 1, start, exc.have, exc.need, INCOMPLETE_HINT),
                 path=source_name, offset=start)
-        except GZIP_ERRORS as exc:
+        except DECOMPRESSION_ERRORS as exc:
             raise FormatError(
-                "BSON file %s: gzip stream is damaged near byte %d (%s); %s"
-                % (label, start, exc, CORRUPT_HINT), path=source_name, offset=start)
+                "BSON file %s: %s near byte %d (%s); %s"
+                % (label, damaged_stream(fileobj), start, exc, CORRUPT_HINT), path=source_name, offset=start)
         if reason:
             raise FormatError(
                 "BSON file %s: %s at byte %d (document #%d); %s"
@@ -299,12 +312,12 @@ def is_gzip_file(path):
         return handle.read(2) == GZIP_MAGIC
 
 
-def open_maybe_gzip(path):
-    """Open for reading; decompress when the content starts with the gzip magic 1f 8b
-    (or the zstd magic 28 b5 2f fd, which oplog slices may use).
+def open_decompressed(path):
+    """Open for reading; decompress when the content starts with the gzip magic 1f 8b or the
+    zstd magic 28 b5 2f fd.
 
     We sniff instead of trusting the name because mongodump writes a gzipped oplog.bson
-    without a .gz suffix.
+    without a .gz suffix (and so do we, for gzip and zstd alike).
     """
     raw = open(path, "rb")
     try:
@@ -320,8 +333,127 @@ def open_maybe_gzip(path):
             raw.close()
             raise FormatError("%s is zstd-compressed and the Python library zstandard is not installed; "
                               "install the collection's requirements.txt" % path, path=path)
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        return _ZstdReader(raw)
     return raw
+
+
+class _ZstdFrames:
+    """Follows the frame structure of a zstd stream (RFC 8878) as its bytes go by.
+
+    zstandard's reader ends cleanly where the input ends, even inside a frame, so a cut file
+    would read as a shorter one; this says whether the input stopped between frames.
+    """
+
+    _SKIPPABLE = 0x184D2A50  # skippable frames: magic 0x184D2A50 to 0x184D2A5F, a size, data
+    _FRAME = 0xFD2FB528
+
+    def __init__(self):
+        self._need, self._state = 4, "magic"
+        self._field = b""
+        self._skip = 0
+        self._checksum = False
+
+    def feed(self, data):
+        view, pos, end = memoryview(data), 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            take = min(self._need - len(self._field), end - pos)
+            self._field += bytes(view[pos:pos + take])
+            pos += take
+            if len(self._field) == self._need:
+                field, self._field = self._field, b""
+                self._advance(field)
+
+    def _advance(self, field):
+        value = int.from_bytes(field, "little")
+        if self._state == "magic":
+            if value & 0xFFFFFFF0 == self._SKIPPABLE:
+                self._need, self._state = 4, "skippable"
+            elif value == self._FRAME:
+                self._need, self._state = 1, "descriptor"
+            else:
+                raise EOFError("no zstd frame starts at a frame boundary (found %s)" % field.hex())
+        elif self._state == "skippable":
+            self._skip, self._need, self._state = value, 4, "magic"
+        elif self._state == "descriptor":
+            single_segment = value >> 5 & 1
+            self._checksum = bool(value >> 2 & 1)
+            self._skip = ((0 if single_segment else 1) + (0, 1, 2, 4)[value & 3]
+                          + ((1 if single_segment else 0), 2, 4, 8)[value >> 6])
+            self._need, self._state = 3, "block"
+        else:  # a block header: last-block bit, type (raw, RLE, compressed), size
+            block_type, size = value >> 1 & 3, value >> 3
+            self._skip = 1 if block_type == 1 else size
+            if value & 1:
+                self._skip += 4 if self._checksum else 0
+                self._need, self._state = 4, "magic"
+
+    def check_complete(self):
+        if self._state != "magic" or self._field or self._skip:
+            raise EOFError("the zstd stream ends inside a frame")
+
+
+class _ZstdSource:
+    """The raw file as zstandard reads it, watched by _ZstdFrames; the end inside a frame is an EOFError."""
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._frames = _ZstdFrames()
+
+    def read(self, size=-1):
+        data = self._raw.read(size)
+        if data:
+            self._frames.feed(data)
+        elif size:
+            self._frames.check_complete()
+        return data
+
+    def close(self):
+        self._raw.close()
+
+
+class _ZstdReader:
+    """A zstd stream (every frame of it) read as its uncompressed bytes."""
+
+    compression = "zstd"
+
+    def __init__(self, raw):
+        self._source = _ZstdSource(raw)
+        try:
+            self._reader = zstandard.ZstdDecompressor().stream_reader(
+                self._source, read_size=READ_CHUNK, read_across_frames=True, closefd=False)
+        except Exception:
+            raw.close()
+            raise
+
+    def read(self, size=-1):
+        """Up to ``size`` bytes (all that is left when negative): fewer only at the end of the stream."""
+        if size is None or size < 0:
+            return self._reader.readall()
+        parts, have = [], 0
+        while have < size:
+            chunk = self._reader.read(size - have)
+            if not chunk:
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        return b"".join(parts)
+
+    def close(self):
+        try:
+            self._reader.close()
+        finally:
+            self._source.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class HashingFile:
@@ -378,9 +510,22 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+# The compressions a backup file may have; the suffix each adds to a file name it compresses.
+COMPRESSIONS = ("none", "gzip", "zstd")
+COMPRESSION_SUFFIXES = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 # The levels each compressor really takes: zlib 1 (fastest) to 9 (smallest); zstd its "fast" negative
 # levels from ZSTD_minCLevel() up to ZSTD_maxCLevel() (20-22 need much more memory), 0 meaning its default.
 COMPRESSION_LEVELS = {"gzip": (1, 9), "zstd": (-131072, 22)}
+# The level used when none is given: the libraries' own defaults (zlib's 6, zstd's 3).
+DEFAULT_COMPRESSION_LEVELS = {"gzip": 6, "zstd": 3}
+
+
+def check_compression(compression, option="compression"):
+    """``compression`` as one of COMPRESSIONS (None means "none"); InvalidOption naming ``option`` else."""
+    compression = compression or "none"
+    if compression not in COMPRESSIONS:
+        raise InvalidOption("%s %r is not known: use one of %s" % (option, compression, ", ".join(COMPRESSIONS)))
+    return compression
 
 
 def check_compression_level(compression, level, option="compression_level"):
@@ -399,21 +544,29 @@ def check_compression_level(compression, level, option="compression_level"):
 
 
 def create_compressed_file(path, compression=None, level=None):
-    """A private file written through ``compression`` (None, "gzip" or "zstd").
+    """A private file (0600) written through ``compression`` (None or "none", "gzip" or "zstd") at
+    ``level`` (None: DEFAULT_COMPRESSION_LEVELS). A gzip or zstd file is one stream (one gzip member,
+    one zstd frame with its content checksum).
 
-    Like create_output_file, the stream's ``disk`` is the HashingFile underneath.
+    The returned stream's ``disk`` attribute is the HashingFile underneath, whose ``sha256`` and
+    ``size`` describe the bytes on disk (compressed or not).
     """
-    if compression in (None, "none"):
-        return HashingFile(path)
+    compression = compression or "none"
+    if compression not in COMPRESSIONS:
+        raise ValueError("unknown compression %r" % compression)
+    if compression == "zstd" and zstandard is None:
+        raise FormatError("zstd compression needs the Python library zstandard; install the "
+                          "collection's requirements.txt, or use gzip", path=path)
+    level = DEFAULT_COMPRESSION_LEVELS.get(compression) if level is None else level
+    raw = HashingFile(path)
+    if compression == "none":
+        return raw
     if compression == "gzip":
-        return create_output_file(path, True, level or 6)
-    if compression == "zstd":
-        if zstandard is None:
-            raise FormatError("zstd compression needs the Python library zstandard; install the "
-                              "collection's requirements.txt, or use gzip", path=path)
-        raw = HashingFile(path)
-        return _ZstdStream(zstandard.ZstdCompressor(level=level or 3).stream_writer(raw, closefd=True), raw)
-    raise ValueError("unknown compression %r" % compression)
+        stream = _OwningGzipFile(raw, "wb", compresslevel=level)
+        stream.disk = raw
+        return stream
+    compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
+    return _ZstdStream(compressor.stream_writer(raw, closefd=True), raw)
 
 
 class _ZstdStream:
@@ -427,18 +580,10 @@ class _ZstdStream:
         return self._writer.write(data)
 
     def close(self):
-        self._writer.close()  # closes (and fsyncs) the HashingFile too
+        self._writer.close()  # ends the frame, then closes (and fsyncs) the HashingFile
 
+    def __enter__(self):
+        return self
 
-def create_output_file(path, gzip_output=False, level=6):
-    """Create (or truncate) a private file (0600) for writing; gzip it when asked.
-
-    The returned stream's ``disk`` attribute is the HashingFile underneath, whose
-    ``sha256`` and ``size`` describe the bytes on disk (compressed or not).
-    """
-    raw = HashingFile(path)
-    if not gzip_output:
-        return raw
-    stream = _OwningGzipFile(raw, "wb", compresslevel=level)
-    stream.disk = raw
-    return stream
+    def __exit__(self, *exc):
+        self.close()

@@ -19,7 +19,7 @@ try:
 except ImportError:  # pragma: no cover - reported by the module wrapper
     json_util = Code = Int64 = CANONICAL_JSON_OPTIONS = JSONOptions = None
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import (
-    open_maybe_gzip, GZIP_ERRORS, CORRUPT_HINT)
+    DECOMPRESSION_ERRORS, CORRUPT_HINT, damaged_stream, open_decompressed)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
 
@@ -155,14 +155,20 @@ def metadata_from_json(text, source_name):
     return result
 
 
-def read_metadata_file(path):
-    """Parse a metadata.json[.gz] file (gzip sniffed); None for an empty file."""
+def _read_decompressed(path, limit, what):
+    """Up to ``limit`` bytes of a JSON file of a dump, plain or compressed."""
+    handle = None
     try:
-        with open_maybe_gzip(path) as handle:
-            data = handle.read(MAX_METADATA_BYTES + 1)
-    except GZIP_ERRORS as exc:
-        raise FormatError("metadata %s: gzip stream is damaged (%s); %s" % (path, exc, CORRUPT_HINT),
+        with open_decompressed(path) as handle:
+            return handle.read(limit)
+    except DECOMPRESSION_ERRORS as exc:
+        raise FormatError("%s %s: %s (%s); %s" % (what, path, damaged_stream(handle), exc, CORRUPT_HINT),
                           path=path)
+
+
+def read_metadata_file(path):
+    """Parse a metadata.json[.gz|.zst] file (compression by content); None for an empty file."""
+    data = _read_decompressed(path, MAX_METADATA_BYTES + 1, "metadata")
     if len(data) > MAX_METADATA_BYTES:
         raise FormatError("metadata %s: larger than %d bytes, not a metadata file; move it out "
                           "of the dump directory" % (path, MAX_METADATA_BYTES), path=path)
@@ -170,14 +176,10 @@ def read_metadata_file(path):
 
 
 def read_prelude(path):
-    """Parse prelude.json[.gz]: {"ServerVersion": ..., "ToolVersion": ...}."""
+    """Parse prelude.json[.gz|.zst]: {"ServerVersion": ..., "ToolVersion": ...}."""
+    data = _read_decompressed(path, 1024 * 1024, "prelude")
     try:
-        with open_maybe_gzip(path) as handle:
-            data = handle.read(1024 * 1024)
         doc = json.loads(data.decode("utf-8"))
-    except GZIP_ERRORS as exc:
-        raise FormatError("prelude %s: gzip stream is damaged (%s); %s" % (path, exc, CORRUPT_HINT),
-                          path=path)
     except ValueError as exc:
         raise FormatError("prelude %s: invalid JSON (%s); %s" % (path, exc, PRELUDE_HINT), path=path)
     if not isinstance(doc, dict) or not all(

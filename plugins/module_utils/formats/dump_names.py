@@ -16,18 +16,21 @@ from urllib.parse import quote_plus
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     DATABASE_NAME_RULE, database_name_problem)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import COMPRESSION_SUFFIXES
 
 
-MAX_STEM_BYTES = 238  # leaves room for ".metadata.json.gz" within a 255-byte file name
-
-
+MAX_FILE_NAME_BYTES = 255
+MAX_STEM_BYTES = 238  # mongodump's: leaves room for ".metadata.json.gz" within a 255-byte file name
+# A zstd dump (ours only) needs one byte more for ".metadata.json.zst": its stems are one byte shorter.
+ZSTD_STEM_BYTES = MAX_FILE_NAME_BYTES - len(".metadata.json" + COMPRESSION_SUFFIXES["zstd"])
+HASH_BYTES = 27  # unpadded url-safe base64 of a sha1
 TRUNCATED_PREFIX_BYTES = 208
 
 
 HASH_MARKER = "%24"
 
 
-PRELUDE_NAMES = ("prelude.json", "prelude.json.gz")
+PRELUDE_NAMES = tuple("prelude.json" + suffix for suffix in ("", ".gz", ".zst"))
 
 
 _ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -38,19 +41,29 @@ def escape_collection_name(name):
     return quote_plus(name, safe="", encoding="utf-8", errors="strict")
 
 
-def collection_file_stem(name):
-    """File name stem mongodump uses for a collection, shortened for long names."""
+def _stem_bytes(compression):
+    return ZSTD_STEM_BYTES if compression == "zstd" else MAX_STEM_BYTES
+
+
+def collection_file_stem(name, compression=None):
+    """File name stem mongodump uses for a collection, shortened for long names (by one byte more in
+    a zstd dump, so that its .metadata.json.zst still fits in 255 bytes)."""
+    limit = _stem_bytes(compression)
     escaped = escape_collection_name(name)
-    if len(escaped) <= MAX_STEM_BYTES:  # escaped text is pure ASCII: chars == bytes
+    if len(escaped) <= limit:  # escaped text is pure ASCII: chars == bytes
         return escaped
     digest = hashlib.sha1(name.encode("utf-8")).digest()
     tail = base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
-    return escaped[:TRUNCATED_PREFIX_BYTES] + HASH_MARKER + tail
+    return escaped[:limit - len(HASH_MARKER) - HASH_BYTES] + HASH_MARKER + tail
 
 
 def is_truncated_stem(stem):
     """True for stems whose real name lives only in the metadata's collectionName."""
-    return HASH_MARKER in stem and len(stem.encode("utf-8")) == MAX_STEM_BYTES
+    size = len(stem.encode("utf-8"))
+    if size == MAX_STEM_BYTES:
+        return HASH_MARKER in stem
+    # a collection name holds no "$", so only a shortened zstd stem has %24 just before the hash
+    return size == ZSTD_STEM_BYTES and stem[-HASH_BYTES - len(HASH_MARKER):-HASH_BYTES] == HASH_MARKER
 
 
 def unescape_collection_stem(stem):
@@ -79,22 +92,24 @@ def unescape_collection_stem(stem):
             "rename the file to the escaped collection name" % (stem, exc), path=stem)
 
 
-def bson_path(root, db, coll, gzip=False):
-    """<root>/<db>/<stem>.bson[.gz]; ``coll`` is the data collection name."""
-    return os.path.join(root, db, collection_file_stem(coll) + ".bson" + (".gz" if gzip else ""))
+def bson_path(root, db, coll, compression=None):
+    """<root>/<db>/<stem>.bson[.gz|.zst]; ``coll`` is the data collection name."""
+    return os.path.join(root, db, collection_file_stem(coll, compression) + ".bson"
+                        + COMPRESSION_SUFFIXES[compression or "none"])
 
 
-def metadata_path(root, db, coll, gzip=False):
-    return os.path.join(root, db, collection_file_stem(coll) + ".metadata.json" + (".gz" if gzip else ""))
+def metadata_path(root, db, coll, compression=None):
+    return os.path.join(root, db, collection_file_stem(coll, compression) + ".metadata.json"
+                        + COMPRESSION_SUFFIXES[compression or "none"])
 
 
 def oplog_path(root):
-    # mongodump never adds .gz here, even when the content is gzipped.
+    # mongodump never adds .gz here, even when the content is gzipped; nor do we .zst.
     return os.path.join(root, "oplog.bson")
 
 
-def prelude_path(root, gzip=False):
-    return os.path.join(root, "prelude.json" + (".gz" if gzip else ""))
+def prelude_path(root, compression=None):
+    return os.path.join(root, "prelude.json" + COMPRESSION_SUFFIXES[compression or "none"])
 
 
 def validate_db_name(name, where):
@@ -108,8 +123,10 @@ def validate_db_name(name, where):
 
 _SUFFIXES = (  # (suffix, kind); longest first so ".metadata.json.gz" wins over ".gz"
     (".metadata.json.gz", "metadata"),
+    (".metadata.json.zst", "metadata"),
     (".metadata.json", "metadata"),
     (".bson.gz", "bson"),
+    (".bson.zst", "bson"),
     (".bson", "bson"),
     (".bin", "bson"),  # legacy extension
 )

@@ -94,7 +94,7 @@ class DumpScan:
 
 
 def _sibling_metadata(directory, stem):
-    for suffix in (".metadata.json", ".metadata.json.gz"):
+    for suffix in (".metadata.json", ".metadata.json.gz", ".metadata.json.zst"):
         candidate = os.path.join(directory, stem + suffix)
         if os.path.isfile(candidate):
             return candidate
@@ -229,8 +229,8 @@ def scan_dump_directory(root):
             scan.oplog_path = full
         elif name in PRELUDE_NAMES:
             if scan.prelude_path is not None:
-                raise FormatError("dump directory %s: both prelude.json and prelude.json.gz exist; "
-                                  "keep only one" % root, path=root)
+                raise FormatError("dump directory %s: both %s and %s exist; keep only one"
+                                  % (root, os.path.basename(scan.prelude_path), name), path=root)
             scan.prelude_path = full
             scan.prelude = read_prelude(full)
         else:
@@ -255,6 +255,6 @@ def _prelude_file_in(directory):
     found = [os.path.join(directory, name) for name in PRELUDE_NAMES
              if os.path.isfile(os.path.join(directory, name))]
     if len(found) > 1:
-        raise FormatError("dump directory %s: both prelude.json and prelude.json.gz exist; keep "
-                          "only one" % directory, path=directory)
+        raise FormatError("dump directory %s: both %s exist; keep only one"
+                          % (directory, " and ".join(os.path.basename(path) for path in found)), path=directory)
     return found[0] if found else None

@@ -14,7 +14,8 @@ __metaclass__ = type
 import os
 import threading
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import create_output_file
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import (
+    COMPRESSION_SUFFIXES, create_compressed_file)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.versions import data_collection_name
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.dump_metadata import (
     prelude_to_json)
@@ -45,21 +46,23 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.dump_
 class DirectoryWriter:
     """Creates the files of a dump directory: private files (0600) in private dirs (0700).
 
+    With ``compression`` ("gzip" or "zstd") every file is compressed on its own, at ``level`` (None: the
+    default level), and named with its suffix (.gz, .zst), except oplog.bson as mongodump names it.
     ``server_version`` is the source server's; it decides where timeseries data goes.
     Safe to use from several threads as long as each collection is written by one.
     """
 
-    def __init__(self, root, gzip=False, gzip_level=6, server_version=None):
+    def __init__(self, root, compression=None, level=None, server_version=None):
         self.root = root
-        self.gzip = gzip
-        self.gzip_level = gzip_level
+        self.compression = compression or "none"
+        self.level = level
         self.server_version = server_version
         self.written = []  # every stream created, for file_records()
         self._lock = threading.Lock()
         self._make_dir(root)
 
     def _create(self, path):
-        stream = create_output_file(path, self.gzip, self.gzip_level)
+        stream = create_compressed_file(path, self.compression, self.level)
         with self._lock:
             self.written.append(stream.disk)
         return stream
@@ -82,20 +85,20 @@ class DirectoryWriter:
 
     def collection_path(self, db, coll, coll_type="collection"):
         data_name = data_collection_name(coll, coll_type, self.server_version)
-        return bson_path(self.root, db, data_name, self.gzip)
+        return bson_path(self.root, db, data_name, self.compression)
 
     def open_collection(self, db, coll, coll_type="collection"):
-        """Binary file object for the collection's .bson[.gz]; write raw documents to it."""
+        """Binary file object for the collection's .bson[.gz|.zst]; write raw documents to it."""
         self._db_dir(db)
         return self._create(self.collection_path(db, coll, coll_type))
 
     def open_special(self, db, name):
         """Users and roles of a single-database dump keep literal names ($admin.system.users.bson)."""
-        return self._create(os.path.join(self._db_dir(db), name + ".bson" + (".gz" if self.gzip else "")))
+        return self._create(os.path.join(self._db_dir(db), name + ".bson" + COMPRESSION_SUFFIXES[self.compression]))
 
     def write_metadata(self, db, coll, json_text):
         self._db_dir(db)
-        path = metadata_path(self.root, db, coll, self.gzip)
+        path = metadata_path(self.root, db, coll, self.compression)
         with self._create(path) as handle:
             handle.write(json_text.encode("utf-8"))
         return path
@@ -104,9 +107,9 @@ class DirectoryWriter:
         return self._create(oplog_path(self.root))
 
     def write_prelude(self, server_version, tool_version, db=None):
-        """prelude.json[.gz] in the root, or in the db directory for a single-db dump."""
+        """prelude.json[.gz|.zst] in the root, or in the db directory for a single-db dump."""
         directory = self._db_dir(db) if db else self.root
-        path = prelude_path(directory, self.gzip)
+        path = prelude_path(directory, self.compression)
         with self._create(path) as handle:
             handle.write(prelude_to_json(server_version, tool_version).encode("utf-8"))
         return path

@@ -79,8 +79,17 @@ def _is_empty_dir(path):
     return os.path.isdir(path) and not os.path.islink(path) and not os.listdir(path)
 
 
+def _recorded_scope(options):
+    """The scope a manifest records, in today's terms: manifests before ``compression`` say ``gzip``."""
+    scope = dict(options)
+    if "compression" not in scope:
+        scope["compression"] = "gzip" if scope.pop("gzip", False) else "none"
+    return scope
+
+
 def scope_mismatches(recorded, requested):
     """``["<option>: asked <x>, the backup holds <y>"]`` for every scope option that differs."""
+    recorded = _recorded_scope(recorded)
     mismatches = []
     for key, asked in sorted(requested.items()):
         held = recorded.get(key)

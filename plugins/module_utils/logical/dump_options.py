@@ -29,10 +29,10 @@ class DumpOptions:
     """The dump's options, validated; mirrors mongodump where the meaning is the same."""
 
     def __init__(self, db=None, collection=None, query=None, query_file=None, ns_include=None,
-                 ns_exclude=None, path=None, archive=None, gzip=False, gzip_level=6, oplog=False,
-                 dump_users_and_roles=False, label=None, num_parallel_collections=4,
+                 ns_exclude=None, path=None, archive=None, compression=None, compression_level=None,
+                 gzip=None, oplog=False, dump_users_and_roles=False, label=None, num_parallel_collections=4,
                  allow_empty=False, force=False, prefer_secondary=False, lock_timeout=DEFAULT_LOCK_TIMEOUT,
-                 create_parent=False):
+                 create_parent=False, level_option="compression_level"):
         self.db = db
         self.collection = collection
         self.query = parse_query(query, query_file)
@@ -40,8 +40,9 @@ class DumpOptions:
         self.ns_exclude = [NamespacePattern(p, "ns_exclude") for p in (ns_exclude or [])]
         self.path = path
         self.archive = archive
-        self.gzip = bool(gzip)
-        self.gzip_level = int(gzip_level)
+        self.compression = resolve_compression(compression, gzip)
+        self.level_option = level_option  # the name the level was given under, for messages
+        self.compression_level = bsonio.check_compression_level(self.compression, compression_level, level_option)
         self.oplog = bool(oplog)
         self.dump_users_and_roles = bool(dump_users_and_roles)
         self.label = label
@@ -76,7 +77,6 @@ class DumpOptions:
         if self.dump_users_and_roles and not self.db:
             raise InvalidOption("dump_users_and_roles applies to a single-database dump (db); a full "
                                 "dump always includes admin.system.users and admin.system.roles")
-        bsonio.check_compression_level("gzip", self.gzip_level, "gzip_level")
         if self.num_parallel_collections < 1:
             raise InvalidOption("num_parallel_collections must be at least 1")
         if isinstance(self.lock_timeout, bool) or not isinstance(self.lock_timeout, (int, float)) \
@@ -93,10 +93,21 @@ class DumpOptions:
             "query": json_util.dumps(self.query) if self.query is not None else None,
             "ns_include": [p.text for p in self.ns_include],
             "ns_exclude": [p.text for p in self.ns_exclude],
-            "gzip": self.gzip, "oplog": self.oplog,
+            "compression": self.compression, "oplog": self.oplog,
             "dump_users_and_roles": self.dump_users_and_roles,
             "format": "archive" if self.is_archive else "directory",
         }
+
+
+def resolve_compression(compression, gzip=None):
+    """The compression of a dump: ``compression`` (None: none), or gzip under the deprecated ``gzip: true``.
+
+    ``gzip: false`` asks for nothing; ``gzip: true`` with another ``compression`` is a contradiction.
+    """
+    if gzip and compression not in (None, "gzip"):
+        raise InvalidOption("gzip: true asks for gzip but compression is %s; remove gzip (deprecated: "
+                            "compression replaces it) and keep compression: %s" % (compression, compression))
+    return bsonio.check_compression("gzip" if gzip else compression)
 
 
 def parse_query(query, query_file):

@@ -51,8 +51,8 @@ class DirectoryOutput:
 
     def __init__(self, root, options, server_version):
         self.db = options.db
-        self.writer = dump_writer.DirectoryWriter(root, gzip=options.gzip, gzip_level=options.gzip_level,
-                                                  server_version=server_version)
+        self.writer = dump_writer.DirectoryWriter(root, compression=options.compression,
+                                                  level=options.compression_level, server_version=server_version)
 
     @staticmethod
     def _sink(stream):
@@ -85,8 +85,8 @@ class ArchiveOutput:
 
     def __init__(self, path, options, server_version, plans, with_oplog):
         self.path = path
-        # The whole stream is one gzip member under gzip: true, as mongodump --archive --gzip.
-        self.stream = bsonio.create_output_file(path, options.gzip, options.gzip_level)
+        # Compressed as a whole: one gzip member as mongodump --archive --gzip writes, or one zstd frame.
+        self.stream = bsonio.create_compressed_file(path, options.compression, options.compression_level)
         namespaces = [{"db": plan.db, "collection": plan.name, "metadata": plan.metadata_json(),
                        "type": plan.type or "collection"} for plan in plans]
         if with_oplog:

@@ -120,12 +120,22 @@ def argument_values(connection, options, output, config_path):
     values["read_preference"] = connection.read_preference or (
         "secondaryPreferred" if options.prefer_secondary else None)
     values.update(db=options.db, collection=options.collection, oplog=options.oplog,
-                  dump_db_users_and_roles=options.dump_users_and_roles, gzip=options.gzip,
+                  dump_db_users_and_roles=options.dump_users_and_roles, gzip=options.compression == "gzip",
                   num_parallel_collections=options.num_parallel_collections)
     if options.query is not None:
         values["query"] = json_util.dumps(options.query, json_options=json_util.CANONICAL_JSON_OPTIONS)
     values["archive" if options.is_archive else "out"] = output
     return values
+
+
+def check_compression(options):
+    """mongodump compresses with gzip only (--gzip), at zlib's default level."""
+    if options.compression not in ("none", "gzip"):
+        raise InvalidOption("compression: %s needs engine: native (mongodump writes only gzip); use "
+                            "compression: gzip with engine: mongodump, or engine: native" % options.compression)
+    if options.compression_level is not None:
+        raise InvalidOption("%s needs engine: native (mongodump --gzip takes no level); remove %s, or use "
+                            "engine: native" % (options.level_option, options.level_option))
 
 
 def build_argv(binary, connection, options, output, config_path):
@@ -141,6 +151,7 @@ def run(connection, options, binary, check_mode):
     """Returns (changed, result) like dump_engine.dump."""
     if options.ns_include or options.ns_exclude:
         raise InvalidOption("ns_include and ns_exclude need engine: native (mongodump has no such filters)")
+    check_compression(options)
     if connection.uri:
         parse_uri(connection.uri)  # a malformed URI is refused here, without quoting its credentials
     check_tls_files(connection)

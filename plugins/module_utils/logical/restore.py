@@ -266,7 +266,7 @@ class DirectorySource:
             if entry.bson_path and entry.bson_path not in self.excluded:
                 files += 1
                 buckets = os.path.basename(entry.bson_path).startswith(BUCKETS_PREFIX)
-                with bsonio.open_maybe_gzip(entry.bson_path) as handle:
+                with bsonio.open_decompressed(entry.bson_path) as handle:
                     for number, raw in enumerate(bsonio.iter_raw_documents(handle, entry.bson_path), 1):
                         bsonio.check_document(raw, entry.bson_path, strict_arrays=True)
                         if buckets:
@@ -278,7 +278,7 @@ class DirectorySource:
                           "order; timeseries data shaped as buckets), every metadata.json parsed"}
 
     def iter_batches(self, item, batch_bytes):
-        with bsonio.open_maybe_gzip(item.data_key) as handle:
+        with bsonio.open_decompressed(item.data_key) as handle:
             yield from bsonio.read_batches(handle, item.data_key, batch_bytes=batch_bytes)
 
 

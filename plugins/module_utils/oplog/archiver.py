@@ -34,7 +34,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import ts_text, parse_oplog_limit
 
 SLICE_DIR = "oplog"
-EXTENSIONS = {"gzip": ".bson.gz", "zstd": ".bson.zst", "none": ".bson"}
 LOCK_TIMEOUT = 60
 
 
@@ -44,8 +43,7 @@ class ArchiveOptions:
         catalog_utils.check_backup_root(backup_root)  # before connecting to anything
         if int(span_seconds) < 1:
             raise InvalidOption("slice span must be at least one second")
-        if compression not in EXTENSIONS:
-            raise InvalidOption("compression must be one of %s" % ", ".join(sorted(EXTENSIONS)))
+        compression = bsonio.check_compression(compression)
         bsonio.check_compression_level(compression, compression_level, "compression_level")
         if lock_timeout is None or int(lock_timeout) < 0:
             raise InvalidOption("lock_timeout must be 0 or more, got %r" % (lock_timeout,))
@@ -119,7 +117,7 @@ class SliceWriter:
             _remove_quietly(self.partial)
             raise
         name = "%d-%d_%d-%d%s" % (self.first.time, self.first.inc, self.last.time, self.last.inc,
-                                  EXTENSIONS[self.options.compression])
+                                  ".bson" + bsonio.COMPRESSION_SUFFIXES[self.options.compression])
         final = os.path.join(self.directory, name)
         record = {"first_ts": ts_text(self.first), "last_ts": ts_text(self.last), "entries": self.entries,
                   "file": os.path.relpath(final, self.root), "bytes": disk.size, "sha256": disk.sha256,

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: dbops.mongodb_backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Reading oplog entries: from an oplog.bson file (plain or gzip) or from the oplog of a mongodump archive."""
+"""Reading oplog entries: from an oplog.bson file (plain, gzip or zstd) or from the oplog of a mongodump archive."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -10,7 +10,7 @@ __metaclass__ = type
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.archive import (
     ArchiveReader, OPLOG_COLLECTION, OPLOG_DB, open_archive_for_read)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import (
-    AS_DICT, CORRUPT_HINT, MAX_OPLOG_ENTRY_SIZE, bson, iter_raw_documents, open_maybe_gzip)
+    AS_DICT, CORRUPT_HINT, MAX_OPLOG_ENTRY_SIZE, bson, iter_raw_documents, open_decompressed)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
 
 
@@ -25,8 +25,8 @@ def decode_entries(raw_documents, source_name):
 
 
 def iter_oplog_file(path):
-    """Entries of an oplog.bson (gzip sniffed), each up to 16 MiB + 16 KiB as mongorestore allows."""
-    with open_maybe_gzip(path) as handle:
+    """Entries of an oplog.bson (gzip or zstd by content), each up to 16 MiB + 16 KiB as mongorestore allows."""
+    with open_decompressed(path) as handle:
         yield from decode_entries(iter_raw_documents(handle, path, MAX_OPLOG_ENTRY_SIZE), path)
 
 

@@ -114,7 +114,7 @@ def test_backup_files_are_private(dataset, tmp_path):
 
 def test_gzip_directory_files_are_separate_gzip_streams(dataset, tmp_path):
     target = tmp_path / "gz"
-    run_dump(dataset, path=str(target), db="dumptest_a", gzip=True, gzip_level=1)
+    run_dump(dataset, path=str(target), db="dumptest_a", compression="gzip", compression_level=1)
     bson_file = target / "dumptest_a" / "people.bson.gz"
     assert bson_file.read_bytes()[:2] == b"\x1f\x8b"
     assert len(documents_in(bson_file)) == 1500

@@ -285,7 +285,7 @@ def test_same_label_with_another_scope_is_refused_naming_both(shop, tmp_path):
     message = failure.value.message
     assert 'db: asked "truth_other", the backup holds "%s"' % DB in message
     assert "use another label or path for this scope, or force: true" in message
-    with pytest.raises(DumpFailed, match=r'gzip: asked true, the backup holds false'):
+    with pytest.raises(DumpFailed, match=r'compression: asked "gzip", the backup holds "none"'):
         run_dump(shop, path=str(target), label="data", db=DB, gzip=True)
     with pytest.raises(DumpFailed, match=r'collection: asked "orders", the backup holds null'):
         run_dump(shop, path=str(target), label="data", db=DB, collection="orders")
@@ -501,5 +501,5 @@ def test_engine_mongodump_uses_the_marked_staging_and_the_kept_backup_checks(sho
         [target.name + ".manifest.json"] if kind == "archive" else []))
     changed, kept = run()
     assert not changed and kept["backup_id"] == first["backup_id"]
-    with pytest.raises(DumpFailed, match='gzip: asked true, the backup holds false'):
+    with pytest.raises(DumpFailed, match='compression: asked "gzip", the backup holds "none"'):
         run(gzip=True)

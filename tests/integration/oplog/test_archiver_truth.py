@@ -91,7 +91,7 @@ def archive_playbook(server, tmp_path, name, check=False, **extra):
 
 def slice_ts(root, record):
     """The ts of every entry in a slice file, in file order."""
-    with bsonio.open_maybe_gzip(os.path.join(root, record["file"])) as handle:
+    with bsonio.open_decompressed(os.path.join(root, record["file"])) as handle:
         return [bson.decode(raw)["ts"] for raw in bsonio.iter_raw_documents(handle, record["file"])]
 
 

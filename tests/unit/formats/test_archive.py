@@ -214,7 +214,7 @@ def test_timeseries_archive_crcs():
 def test_gzip_archive_round_trip(tmp_path, level):
     data = read_bytes("mongorestore", "testdata", "dump-w-oplog.archive")
     path = str(tmp_path / "out.archive.gz")
-    with bsonio.create_output_file(path, True, level) as handle:
+    with bsonio.create_compressed_file(path, "gzip", level) as handle:
         handle.write(rewrite(data))
     assert bsonio.is_gzip_file(path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -223,7 +223,7 @@ def test_gzip_archive_round_trip(tmp_path, level):
         reader = A.ArchiveReader(handle, path)
         assert reader.namespaces_summary()["test.foo"]["documents"] == 25
     # --archive=<dir> means <dir>/archive(.gz)
-    with bsonio.create_output_file(str(tmp_path / "archive.gz"), True) as handle:
+    with bsonio.create_compressed_file(str(tmp_path / "archive.gz"), "gzip") as handle:
         handle.write(data)
     with A.open_archive_for_read(str(tmp_path)) as handle:
         assert handle.read() == data
@@ -232,7 +232,7 @@ def test_gzip_archive_round_trip(tmp_path, level):
 def test_plain_archive_file(tmp_path):
     data = read_bytes("mongorestore", "testdata", "test.bar.archive")
     path = str(tmp_path / "x.archive")
-    with bsonio.create_output_file(path) as handle:
+    with bsonio.create_compressed_file(path) as handle:
         handle.write(data)
     with A.open_archive_for_read(path) as handle:
         assert not isinstance(handle, gzip.GzipFile)

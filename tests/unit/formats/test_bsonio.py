@@ -191,19 +191,19 @@ def test_read_batches_groups_whole_documents():
 # ---------------------------------------------------------------------------------- gzip
 
 
-def test_open_maybe_gzip_sniffs_content_not_name(tmp_path):
+def test_open_decompressed_sniffs_content_not_name(tmp_path):
     payload = b"".join(docs(5))
     gz_named_plain = tmp_path / "plain.bson.gz"
     gz_named_plain.write_bytes(payload)
     plain_named_gz = tmp_path / "oplog.bson"
     plain_named_gz.write_bytes(gzip.compress(payload))
     for path in (gz_named_plain, plain_named_gz):
-        with bsonio.open_maybe_gzip(str(path)) as handle:
+        with bsonio.open_decompressed(str(path)) as handle:
             assert handle.read() == payload
 
 
 def test_gzip_fixture_is_read():
-    with bsonio.open_maybe_gzip(fx("mongorestore", "testdata", "prelude_test", "prelude_gzip",
+    with bsonio.open_decompressed(fx("mongorestore", "testdata", "prelude_test", "prelude_gzip",
                                    "test", "foo.bson.gz")) as handle:
         got = list(bsonio.iter_raw_documents(handle, "foo.bson.gz"))
     with open(fx("mongorestore", "testdata", "prelude_test", "prelude_top_level", "test",
@@ -214,7 +214,7 @@ def test_gzip_fixture_is_read():
 def test_truncated_gzip_is_a_format_error(tmp_path):
     path = tmp_path / "c.bson.gz"
     path.write_bytes(gzip.compress(b"".join(docs(200)))[:-30])
-    with bsonio.open_maybe_gzip(str(path)) as handle:
+    with bsonio.open_decompressed(str(path)) as handle:
         with pytest.raises(FormatError) as err:
             list(bsonio.iter_raw_documents(handle, str(path)))
     assert str(path) in err.value.message and "gzip" in err.value.message
@@ -256,20 +256,20 @@ def test_strict_arrays_accepts_every_type_fixture():
 # ------------------------------------------------------------------------------- output
 
 
-def test_create_output_file_is_private(tmp_path):
+def test_create_compressed_file_is_private(tmp_path):
     path = tmp_path / "x.bson"
     path.write_bytes(b"old")
     os.chmod(str(path), 0o644)
-    with bsonio.create_output_file(str(path)) as handle:
+    with bsonio.create_compressed_file(str(path)) as handle:
         handle.write(b"new")
     assert path.read_bytes() == b"new"
     assert stat.S_IMODE(os.stat(str(path)).st_mode) == 0o600
 
 
-def test_create_output_file_gzip_is_reproducible(tmp_path):
+def test_create_compressed_file_gzip_is_reproducible(tmp_path):
     outputs = []
     for name in ("a.gz", "b.gz"):
-        with bsonio.create_output_file(str(tmp_path / name), gzip_output=True, level=1) as handle:
+        with bsonio.create_compressed_file(str(tmp_path / name), "gzip", 1) as handle:
             handle.write(b"payload" * 100)
         outputs.append((tmp_path / name).read_bytes())
     assert outputs[0] == outputs[1]  # no file name, mtime 0

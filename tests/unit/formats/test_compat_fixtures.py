@@ -76,7 +76,7 @@ def td(*parts):
 
 
 def raw_docs(path, max_size=bsonio.MAX_BSON_SIZE):
-    with bsonio.open_maybe_gzip(path) as handle:
+    with bsonio.open_decompressed(path) as handle:
         return list(bsonio.iter_raw_documents(handle, path, max_size))
 
 
@@ -168,7 +168,7 @@ def check_archive(path, content):
 
 def check_metadata(path, content, text=None):
     if text is None:
-        with bsonio.open_maybe_gzip(path) as handle:
+        with bsonio.open_decompressed(path) as handle:
             text = handle.read().decode("utf-8")
     meta = dump_metadata.metadata_from_json(text, path)
     parts = dict(part.split("=", 1) for part in content.split("; ") if "=" in part)
@@ -195,7 +195,7 @@ def check_row(path, content):
         assert bsonio.is_gzip_file(path)
         return check_row(path, content[len("gzip -> "):])
     if content == "empty file":
-        with bsonio.open_maybe_gzip(path) as handle:
+        with bsonio.open_decompressed(path) as handle:
             assert dump_metadata.metadata_from_json(handle.read(), path) is None
         return None
     if content.startswith("archive "):

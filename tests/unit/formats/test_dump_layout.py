@@ -48,7 +48,7 @@ def td(*parts):
 
 
 def read_docs(path):
-    with bsonio.open_maybe_gzip(path) as handle:
+    with bsonio.open_decompressed(path) as handle:
         return list(bsonio.iter_raw_documents(handle, path))
 
 
@@ -105,8 +105,8 @@ def test_unescape_rejects_invalid_stems(stem):
 
 def test_paths():
     assert dump_names.bson_path("/d", "db", "a b") == os.path.join("/d", "db", "a+b.bson")
-    assert dump_names.bson_path("/d", "db", "c", gzip=True) == os.path.join("/d", "db", "c.bson.gz")
-    assert dump_names.metadata_path("/d", "db", "c", True) == os.path.join("/d", "db", "c.metadata.json.gz")
+    assert dump_names.bson_path("/d", "db", "c", "gzip") == os.path.join("/d", "db", "c.bson.gz")
+    assert dump_names.metadata_path("/d", "db", "c", "gzip") == os.path.join("/d", "db", "c.metadata.json.gz")
     assert dump_names.oplog_path("/d") == os.path.join("/d", "oplog.bson")
 
 
@@ -370,7 +370,7 @@ def _copy_ts_dump(writer):
 @pytest.mark.parametrize("use_gzip", [False, True])
 def test_directory_writer_round_trip(tmp_path, use_gzip):
     root = str(tmp_path / "dump")
-    writer = dump_writer.DirectoryWriter(root, gzip=use_gzip, gzip_level=1, server_version="5.0.0-rc0")
+    writer = dump_writer.DirectoryWriter(root, "gzip" if use_gzip else None, 1, server_version="5.0.0-rc0")
     written = _copy_ts_dump(writer)
     oplog = read_docs(td("oplogdump", "oplog.bson"))
     with writer.open_oplog() as handle:
@@ -392,7 +392,7 @@ def test_directory_writer_round_trip(tmp_path, use_gzip):
     for entry in scan.entries:
         documents, raw, coll_type = written[entry.namespace]
         assert read_docs(entry.bson_path) == documents
-        with bsonio.open_maybe_gzip(entry.metadata_path) as handle:
+        with bsonio.open_decompressed(entry.metadata_path) as handle:
             assert handle.read().decode("utf-8") == raw
         assert entry.type == coll_type
     assert read_docs(scan.oplog_path) == oplog

@@ -35,7 +35,7 @@ def test_query_file_errors_name_the_file(tmp_path):
     (dict(path="/x", collection="c"), "needs db"),
     (dict(path="/x", db="d", query="{}"), "query applies to one collection"),
     (dict(path="/x", dump_users_and_roles=True), "single-database dump"),
-    (dict(path="/x", gzip_level=11), "gzip_level"),
+    (dict(path="/x", compression="gzip", compression_level=11), "compression_level 11 is not a gzip level"),
     (dict(path="/x", num_parallel_collections=0), "num_parallel_collections"),
     (dict(path="/x", label="bad label/../x"), "label"),
 ])
