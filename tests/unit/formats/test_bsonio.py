@@ -204,7 +204,7 @@ def test_open_decompressed_sniffs_content_not_name(tmp_path):
 
 def test_gzip_fixture_is_read():
     with bsonio.open_decompressed(fx("mongorestore", "testdata", "prelude_test", "prelude_gzip",
-                                   "test", "foo.bson.gz")) as handle:
+                                     "test", "foo.bson.gz")) as handle:
         got = list(bsonio.iter_raw_documents(handle, "foo.bson.gz"))
     with open(fx("mongorestore", "testdata", "prelude_test", "prelude_top_level", "test",
                  "foo.bson"), "rb") as handle:
