@@ -386,7 +386,7 @@ def child_native(client, args, gzip):
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump_options import DumpOptions
     facts = server_facts(client)
     target = {"archive": args.out} if args.archive else {"path": args.out}
-    options = DumpOptions(db=args.db, gzip=gzip, num_parallel_collections=args.parallel,
+    options = DumpOptions(db=args.db, compression="gzip" if gzip else None, num_parallel_collections=args.parallel,
                           label="benchmark", **target)
     started = time.perf_counter()
     _changed, result = dump(client, options, facts)
