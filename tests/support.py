@@ -49,3 +49,9 @@ def run_project_playbook(name, server, vars_file, check=False):
 def load_result(path):
     with open(path) as handle:
         return json.load(handle)
+
+
+def is_gzip(path):
+    """True when the file starts with the gzip magic (what mongorestore and our readers look at)."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"

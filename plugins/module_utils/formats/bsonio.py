@@ -307,11 +307,6 @@ class _OwningGzipFile(gzip.GzipFile):
             self._raw.close()
 
 
-def is_gzip_file(path):
-    with open(path, "rb") as handle:
-        return handle.read(2) == GZIP_MAGIC
-
-
 def open_decompressed(path):
     """Open for reading; decompress when the content starts with the gzip magic 1f 8b or the
     zstd magic 28 b5 2f fd.

@@ -20,7 +20,7 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.son import SON
 
-from support import COMPAT as FIXTURES
+from support import COMPAT as FIXTURES, is_gzip
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import versions
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 
@@ -381,7 +381,7 @@ def test_directory_writer_round_trip(tmp_path, use_gzip):
     suffix = ".gz" if use_gzip else ""
     assert os.path.isfile(os.path.join(root, "timeseries_test", "system.buckets.foo_ts.bson" + suffix))
     assert os.path.isfile(os.path.join(root, "prelude.json" + suffix))
-    assert bsonio.is_gzip_file(os.path.join(root, "oplog.bson")) == use_gzip
+    assert is_gzip(os.path.join(root, "oplog.bson")) == use_gzip
     for dirpath, dirnames, filenames in os.walk(root):
         assert stat.S_IMODE(os.stat(dirpath).st_mode) == 0o700
         for name in filenames:
