@@ -199,7 +199,8 @@ def test_invalid_metadata_in_a_backup_of_ours_is_reported_as_damage(live, backup
     metadata.write_text("{not json")
     with pytest.raises(errors.VerificationFailed) as failure:
         restore(live, backup, drop=True, **INTO_LIVE)
-    assert "items.metadata.json is damaged" in failure.value.message
+    assert "does not match its manifest" in failure.value.message
+    assert "items.metadata.json: " in failure.value.message and "incomplete or damaged" in failure.value.message
     assert "delete" not in failure.value.message
 
 
