@@ -55,3 +55,11 @@ def is_gzip(path):
     """True when the file starts with the gzip magic (what mongorestore and our readers look at)."""
     with open(path, "rb") as handle:
         return handle.read(2) == b"\x1f\x8b"
+
+
+def start_test_server(tmp_path_factory, name):
+    """A loopback test server (mongod when present, else FerretDB) with an oplog, data in a temp dir."""
+    import testserver  # tools/, on sys.path through the root conftest.py
+    server = testserver.start_server(str(tmp_path_factory.mktemp(name)))
+    server.ensure_oplog()
+    return server

@@ -3,28 +3,17 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-from support import REPO, TOOLS_BIN
-sys.path.insert(0, os.path.join(REPO, "tools"))
-
-import testserver  # noqa: E402
-
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils  # noqa: E402
-
-
-def _start(tmp_path_factory, name):
-    server = testserver.start_server(str(tmp_path_factory.mktemp(name)))
-    server.ensure_oplog()
-    return server
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from support import TOOLS_BIN, start_test_server
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """The shared server: tests that change it must clean up after themselves."""
-    server = _start(tmp_path_factory, "server")
+    server = start_test_server(tmp_path_factory, "server")
     yield server
     server.stop()
 
@@ -32,7 +21,7 @@ def server(tmp_path_factory):
 @pytest.fixture
 def private_server(tmp_path_factory):
     """A server of the test's own, for tests that kill or reconfigure it."""
-    server = _start(tmp_path_factory, "private")
+    server = start_test_server(tmp_path_factory, "private")
     yield server
     server.stop()
 
