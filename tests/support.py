@@ -63,3 +63,36 @@ def start_test_server(tmp_path_factory, name):
     server = testserver.start_server(str(tmp_path_factory.mktemp(name)))
     server.ensure_oplog()
     return server
+
+
+MODULE_TASK_PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - {module}:
+{options}
+{diff}      register: result
+      ignore_errors: true
+    - ansible.builtin.copy:
+        content: "{{{{ result | to_json }}}}"
+        dest: "{result_file}"
+      check_mode: false
+"""
+
+
+def run_module_task(tmp_path, module, check=False, diff=False, server=None, **options):
+    """Run one task of ``module`` through ansible-playbook and return what it registered (failed or not).
+
+    With ``server`` the URI (with its password) reaches the task through the environment, never argv.
+    """
+    result_file = tmp_path / "result.json"
+    if result_file.exists():
+        result_file.unlink()
+    if server is not None:
+        options["uri"] = "{{ lookup('ansible.builtin.env', 'MONGODB_URI') }}"
+    lines = "\n".join("        %s: %s" % (key, json.dumps(value)) for key, value in options.items())
+    text = MODULE_TASK_PLAYBOOK.format(module=module, options=lines, result_file=result_file,
+                                       diff="      diff: true\n" if diff else "")
+    code, out = run_playbook(text, tmp_path, server=server, check=check)
+    assert code == 0, out
+    return json.loads(result_file.read_text())

@@ -5,25 +5,12 @@ import os
 
 import pytest
 
-from support import run_playbook
+from support import run_module_task
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 
-PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - {module}:
-{options}
-      register: result
-      ignore_errors: true
-    - ansible.builtin.copy:
-        content: "{{{{ result | to_json }}}}"
-        dest: "{result_file}"
-      check_mode: false
-"""
 
 
 @pytest.fixture
@@ -43,16 +30,7 @@ def take_backup(client, root, label, archive=False):
 
 
 def run_module(tmp_path, module="dbops.mongodb_backup.mongodb_backup_catalog", check=False, diff=False, **options):
-    result_file = tmp_path / "result.json"
-    if result_file.exists():
-        result_file.unlink()
-    lines = "\n".join("        %s: %s" % (key, json.dumps(value)) for key, value in options.items())
-    text = PLAYBOOK.format(module=module, options=lines, result_file=result_file)
-    if diff:
-        text = text.replace("      register: result", "      diff: true\n      register: result")
-    code, out = run_playbook(text, tmp_path, check=check)
-    assert code == 0, out
-    return json.loads(result_file.read_text())
+    return run_module_task(tmp_path, module, check=check, diff=diff, **options)
 
 
 def catalog_labels(root):

@@ -7,26 +7,13 @@ import time
 import bson
 import pytest
 
-from support import run_playbook
+from support import run_module_task
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog
 
-INFO_PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - dbops.mongodb_backup.mongodb_backup_info:
-{options}
-      register: result
-      ignore_errors: true
-    - ansible.builtin.copy:
-        content: "{{{{ result | to_json }}}}"
-        dest: "{result_file}"
-      check_mode: false
-"""
 
 
 @pytest.fixture
@@ -45,13 +32,7 @@ def take_backup(client, root, label):
 
 
 def run_info(tmp_path, check=False, **options):
-    result_file = tmp_path / "result.json"
-    if result_file.exists():
-        result_file.unlink()
-    lines = "\n".join("        %s: %s" % (key, json.dumps(value)) for key, value in options.items())
-    code, out = run_playbook(INFO_PLAYBOOK.format(options=lines, result_file=result_file), tmp_path, check=check)
-    assert code == 0, out
-    return json.loads(result_file.read_text())
+    return run_module_task(tmp_path, "dbops.mongodb_backup.mongodb_backup_info", check=check, **options)
 
 
 def register(root, path):

@@ -13,7 +13,7 @@ import time
 import bson
 import pytest
 
-from support import run_playbook, run_project_playbook
+from support import run_project_playbook, run_module_task
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
@@ -26,19 +26,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import l
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import archiver
 
-RESULT_PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  tasks:
-    - {module}:
-{options}
-      register: result
-      ignore_errors: true
-    - ansible.builtin.copy:
-        content: "{{{{ result | to_json }}}}"
-        dest: "{result_file}"
-      check_mode: false
-"""
 
 
 @pytest.fixture
@@ -71,16 +58,7 @@ def workload(client, start, count):
 
 
 def module_result(tmp_path, module, check=False, server=None, **options):
-    result_file = tmp_path / "result.json"
-    if result_file.exists():
-        result_file.unlink()
-    if server is not None:  # the URI (with its password) travels through the environment, never argv
-        options["uri"] = "{{ lookup('ansible.builtin.env', 'MONGODB_URI') }}"
-    lines = "\n".join("        %s: %s" % (key, json.dumps(value)) for key, value in options.items())
-    code, out = run_playbook(RESULT_PLAYBOOK.format(module=module, options=lines, result_file=result_file),
-                             tmp_path, server=server, check=check)
-    assert code == 0, out
-    return json.loads(result_file.read_text())
+    return run_module_task(tmp_path, module, check=check, server=server, **options)
 
 
 def archive_playbook(server, tmp_path, name, check=False, **extra):
