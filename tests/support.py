@@ -57,12 +57,22 @@ def is_gzip(path):
         return handle.read(2) == b"\x1f\x8b"
 
 
-def start_test_server(tmp_path_factory, name):
-    """A loopback test server (mongod when present, else FerretDB) with an oplog, data in a temp dir."""
+def start_test_server(tmp_path_factory, name, tls_pem=None):
+    """A loopback test server (mongod when present, else FerretDB) with data in a temp dir; with
+    ``tls_pem`` it also listens with that certificate (on ``tls_port``), without it it has an oplog."""
     import testserver  # tools/, on sys.path through the root conftest.py
-    server = testserver.start_server(str(tmp_path_factory.mktemp(name)))
-    server.ensure_oplog()
+    server = testserver.start_server(str(tmp_path_factory.mktemp(name)), tls_pem=tls_pem)
+    if tls_pem is None:
+        server.ensure_oplog()
     return server
+
+
+def tls_connection_options(server, **extra):
+    """Connection options for the TLS listener of a test server started with ``tls_pem``."""
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+    return client_utils.ConnectionOptions(
+        login_host="127.0.0.1", login_port=server.tls_port, login_user=server.username,
+        login_password=server.password, direct_connection=True, tls=True, connect_timeout=3, **extra)
 
 
 MODULE_TASK_PLAYBOOK = """

@@ -2,36 +2,12 @@
 (issue 8, "clear errors": a CA file that is not PEM said "cannot read None")."""
 
 import pytest
-import trustme
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import mongotools as mongodump_tool
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import ConnectionFailure
-
-import testserver
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("conn-tls")
-    authority = trustme.CA()
-    certificate = authority.issue_cert("127.0.0.1", "localhost")
-    pem = directory / "server.pem"
-    certificate.private_key_and_cert_chain_pem.write_to_path(str(pem))
-    authority.cert_pem.write_to_path(str(directory / "ca.pem"))
-    client_certificate = authority.issue_cert("backup@example.com")
-    client_certificate.private_key_and_cert_chain_pem.write_to_path(str(directory / "client.pem"))
-    server = testserver.start_server(str(directory / "data"), tls_pem=str(pem))
-    server.directory = directory
-    yield server
-    server.stop()
-
-
-def _options(server, **extra):
-    return client_utils.ConnectionOptions(
-        login_host="127.0.0.1", login_port=server.tls_port, login_user=server.username,
-        login_password=server.password, direct_connection=True, tls=True, connect_timeout=3, **extra)
+from support import tls_connection_options
 
 
 def _garbage(tmp_path):
@@ -41,7 +17,7 @@ def _garbage(tmp_path):
 
 
 def test_the_right_ca_connects(tls_server):
-    client = client_utils.connect(_options(tls_server, tls_ca_file=str(tls_server.directory / "ca.pem")))
+    client = client_utils.connect(tls_connection_options(tls_server, tls_ca_file=str(tls_server.directory / "ca.pem")))
     try:
         assert client.admin.command("ping")["ok"] == 1
     finally:
@@ -51,7 +27,7 @@ def test_the_right_ca_connects(tls_server):
 def test_a_ca_file_that_is_not_pem_is_named_with_cause_and_next_step(tls_server, tmp_path):
     garbage = _garbage(tmp_path)
     with pytest.raises(ConnectionFailure) as failure:
-        client_utils.connect(_options(tls_server, tls_ca_file=garbage))
+        client_utils.connect(tls_connection_options(tls_server, tls_ca_file=garbage))
     message = failure.value.message
     assert message.startswith("tls_ca_file %s holds no PEM certificate (" % garbage), message
     assert "NO_CERTIFICATE_OR_CRL_FOUND" in message and "-----BEGIN CERTIFICATE-----" in message
@@ -60,14 +36,14 @@ def test_a_ca_file_that_is_not_pem_is_named_with_cause_and_next_step(tls_server,
 
 def test_a_ca_path_that_is_a_directory(tls_server, tmp_path):
     with pytest.raises(ConnectionFailure) as failure:
-        client_utils.connect(_options(tls_server, tls_ca_file=str(tmp_path)))
+        client_utils.connect(tls_connection_options(tls_server, tls_ca_file=str(tmp_path)))
     assert failure.value.message.startswith("tls_ca_file %s cannot be read: Is a directory;" % tmp_path)
 
 
 def test_a_certificate_key_file_that_is_not_pem(tls_server, tmp_path):
     garbage = _garbage(tmp_path)
     with pytest.raises(ConnectionFailure) as failure:
-        client_utils.connect(_options(tls_server, tls_ca_file=str(tls_server.directory / "ca.pem"),
+        client_utils.connect(tls_connection_options(tls_server, tls_ca_file=str(tls_server.directory / "ca.pem"),
                                       tls_certificate_key_file=garbage))
     message = failure.value.message
     assert message.startswith("tls_certificate_key_file %s cannot be loaded as a PEM client certificate"
@@ -76,7 +52,7 @@ def test_a_certificate_key_file_that_is_not_pem(tls_server, tmp_path):
 
 
 def test_a_valid_client_certificate_passes_the_check(tls_server):
-    options = _options(tls_server, tls_ca_file=str(tls_server.directory / "ca.pem"),
+    options = tls_connection_options(tls_server, tls_ca_file=str(tls_server.directory / "ca.pem"),
                        tls_certificate_key_file=str(tls_server.directory / "client.pem"))
     client_utils.check_tls_files(options)
 
@@ -85,5 +61,5 @@ def test_the_mongodump_engine_checks_the_files_before_running_anything(tls_serve
     garbage = _garbage(tmp_path)
     options = dump_options.DumpOptions(path=str(tmp_path / "backup"))
     with pytest.raises(ConnectionFailure, match="tls_ca_file %s holds no PEM certificate" % garbage):
-        mongodump_tool.run(_options(tls_server, tls_ca_file=garbage), options, "/bin/false", False)
+        mongodump_tool.run(tls_connection_options(tls_server, tls_ca_file=garbage), options, "/bin/false", False)
     assert not (tmp_path / "backup.partial").exists()
