@@ -106,3 +106,60 @@ def run_module_task(tmp_path, module, check=False, diff=False, server=None, **op
     code, out = run_playbook(text, tmp_path, server=server, check=check)
     assert code == 0, out
     return json.loads(result_file.read_text())
+
+
+# --------------------------------------------------------------------------- data helpers
+
+def compat_ext_json(*parts):
+    """A fixture of ../shared/compat in MongoDB Extended JSON, decoded into dicts in field order."""
+    from bson import json_util
+    with open(os.path.join(COMPAT, *parts)) as handle:
+        return json_util.loads(handle.read(), json_options=json_util.JSONOptions(document_class=dict))
+
+
+def raw_documents(client, db, name):
+    """Documents as the server stores them, sorted by _id, to compare byte for byte."""
+    from bson.codec_options import CodecOptions
+    from bson.raw_bson import RawBSONDocument
+    collection = client[db].get_collection(name, codec_options=CodecOptions(document_class=RawBSONDocument))
+    return [bytes(doc.raw) for doc in collection.find().sort("_id", 1)]
+
+
+def interleave(cases, seed):
+    """One oplog from several op streams, shuffled but keeping each stream's order."""
+    import random
+    streams = [list(case["ops"]) for case in cases]
+    rng = random.Random(seed)
+    result = []
+    while any(streams):
+        stream = rng.choice([s for s in streams if s])
+        result.append(stream.pop(0))
+    return result
+
+
+def remap_namespace(namespace, mapping):
+    """``mapping`` renames whole namespaces ("a.b": "c.d") or databases ("a": "c")."""
+    if namespace in mapping:
+        return mapping[namespace]
+    database, dot, rest = namespace.partition(".")
+    return mapping.get(database, database) + dot + rest
+
+
+def remap_entry(entry, mapping):
+    """An oplog entry with its namespaces renamed: ns, renameCollection and to, idIndex.ns and the
+    ops nested in applyOps."""
+    entry = dict(entry)
+    if isinstance(entry.get("ns"), str):
+        entry["ns"] = remap_namespace(entry["ns"], mapping)
+    command = entry.get("o")
+    if entry.get("op") == "c" and isinstance(command, dict):
+        command = dict(command)
+        for field in ("renameCollection", "to"):
+            if isinstance(command.get(field), str):
+                command[field] = remap_namespace(command[field], mapping)
+        if isinstance(command.get("idIndex"), dict) and "ns" in command["idIndex"]:
+            command["idIndex"] = dict(command["idIndex"], ns=remap_namespace(command["idIndex"]["ns"], mapping))
+        if isinstance(command.get("applyOps"), list):
+            command["applyOps"] = [remap_entry(op, mapping) for op in command["applyOps"]]
+        entry["o"] = command
+    return entry

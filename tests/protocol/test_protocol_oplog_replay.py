@@ -6,15 +6,13 @@ the replies. The data path is tested against the real server in
 tests/integration/test_oplog_replay_rules.py."""
 
 import os
-import random
 import threading
 
 import bson
 import pytest
-from bson import Int64, Timestamp, json_util
-from bson.json_util import JSONOptions
+from bson import Int64, Timestamp
 
-from support import COMPAT
+from support import COMPAT, compat_ext_json, interleave
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import readers
@@ -22,7 +20,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import 
 pytestmark = pytest.mark.protocol
 
 RESTORE_DATA = os.path.join(COMPAT, "mongorestore", "testdata")
-EXT_JSON = JSONOptions(document_class=dict)
 UUID = bson.Binary(bytes(range(16)), 4)
 DRIVER_NAMES = ("hello", "ismaster", "isMaster", "endSessions")
 
@@ -33,9 +30,6 @@ def entry(op, ns, o, ts=None, **extra):
     return doc
 
 
-def load_ext_json(*parts):
-    with open(os.path.join(COMPAT, *parts)) as handle:
-        return json_util.loads(handle.read(), json_options=EXT_JSON)
 
 
 def plain(command):
@@ -149,15 +143,6 @@ def test_protocol_applyops_mode_sends_reduced_entries_without_uuids(mock):
     assert _applyops_entries(received)[0]["ui"] == UUID
 
 
-def interleave(cases, seed):
-    """One oplog from several op streams, shuffled but keeping each stream's order."""
-    streams = [list(case["ops"]) for case in cases]
-    rng = random.Random(seed)
-    result = []
-    while any(streams):
-        stream = rng.choice([s for s in streams if s])
-        result.append(stream.pop(0))
-    return result
 
 
 def _crud_ops_of(case):
@@ -178,7 +163,7 @@ def test_protocol_transaction_fixtures_in_applyops_mode(mock, fixture):
     """TestMongorestoreTxns in applyops mode: each committed transaction's ops (and every
     non-transaction op) are sent one per applyOps, in their order and without UUIDs; aborted and
     incomplete transactions send nothing."""
-    cases = load_ext_json(*fixture)
+    cases = compat_ext_json(*fixture)
     for seed in range(2):
         result, received = mock.run({}, interleave(cases.values(), seed), mode="applyops", batch_size=4)
         sent = _applyops_entries(received)

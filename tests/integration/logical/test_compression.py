@@ -10,9 +10,8 @@ import os
 
 import bson
 import pytest
-from bson.codec_options import CodecOptions
 
-from support import run_playbook
+from support import run_playbook, raw_documents
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
@@ -25,7 +24,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import 
 
 SOURCE = "zst_src"
 TARGET = "zst_dst"
-RAW = CodecOptions(document_class=bson.raw_bson.RawBSONDocument)
 
 
 def dump(client, **options):
@@ -36,8 +34,6 @@ def restore(client, source, **options):
     return restore_engine.restore(client, restore_engine.RestoreOptions(source=str(source), **options))
 
 
-def raw_documents(client, db, name):
-    return [d.raw for d in client[db].get_collection(name, codec_options=RAW).find().sort("_id", 1)]
 
 
 def manifest_of(target, is_archive):

@@ -17,10 +17,9 @@ import uuid
 import bson
 import pytest
 from bson import Binary, Int64, Regex, Timestamp
-from bson.codec_options import CodecOptions
 from bson.json_util import CANONICAL_JSON_OPTIONS
-from bson.raw_bson import RawBSONDocument
 
+from support import raw_documents
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump as dump_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
@@ -67,10 +66,6 @@ SECONDARY_INDEXES = (
 
 # --------------------------------------------------------------------------- helpers
 
-def raw_documents(client, db, name):
-    """Documents as the server stores them, sorted by _id, compared byte for byte."""
-    collection = client[db].get_collection(name, codec_options=CodecOptions(document_class=RawBSONDocument))
-    return [bytes(doc.raw) for doc in collection.find().sort("_id", 1)]
 
 
 def index_specs(client, db, name):

@@ -16,7 +16,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError, InvalidOption
 
-from support import TESTDATA
+from support import TESTDATA, raw_documents
 ORDERED = CodecOptions(document_class=dict)
 
 
@@ -29,10 +29,6 @@ def dump(client, **options):
     return dump_engine.dump(client, dump_options.DumpOptions(**options), client_utils.server_facts(client))
 
 
-def raw_documents(client, db, name):
-    """Documents as the server stores them, in _id order, compared byte for byte."""
-    return [d.raw for d in client[db].get_collection(
-        name, codec_options=CodecOptions(document_class=bson.raw_bson.RawBSONDocument)).find().sort("_id", 1)]
 
 
 @pytest.fixture

@@ -12,13 +12,12 @@ import re
 
 import bson
 import pytest
-from bson import Int64, Timestamp, json_util
+from bson import Int64, Timestamp
 from bson.codec_options import CodecOptions
-from bson.json_util import JSONOptions
 from pymongo import errors as pymongo_errors
 from pymongo import monitoring
 
-from support import COMPAT
+from support import COMPAT, compat_ext_json, interleave, remap_entry, remap_namespace
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import index_catalog
@@ -29,7 +28,6 @@ pytestmark = pytest.mark.integration
 
 RESTORE_DATA = os.path.join(COMPAT, "mongorestore", "testdata")
 AS_DICT = CodecOptions(document_class=dict)
-EXT_JSON = JSONOptions(document_class=dict)
 UUID = bson.Binary(bytes(range(16)), 4)
 PREFIX = "oprr_"
 DRIVER_FIELDS = ("lsid", "$db", "$clusterTime", "$readPreference", "txnNumber")  # added by pymongo
@@ -152,38 +150,14 @@ def entry(op, ns, o, ts=None, **extra):
     return doc
 
 
-def _remap_ns(namespace, mapping):
-    database, dot, rest = namespace.partition(".")
-    return mapping.get(database, database) + dot + rest
 
 
-def remap(doc, mapping):
-    """An oplog entry with its databases renamed: ns, renameCollection/to, idIndex.ns and the
-    ops nested in applyOps."""
-    doc = dict(doc)
-    if isinstance(doc.get("ns"), str):
-        doc["ns"] = _remap_ns(doc["ns"], mapping)
-    command = doc.get("o")
-    if doc.get("op") == "c" and isinstance(command, dict):
-        command = dict(command)
-        for field in ("renameCollection", "to"):
-            if isinstance(command.get(field), str):
-                command[field] = _remap_ns(command[field], mapping)
-        if isinstance(command.get("idIndex"), dict) and "ns" in command["idIndex"]:
-            command["idIndex"] = dict(command["idIndex"], ns=_remap_ns(command["idIndex"]["ns"], mapping))
-        if isinstance(command.get("applyOps"), list):
-            command["applyOps"] = [remap(op, mapping) for op in command["applyOps"]]
-        doc["o"] = command
-    return doc
 
 
 def fixture_oplog(mapping, *parts):
-    return [remap(doc, mapping) for doc in readers.iter_oplog_file(os.path.join(RESTORE_DATA, *parts))]
+    return [remap_entry(doc, mapping) for doc in readers.iter_oplog_file(os.path.join(RESTORE_DATA, *parts))]
 
 
-def load_ext_json(*parts):
-    with open(os.path.join(COMPAT, *parts)) as handle:
-        return json_util.loads(handle.read(), json_options=EXT_JSON)
 
 
 # --------------------------------------------------------------------------- the limit
@@ -228,15 +202,6 @@ def test_real_skip_fixtures(bed):
 
 # --------------------------------------------------------------------------- transactions
 
-def interleave(cases, seed):
-    """One oplog from several op streams, shuffled but keeping each stream's order."""
-    streams = [list(case["ops"]) for case in cases]
-    rng = random.Random(seed)
-    result = []
-    while any(streams):
-        stream = rng.choice([s for s in streams if s])
-        result.append(stream.pop(0))
-    return result
 
 
 @pytest.mark.parametrize("mode", ["crud", "applyops"])
@@ -248,15 +213,15 @@ def test_transaction_fixtures_give_their_postimages(bed, fixture, mode):
     a vectored insert (multiOpType 1) is applied although it carries lsid and txnNumber."""
     if mode == "applyops":
         applyops_or_skip(bed)
-    cases = load_ext_json(*fixture)
+    cases = compat_ext_json(*fixture)
     mapping = {"txntest": bed.name, "test": bed.other}
     for seed in range(3):
         bed.drop()
-        result = bed.replay([remap(op, mapping) for op in interleave(cases.values(), seed)], mode=mode, batch_size=4)
+        result = bed.replay([remap_entry(op, mapping) for op in interleave(cases.values(), seed)], mode=mode, batch_size=4)
         for name, case in cases.items():
             if "postimage" in case:
                 expected = sorted(case["postimage"], key=lambda d: repr(d["_id"]))
-                assert bed.docs(_remap_ns(case["ns"], mapping)) == expected, name
+                assert bed.docs(remap_namespace(case["ns"], mapping)) == expected, name
         assert result["transactions"] == {"committed": 4, "aborted": 2, "discarded": 2 if len(cases) == 10 else 0}
         assert result["mode_used"] == mode
     if "not transaction with multiOpType" in cases:

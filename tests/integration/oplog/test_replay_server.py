@@ -20,7 +20,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import readers
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import parse_oplog_limit
 
-from support import COMPAT
+from support import COMPAT, remap_entry, remap_namespace
 RESTORE_DATA = os.path.join(COMPAT, "mongorestore", "testdata")
 QA_DATA = os.path.join(COMPAT, "test", "qa-tests", "jstests", "restore", "testdata")
 AS_DICT = CodecOptions(document_class=dict)
@@ -51,33 +51,12 @@ def expected_mode(server):
     return "crud" if is_ferretdb(server) else "applyops"
 
 
-def _remap_ns(namespace, mapping):
-    if namespace in mapping:
-        return mapping[namespace]
-    database, dot, rest = namespace.partition(".")
-    return mapping.get(database, database) + dot + rest if dot else mapping.get(database, database)
 
 
-def remap(entry, mapping):
-    """The entry with databases (or whole namespaces) renamed: ns, renameCollection's source
-    and target, and the ops nested in applyOps."""
-    entry = dict(entry)
-    if "ns" in entry:
-        entry["ns"] = _remap_ns(entry["ns"], mapping)
-    command = entry.get("o")
-    if entry.get("op") == "c" and isinstance(command, dict):
-        command = dict(command)
-        for field in ("renameCollection", "to"):
-            if field in command:
-                command[field] = _remap_ns(command[field], mapping)
-        if "applyOps" in command:
-            command["applyOps"] = [remap(op, mapping) for op in command["applyOps"]]
-        entry["o"] = command
-    return entry
 
 
 def remapped(entries, mapping):
-    return [remap(e, mapping) for e in entries]
+    return [remap_entry(e, mapping) for e in entries]
 
 
 def read_bson(path):
@@ -105,7 +84,7 @@ def restore_dump(client, dump_dir, mapping):
         for name in sorted(os.listdir(path)):
             if not name.endswith(".bson") or name.startswith("system."):
                 continue
-            namespace = _remap_ns("%s.%s" % (database, name[:-5]), mapping)
+            namespace = remap_namespace("%s.%s" % (database, name[:-5]), mapping)
             documents = read_bson(os.path.join(path, name))
             if documents:
                 coll(client, namespace).insert_many(documents)
@@ -366,7 +345,7 @@ def test_transaction_fixtures(server, fresh, fixture):
     mapping = {"txntest": PREFIX + "txn"}
     result = replay.OplogReplayer(fresh, batch_size=3).replay(remapped(oplog, mapping))
     for name, case in cases.items():
-        assert docs(fresh, _remap_ns(case["ns"], mapping)) == case["postimage"], name
+        assert docs(fresh, remap_namespace(case["ns"], mapping)) == case["postimage"], name
     assert result["transactions"] == {"committed": 4, "aborted": 2, "discarded": 2}
 
 
