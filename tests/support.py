@@ -110,6 +110,14 @@ def run_module_task(tmp_path, module, check=False, diff=False, server=None, **op
 
 # --------------------------------------------------------------------------- data helpers
 
+def compat_file(*parts):
+    """A path in ../shared/compat; CI always has it beside the checkout, so a missing file fails, never skips."""
+    assert os.path.isdir(COMPAT), "compat fixtures missing at %s" % os.path.abspath(COMPAT)
+    path = os.path.join(COMPAT, *parts)
+    assert os.path.exists(path), "fixture missing: %s" % path
+    return path
+
+
 def compat_ext_json(*parts):
     """A fixture of ../shared/compat in MongoDB Extended JSON, decoded into dicts in field order."""
     from bson import json_util

@@ -15,7 +15,7 @@ import bson
 import pytest
 from bson.int64 import Int64
 
-from support import COMPAT as FIXTURES, is_gzip
+from support import is_gzip, compat_file as fx
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as A
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
@@ -29,14 +29,6 @@ REAL_ARCHIVES = [
     ("mongorestore", "testdata", "timeseries_tests", "dump.archive"),
     TS_ORIGINAL,
 ]
-
-
-def fx(*parts):
-    # CI always has ../shared beside the checkout: a missing corpus is a failure, never a skip.
-    assert os.path.isdir(FIXTURES), "compat fixtures missing at %s" % os.path.abspath(FIXTURES)
-    path = os.path.join(FIXTURES, *parts)
-    assert os.path.exists(path), "fixture missing: %s" % path
-    return path
 
 
 def read_bytes(*parts):

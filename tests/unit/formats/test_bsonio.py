@@ -15,17 +15,9 @@ import struct
 import bson
 import pytest
 
-from support import COMPAT as FIXTURES
+from support import compat_file as fx
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError
-
-
-def fx(*parts):
-    # CI always has ../shared beside the checkout: a missing corpus is a failure, never a skip.
-    assert os.path.isdir(FIXTURES), "compat fixtures missing at %s" % os.path.abspath(FIXTURES)
-    path = os.path.join(FIXTURES, *parts)
-    assert os.path.exists(path), "fixture missing: %s" % path
-    return path
 
 
 def reference_crc64_xz(data):

@@ -25,7 +25,7 @@ import pytest
 from bson.decimal128 import Decimal128
 from bson.objectid import ObjectId
 
-from support import COMPAT as FIXTURES, is_gzip
+from support import COMPAT as FIXTURES, is_gzip, compat_file as fx
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import versions
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as A
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
@@ -63,12 +63,6 @@ FACT_ROWS = [row for row in INVENTORY
              if row["tags"] != {"L"} and not NOT_FORMAT_FILES.match(row["content"])
              and not row["content"].startswith("NOT a valid BSON stream")]
 X_ROWS = [row for row in INVENTORY if "X" in row["tags"]]
-
-
-def fx(*parts):
-    path = os.path.join(FIXTURES, *parts)
-    assert os.path.exists(path), "fixture missing: %s" % path
-    return path
 
 
 def td(*parts):

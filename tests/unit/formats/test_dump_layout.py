@@ -20,7 +20,7 @@ from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.son import SON
 
-from support import COMPAT as FIXTURES, is_gzip
+from support import is_gzip, compat_file as fx
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import versions
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 
@@ -33,14 +33,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
 TESTDATA = ("mongorestore", "testdata")
 LONG_NAME = ("aVery" + "Very" * 43 + "LongCollectionNameConsistingOfExactlyTwoHundredAnd"
              "FortySevenCharacters")
-
-
-def fx(*parts):
-    # CI always has ../shared beside the checkout: a missing corpus is a failure, never a skip.
-    assert os.path.isdir(FIXTURES), "compat fixtures missing at %s" % os.path.abspath(FIXTURES)
-    path = os.path.join(FIXTURES, *parts)
-    assert os.path.exists(path), "fixture missing: %s" % path
-    return path
 
 
 def td(*parts):
