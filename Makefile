@@ -14,27 +14,26 @@ BACKUP_ROOT ?= $(CURDIR)/.cache/demo/backups
 LINT_VENV := .venv-lint
 FLOOR_VENV := .venv-floor
 
+# $(call make-venv,DIR,REQUIREMENTS): a venv in DIR with REQUIREMENTS installed, stamped DIR/.installed
+define make-venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet -r $(2)
+	touch $(1)/.installed
+endef
+
 $(STAMP): requirements.txt requirements-dev.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	touch $(STAMP)
+	$(call make-venv,$(VENV),requirements-dev.txt)
 
 venv: $(STAMP)
 
 $(LINT_VENV)/.installed: requirements-lint.txt
-	$(PYTHON) -m venv $(LINT_VENV)
-	$(LINT_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(LINT_VENV)/bin/python -m pip install --quiet -r requirements-lint.txt
-	touch $@
+	$(call make-venv,$(LINT_VENV),requirements-lint.txt)
 
 venv-lint: $(LINT_VENV)/.installed
 
 $(FLOOR_VENV)/.installed: requirements-floor.txt
-	$(PYTHON) -m venv $(FLOOR_VENV)
-	$(FLOOR_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(FLOOR_VENV)/bin/python -m pip install --quiet -r requirements-floor.txt
-	touch $@
+	$(call make-venv,$(FLOOR_VENV),requirements-floor.txt)
 
 venv-floor: $(FLOOR_VENV)/.installed
 
