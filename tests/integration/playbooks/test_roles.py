@@ -12,24 +12,7 @@ import pytest
 
 from support import REPO, run_playbook
 
-ROLES_PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {repo}/playbooks/vars/connection.yml
-  module_defaults:
-    group/dbops.mongodb_backup.mongodb: "{{{{ mongodb_connection }}}}"
-  tasks:
-    - name: Full backup
-      ansible.builtin.include_role:
-        name: dbops.mongodb_backup.replicaset_backup
-      vars:
-        replicaset_backup_root: "{root}"
-        replicaset_backup_label: "{label}"
-        replicaset_backup_create_root: {create_root}
-"""
-
-ARCHIVE_PLAYBOOK = """
+ROLE_PLAYBOOK = """
 - hosts: localhost
   gather_facts: false
   vars_files:
@@ -37,27 +20,15 @@ ARCHIVE_PLAYBOOK = """
   module_defaults:
     group/dbops.mongodb_backup.mongodb: "{{{{ mongodb_connection }}}}"
   roles:
-    - role: dbops.mongodb_backup.oplog_archive
+    - role: dbops.mongodb_backup.{role}
       vars:
-        oplog_archive_backup_root: "{root}"
-"""
+{role_vars}"""
 
-RESTORE_PLAYBOOK = """
-- hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {repo}/playbooks/vars/connection.yml
-  module_defaults:
-    group/dbops.mongodb_backup.mongodb: "{{{{ mongodb_connection }}}}"
-  roles:
-    - role: dbops.mongodb_backup.restore
-      vars:
-        restore_backup_root: "{root}"
-        restore_label: "{label}"
-        restore_ns_include: ["rl_shop.*"]
-        restore_ns_from: ["rl_shop.$c$"]
-        restore_ns_to: ["rl_copy.$c$"]
-"""
+
+def role_playbook(role, **role_vars):
+    """A user's play that runs one role of the collection with these variables."""
+    lines = "".join("        %s: %s\n" % (name, json.dumps(value)) for name, value in role_vars.items())
+    return ROLE_PLAYBOOK.format(repo=REPO, role=role, role_vars=lines)
 
 
 @pytest.fixture
@@ -69,8 +40,9 @@ def sample(client):
     client.drop_database("rl_copy")
 
 
-def roles_playbook(root, label, create_root="false"):
-    return ROLES_PLAYBOOK.format(repo=REPO, root=root, label=label, create_root=create_root)
+def roles_playbook(root, label, create_root=False):
+    return role_playbook("replicaset_backup", replicaset_backup_root=str(root), replicaset_backup_label=label,
+                         replicaset_backup_create_root=create_root)
 
 
 def test_backup_and_slices_land_in_the_one_catalog_of_the_root(server, sample, tmp_path):
@@ -80,7 +52,7 @@ def test_backup_and_slices_land_in_the_one_catalog_of_the_root(server, sample, t
     assert code == 0, out
     assert (root / "roles-1" / "manifest.json").exists()  # <root>/<label>, no host appended
     sample.rl_shop.orders.insert_many([{"_id": 1000 + i} for i in range(10)])  # writes after the backup
-    code, out = run_playbook(ARCHIVE_PLAYBOOK.format(repo=REPO, root=root), tmp_path, server=server)
+    code, out = run_playbook(role_playbook("oplog_archive", oplog_archive_backup_root=str(root)), tmp_path, server=server)
     assert code == 0, out
     catalog = json.loads((root / "catalog.json").read_text())
     assert [b["path"] for b in catalog["backups"]] == ["roles-1"]
@@ -91,7 +63,9 @@ def test_backup_and_slices_land_in_the_one_catalog_of_the_root(server, sample, t
     assert server.password not in out
 
     # the restore role finds the label in the same root
-    code, out = run_playbook(RESTORE_PLAYBOOK.format(repo=REPO, root=root, label="roles-1"), tmp_path, server=server)
+    code, out = run_playbook(role_playbook(
+        "restore", restore_backup_root=str(root), restore_label="roles-1", restore_ns_include=["rl_shop.*"],
+        restore_ns_from=["rl_shop.$c$"], restore_ns_to=["rl_copy.$c$"]), tmp_path, server=server)
     assert code == 0, out
     assert "Restored 120 documents into 1 namespaces" in out  # the backup holds the data as it was then
     assert sample.rl_copy.orders.count_documents({}) == 120
@@ -103,12 +77,12 @@ def test_missing_root_is_refused_unless_the_role_may_create_it(server, sample, t
     assert code != 0 and "backup root %s does not exist or is not a directory" % (volume / "db1") in out
     assert not volume.exists()
 
-    code, out = run_playbook(roles_playbook(volume / "db1", "r-1", create_root="true"), tmp_path, server=server)
+    code, out = run_playbook(roles_playbook(volume / "db1", "r-1", create_root=True), tmp_path, server=server)
     assert code != 0 and "its parent %s must exist for replicaset_backup_create_root" % volume in out
     assert not volume.exists()  # an unmounted volume is never created
 
     volume.mkdir()
-    code, out = run_playbook(roles_playbook(volume / "db1", "r-1", create_root="true"), tmp_path, server=server)
+    code, out = run_playbook(roles_playbook(volume / "db1", "r-1", create_root=True), tmp_path, server=server)
     assert code == 0, out
     assert os.stat(str(volume / "db1")).st_mode & 0o777 == 0o700
     catalog = json.loads((volume / "db1" / "catalog.json").read_text())
@@ -125,7 +99,7 @@ def test_always_removes_the_backup_root_a_failed_run_created(private_server, tmp
     (volume / "kept").mkdir()  # an existing root is never removed
     # a new server holds no user data: the dump refuses it after the root was created (an empty oplog on
     # FerretDB, an empty backup on mongod)
-    code, out = run_playbook(roles_playbook(volume / "db1", "empty-1", create_root="true"), tmp_path,
+    code, out = run_playbook(roles_playbook(volume / "db1", "empty-1", create_root=True), tmp_path,
                              server=private_server)
     assert code != 0 and dump_refused(out), out
     assert "Remove the backup root this run created when the run left it empty" in out
