@@ -30,8 +30,6 @@ def entry(op, ns, o, ts=None, **extra):
     return doc
 
 
-
-
 def plain(command):
     """A received command without what the driver adds ($db, lsid, $readPreference...)."""
     return dict((k, v) for k, v in command.items()
@@ -141,8 +139,6 @@ def test_protocol_applyops_mode_sends_reduced_entries_without_uuids(mock):
         ["ts", "t", "v", "op", "ns", "o", "o2", "lsid", "txnNumber", "prevOpTime"]]
     _result, received = mock.run({}, [wire], mode="applyops", preserve_uuid=True)
     assert _applyops_entries(received)[0]["ui"] == UUID
-
-
 
 
 def _crud_ops_of(case):

@@ -12,7 +12,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import dump_options
 
 
-
 @pytest.fixture
 def sample(client):
     client.drop_database("bc_shop")

@@ -15,7 +15,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog
 
 
-
 @pytest.fixture
 def sample(client):
     client.drop_database("bi_shop")

@@ -44,7 +44,7 @@ def test_a_certificate_key_file_that_is_not_pem(tls_server, tmp_path):
     garbage = _garbage(tmp_path)
     with pytest.raises(ConnectionFailure) as failure:
         client_utils.connect(tls_connection_options(tls_server, tls_ca_file=str(tls_server.directory / "ca.pem"),
-                                      tls_certificate_key_file=garbage))
+                                                    tls_certificate_key_file=garbage))
     message = failure.value.message
     assert message.startswith("tls_certificate_key_file %s cannot be loaded as a PEM client certificate"
                               % garbage), message
@@ -53,7 +53,7 @@ def test_a_certificate_key_file_that_is_not_pem(tls_server, tmp_path):
 
 def test_a_valid_client_certificate_passes_the_check(tls_server):
     options = tls_connection_options(tls_server, tls_ca_file=str(tls_server.directory / "ca.pem"),
-                       tls_certificate_key_file=str(tls_server.directory / "client.pem"))
+                                     tls_certificate_key_file=str(tls_server.directory / "client.pem"))
     client_utils.check_tls_files(options)
 
 

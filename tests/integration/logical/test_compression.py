@@ -34,8 +34,6 @@ def restore(client, source, **options):
     return restore_engine.restore(client, restore_engine.RestoreOptions(source=str(source), **options))
 
 
-
-
 def manifest_of(target, is_archive):
     with open(manifest_utils.manifest_path(str(target), is_archive)) as handle:
         return json.load(handle)

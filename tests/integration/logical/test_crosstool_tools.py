@@ -67,7 +67,6 @@ SECONDARY_INDEXES = (
 # --------------------------------------------------------------------------- helpers
 
 
-
 def index_specs(client, db, name):
     """Secondary index definitions as the server lists them: {name: {key, options}} (no v, ns)."""
     specs = {}

@@ -29,8 +29,6 @@ def dump(client, **options):
     return dump_engine.dump(client, dump_options.DumpOptions(**options), client_utils.server_facts(client))
 
 
-
-
 @pytest.fixture
 def clean(client):
     names = []

@@ -27,7 +27,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import archiver
 
 
-
 @pytest.fixture
 def replica(private_server, tmp_path):
     """A server with data and a full oplog backup registered in the catalog of ``<tmp>/backups/localhost``

@@ -150,14 +150,8 @@ def entry(op, ns, o, ts=None, **extra):
     return doc
 
 
-
-
-
-
 def fixture_oplog(mapping, *parts):
     return [remap_entry(doc, mapping) for doc in readers.iter_oplog_file(os.path.join(RESTORE_DATA, *parts))]
-
-
 
 
 # --------------------------------------------------------------------------- the limit
@@ -201,7 +195,6 @@ def test_real_skip_fixtures(bed):
 
 
 # --------------------------------------------------------------------------- transactions
-
 
 
 @pytest.mark.parametrize("mode", ["crud", "applyops"])

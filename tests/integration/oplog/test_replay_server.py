@@ -51,10 +51,6 @@ def expected_mode(server):
     return "crud" if is_ferretdb(server) else "applyops"
 
 
-
-
-
-
 def remapped(entries, mapping):
     return [remap_entry(e, mapping) for e in entries]
 
