@@ -154,7 +154,7 @@ class Catalog:
         totals = document.get("totals") or {}
         server = document.get("server") or {}
         verification = document.get("verification") or {}
-        return {
+        record = {
             "label": document.get("label"),
             "backup_id": document["backup_id"],
             "path": self.relative(absolute),
@@ -171,6 +171,11 @@ class Catalog:
             "verified": bool(verification.get("verified", False)),
             "verified_at": verification.get("verified_at"),
         }
+        cluster = document.get("cluster")
+        if cluster:  # a sharded-cluster backup: one entry, restorable to its cut only
+            record.update(kind=document.get("kind"), cut=(cluster.get("cut") or {}).get("ts"),
+                          shards=[shard["name"] for shard in cluster.get("shards") or []])
+        return record
 
     def add_slice(self, replica_set, first_ts, last_ts, file, entries=0, sha256=None, created_at=None, **fields):
         """Register an archived oplog slice ``[first_ts, last_ts]`` (both inclusive); idempotent by file.

@@ -25,6 +25,16 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
 DEFAULT_LOCK_TIMEOUT = 60
 
 
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")
+
+
+def check_label(label):
+    """A backup label names the backup in the catalog and on disk: letters, digits and . _ : + -."""
+    if label is not None and not LABEL_RE.match(label):
+        raise InvalidOption("label %r may only hold letters, digits and . _ : + - "
+                            "(it names the backup in the catalog)" % label)
+
+
 class DumpOptions:
     """The dump's options, validated; mirrors mongodump where the meaning is the same."""
 
@@ -82,9 +92,7 @@ class DumpOptions:
         if isinstance(self.lock_timeout, bool) or not isinstance(self.lock_timeout, (int, float)) \
                 or self.lock_timeout < 0:
             raise InvalidOption("lock_timeout must be a number of seconds, 0 or more, got %r" % (self.lock_timeout,))
-        if self.label is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$", self.label):
-            raise InvalidOption("label %r may only hold letters, digits and . _ : + - "
-                                "(it names the backup in the catalog)" % self.label)
+        check_label(self.label)
 
     def describe(self):
         """The options recorded in the manifest (no secrets here)."""

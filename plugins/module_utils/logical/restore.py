@@ -67,7 +67,8 @@ class RestoreOptions:
                  bypass_document_validation=False, restore_users_and_roles=False,
                  stop_on_error=False, skip_verify=False, oplog_replay=False, oplog_limit=None,
                  oplog_file=None, oplog_apply_mode="auto", oplog_slices=None, drop_extra_collections=False,
-                 require_manifest=True, ignore_unlisted_files=False, max_failed_documents=0):
+                 require_manifest=True, ignore_unlisted_files=False, max_failed_documents=0,
+                 resolve_prepared=False):
         self.source = source
         self.db = db
         self.collection = collection
@@ -94,6 +95,9 @@ class RestoreOptions:
         self.require_manifest = bool(require_manifest)
         self.ignore_unlisted_files = bool(ignore_unlisted_files)
         self.max_failed_documents = int(max_failed_documents)
+        # A sharded-cluster cut: transactions prepared before the limit and committed before it count
+        # (OplogReplayer's resolve_prepared); plain oplog_limit keeps mongorestore's meaning.
+        self.resolve_prepared = bool(resolve_prepared)
         self._validate()
 
     def _validate(self):
@@ -765,7 +769,8 @@ def restore(client, options, check_mode=False, progress=None):
             replayer = oplog_replay.OplogReplayer(
                 client, mode=options.oplog_apply_mode, limit=options.oplog_limit,
                 bypass_document_validation=options.bypass_document_validation,
-                index_catalog=catalog, progress=progress, skip_repeated=True)
+                index_catalog=catalog, progress=progress, skip_repeated=True,
+                resolve_prepared=options.resolve_prepared)
             entries = source_oplog(source, options)
             oplog_result = replayer.replay(entries)
             catalog = oplog_result.pop("index_catalog")

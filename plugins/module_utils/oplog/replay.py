@@ -43,7 +43,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.rules i
     CATALOG_ADD_COMMANDS, CATALOG_DROP_COMMANDS, COLLMOD_DROPPED_OPTIONS, CRUD_UNWRITABLE,
     FCV_TIMESERIES_COMMAND, KNOWN_COMMANDS, NOT_APPLIED_REASONS, applyops_unavailable, command_name,
     document_id, hashable_key, is_transaction_entry, reduce_for_applyops, rerun_outcome, rewrite_entry,
-    server_cause, skip_reason)
+    server_cause, skip_reason, transaction_key)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.writes import MongoTarget, Write
 
 MODES = ("auto", "applyops", "crud")
@@ -87,6 +87,12 @@ class OplogReplayer:
     {namespace: {index name: spec}} to start from (the indexes of the restored metadata, as
     mongorestore keeps them until after the replay). ``progress``: called with a dict of
     counts after every flush. ``target``: replaces the pymongo target (tests).
+    ``resolve_prepared``: a transaction prepared before ``limit`` belongs to the state at ``limit`` when
+    its ``commitTimestamp`` is before it, even if its commitTransaction entry comes later (each shard
+    of a distributed transaction writes its own commit entry after the coordinator chose the commit
+    time). With it, the replay reads on past the limit only to resolve such transactions: committed
+    before the limit, they are applied; committed later or aborted, discarded. The cut of a
+    sharded-cluster backup needs it; mongorestore's ``--oplogLimit`` does not do it.
     ``skip_repeated``: the entries come from a real oplog, in timestamp order (a backup's oplog and
     archived slices): an entry whose ts is not newer than the last one handed over is a repeat (slices
     share their boundary entry; overlapping slices share more) and is skipped, counted as
@@ -95,7 +101,7 @@ class OplogReplayer:
 
     def __init__(self, client, mode="auto", limit=None, bypass_document_validation=False,
                  preserve_uuid=False, batch_size=DEFAULT_BATCH_SIZE, progress=None,
-                 index_catalog=None, target=None, skip_repeated=False):
+                 index_catalog=None, target=None, skip_repeated=False, resolve_prepared=False):
         if mode not in MODES:
             raise InvalidOption("oplog replay mode %r is unknown; use one of %s" % (mode, ", ".join(MODES)))
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -103,6 +109,8 @@ class OplogReplayer:
         self.mode = mode
         self.limit = limit
         self.skip_repeated = bool(skip_repeated)
+        self.resolve_prepared = bool(resolve_prepared)
+        self._prepared = set()  # keys of buffered transactions that are prepared, not yet resolved
         self.preserve_uuid = preserve_uuid
         self.batch_size = batch_size
         self._progress = progress
@@ -187,6 +195,10 @@ class OplogReplayer:
             self._skip("repeated_entry")
             return True
         if not before_limit(ts, self.limit):
+            if self.resolve_prepared and self._prepared:
+                self._stopped_at_limit = True
+                self._resolve_after_limit(entry)
+                return True
             return False
         if ts is not None:
             self._newest_ts = ts
@@ -223,20 +235,38 @@ class OplogReplayer:
 
     def _handle_transaction(self, entry, top):
         command = entry["o"]
-        key = (hashable_key(entry["lsid"]), int(entry["txnNumber"]))
+        key = transaction_key(entry)
         if "abortTransaction" in command:
             self._transactions.pop(key, None)
+            self._prepared.discard(key)
             self._counts["aborted"] += 1
             return
         ops = self._transactions.setdefault(key, [])
         if "applyOps" in command:
             ops.extend(command["applyOps"])
+            if command.get("prepare"):
+                self._prepared.add(key)
             if command.get("partialTxn") or command.get("prepare"):
                 return  # more entries of this transaction follow
         del self._transactions[key]
+        self._prepared.discard(key)
         for op in ops:
             self._handle(op, top)
         self._counts["committed"] += 1
+
+    def _resolve_after_limit(self, entry):
+        """Past the limit: only the commit or abort of a transaction prepared before it matters."""
+        if not is_transaction_entry(entry) or transaction_key(entry) not in self._prepared:
+            return
+        command = entry["o"]
+        if "commitTransaction" in command and before_limit(command.get("commitTimestamp"), self.limit):
+            self._seq += 1
+            self._handle_transaction(entry, _Top(self._seq, entry.get("ts")))
+            return
+        key = transaction_key(entry)
+        self._prepared.discard(key)
+        self._transactions.pop(key, None)
+        self._skip("committed_after_limit" if "commitTransaction" in command else "aborted_after_limit")
 
     def _handle_command(self, entry, top):
         name = command_name(entry)

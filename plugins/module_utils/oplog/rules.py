@@ -104,6 +104,14 @@ def is_transaction_entry(entry):
     return isinstance(command, dict) and any(field in command for field in TRANSACTION_FIELDS)
 
 
+def transaction_key(entry):
+    """The identity of the transaction a transaction entry belongs to: its session and number.
+
+    Every shard a distributed transaction touches logs it under the same key.
+    """
+    return hashable_key(entry["lsid"]), int(entry["txnNumber"])
+
+
 def strip_uuids(entry):
     """A copy without ``ui``, also inside nested applyOps (the target has its own UUIDs)."""
     result = dict((k, v) for k, v in entry.items() if k != "ui")

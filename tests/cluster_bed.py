@@ -1,0 +1,99 @@
+"""The sharded-cluster test bed: real test servers standing in for the shards and the config server,
+behind a mockupdb mongos that answers the control-plane commands as MongoDB 7/8 document them
+(hello with msg isdbgrid, listShards, getShardMap, balancerStatus/Start/Stop, $currentOp,
+config.settings, flushRouterConfig). Data never goes through the mock: every data path runs
+against the real servers.
+"""
+
+import threading
+
+import bson
+from mockupdb import MockupDB
+
+MONGOS_VERSION = "7.0.14"
+
+
+class MockMongos:
+    """A mongos for the control plane; records every command it receives (``commands``)."""
+
+    def __init__(self, shards, config, balancer_mode="off", version=MONGOS_VERSION):
+        self.shards = dict(shards)  # name -> "replicaSet/host:port,..."
+        self.config = config
+        self.balancer_mode = balancer_mode
+        self.version = version
+        self.commands = []
+        self.lock = threading.Lock()
+        self.server = MockupDB(auto_ismaster=False)
+        self.server.autoresponds(self._handle)
+        self.server.run()
+
+    @property
+    def uri(self):
+        return self.server.uri
+
+    @property
+    def address(self):
+        return "%s:%d" % self.server.address
+
+    def names(self):
+        with self.lock:
+            return [name for name, _doc in self.commands]
+
+    def stop(self):
+        self.server.stop()
+
+    def _handle(self, request):
+        name = request.command_name
+        if name is None:
+            return False
+        document = dict(request.doc)
+        with self.lock:
+            if name not in ("hello", "ismaster", "isMaster", "ping"):
+                self.commands.append((name, document))
+        reply = self._reply(name, document)
+        if reply is None:
+            return request.command_err(59, "no such command: '%s'" % name)
+        return request.ok(reply)
+
+    def _reply(self, name, document):
+        if name in ("hello", "ismaster", "isMaster"):
+            return {"isWritablePrimary": True, "ismaster": True, "msg": "isdbgrid", "maxWireVersion": 21,
+                    "minWireVersion": 0, "maxBsonObjectSize": 16777216, "maxMessageSizeBytes": 48000000,
+                    "maxWriteBatchSize": 100000, "localTime": bson.datetime.datetime.utcnow(),
+                    "connectionId": 1, "readOnly": False}
+        if name in ("ping", "endSessions", "flushRouterConfig"):
+            return {}
+        if name == "buildInfo":
+            major, minor, patch = (int(part) for part in self.version.split("."))
+            return {"version": self.version, "versionArray": [major, minor, patch, 0], "gitVersion": "0" * 40}
+        if name == "listShards":
+            return {"shards": [{"_id": shard, "host": host, "state": 1, "topologyTime": bson.Timestamp(1700000000, 1)}
+                               for shard, host in sorted(self.shards.items())]}
+        if name == "getShardMap":
+            mapping = dict(self.shards, config=self.config)
+            return {"map": mapping, "hosts": {}, "connStrings": {}}
+        if name == "balancerStatus":
+            return {"mode": self.balancer_mode, "inBalancerRound": False, "numBalancerRounds": bson.Int64(12)}
+        if name == "balancerStop":
+            self.balancer_mode = "off"
+            return {}
+        if name == "balancerStart":
+            self.balancer_mode = "full"
+            return {}
+        if name in ("aggregate", "find"):  # $currentOp (no migration) and config.settings (no window)
+            target = document.get(name)
+            database = document.get("$db", "admin")
+            return {"cursor": {"id": bson.Int64(0), "ns": "%s.%s" % (database, target if isinstance(target, str)
+                                                                       else "$cmd.aggregate"),
+                               "firstBatch": []}}
+        return None
+
+
+def shard_string(name, server):
+    """How listShards names a single-member replica set: ``<replica set>/<host:port>``."""
+    return "%s/%s:%d" % (name, server.host, server.port)
+
+
+def shard_uris(servers):
+    """{set name: URI with credentials} for the test servers (each has its own password)."""
+    return dict((name, server.uri) for name, server in servers.items())
