@@ -5,9 +5,12 @@ config.settings, flushRouterConfig). Data never goes through the mock: every dat
 against the real servers.
 """
 
+import datetime
 import threading
+import uuid
 
 import bson
+from bson.binary import Binary, UuidRepresentation
 from mockupdb import MockupDB
 
 MONGOS_VERSION = "7.0.14"
@@ -97,3 +100,51 @@ def shard_string(name, server):
 def shard_uris(servers):
     """{set name: URI with credentials} for the test servers (each has its own password)."""
     return dict((name, server.uri) for name, server in servers.items())
+
+
+# --------------------------------------------------------------------------- oplog entries around a cut
+# Shaped as MongoDB 7/8 write them: a distributed transaction is a prepare applyOps on every shard it
+# touched, then each shard's own commitTransaction with the coordinator's commitTimestamp (or an
+# abortTransaction). Timestamps are CUT's second with the given increment.
+
+CUT = bson.Timestamp(1800000000, 20)
+COLLECTION_UUID = Binary.from_uuid(uuid.UUID(int=7), UuidRepresentation.STANDARD)
+
+
+def _ts(inc):
+    return bson.Timestamp(CUT.time, inc)
+
+
+def _session(number):
+    return {"id": Binary.from_uuid(uuid.UUID(int=number), UuidRepresentation.STANDARD),
+            "uid": Binary(bytes(32), 0)}
+
+
+def _base(inc):
+    return {"ts": _ts(inc), "t": bson.Int64(3), "v": bson.Int64(2),
+            "wall": datetime.datetime(2027, 1, 15, 8, 0, 0) + datetime.timedelta(milliseconds=inc)}
+
+
+def insert(inc, db, doc_id):
+    return dict(_base(inc), op="i", ns="%s.orders" % db, ui=COLLECTION_UUID, o={"_id": doc_id}, o2={"_id": doc_id})
+
+
+def prepare(inc, db, session, doc_ids):
+    ops = [{"op": "i", "ns": "%s.orders" % db, "ui": COLLECTION_UUID, "o": {"_id": i}, "o2": {"_id": i}}
+           for i in doc_ids]
+    return dict(_base(inc), op="c", ns="admin.$cmd", o={"applyOps": ops, "prepare": True},
+                lsid=_session(session), txnNumber=bson.Int64(1), stmtId=0,
+                prevOpTime={"ts": bson.Timestamp(0, 0), "t": bson.Int64(-1)})
+
+
+def commit(inc, session, commit_inc, prepared_inc):
+    return dict(_base(inc), op="c", ns="admin.$cmd",
+                o={"commitTransaction": 1, "commitTimestamp": _ts(commit_inc)},
+                lsid=_session(session), txnNumber=bson.Int64(1),
+                prevOpTime={"ts": _ts(prepared_inc), "t": bson.Int64(3)})
+
+
+def abort(inc, session, prepared_inc):
+    return dict(_base(inc), op="c", ns="admin.$cmd", o={"abortTransaction": 1},
+                lsid=_session(session), txnNumber=bson.Int64(1),
+                prevOpTime={"ts": _ts(prepared_inc), "t": bson.Int64(3)})
