@@ -249,7 +249,9 @@ class ThroughMongosRestore:
         namespaces = sorted(set(item["namespace"] for plan in plans for item in plan["namespaces"]))
         if check_mode:
             return True, {"mode": "through_mongos", "cut": self.document["cluster"]["cut"], "balancer": balancer,
-                          "namespaces": namespaces, "drop": self.options.drop}
+                          "namespaces": namespaces, "drop": self.options.drop,
+                          "sets": [{"source": record["name"], "namespaces": len(plan["namespaces"])}
+                                   for record, plan in zip(self.shards, plans)]}
         started = time.time()
         if self.options.drop:
             for namespace in namespaces:
