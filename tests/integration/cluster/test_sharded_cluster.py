@@ -266,3 +266,34 @@ def test_a_shard_that_cannot_be_dumped_fails_the_backup_and_leaves_nothing_compl
     assert "shardB" in failure.value.message
     assert "wrong-password" not in failure.value.message
     assert os.listdir(str(tmp_path)) == ["b.lock"] or os.listdir(str(tmp_path)) == []
+
+
+def test_the_same_label_again_changes_nothing(backup, cluster):
+    servers, mongos = cluster
+    client, options = _connect(mongos)
+    try:
+        changed, result = sharded_backup.backup(client, options, sharded_backup.ShardedBackupOptions(
+            path=backup["path"], label="nightly", shard_uris=shard_uris(servers)))
+    finally:
+        client.close()
+    assert changed is False
+    assert result["backup_id"] == backup["result"]["backup_id"]
+
+
+def test_a_gutted_cluster_backup_is_refused_before_anything_is_written(backup, tmp_path, tmp_path_factory):
+    import shutil
+    gutted = str(tmp_path / "gutted")
+    shutil.copytree(backup["path"], gutted)
+    shutil.rmtree(os.path.join(gutted, "shardB"))
+    target = start_test_server(tmp_path_factory, "gutted-target")
+    try:
+        client = target.client()
+        with pytest.raises(Exception) as failure:
+            sharded_restore.restore(client, client_utils.ConnectionOptions(uri=target.uri),
+                                    sharded_restore.ShardedRestoreOptions(gutted, mode="through_mongos"))
+        assert "shardB/manifest.json: missing" in str(failure.value)
+        assert "nothing was restored" in str(failure.value)
+        assert documents_of(client) == {}
+        client.close()
+    finally:
+        target.stop()

@@ -7,7 +7,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.cut i
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.sharded_restore import (
     ShardedRestoreOptions, resolve_shard_map)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.topology import (
-    ReplicaSetInfo, replica_set_connection)
+    ReplicaSetInfo, check_shard_uris, replica_set_connection)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.client import ConnectionOptions
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import ClusterError, InvalidOption
 
@@ -70,3 +70,9 @@ def test_shard_uris_replace_the_shard_map_hosts():
     mongos = ConnectionOptions(login_host="mongos1")
     options = replica_set_connection(mongos, ReplicaSetInfo("s", "rs/db1:1"), {"s": "mongodb://u:p@near:2/"})
     assert options.uri == "mongodb://u:p@near:2/" and options.login_host is None
+
+
+def test_a_typo_in_shard_uris_is_refused_naming_the_known_shards():
+    topology = {"shards": [ReplicaSetInfo("shard01", "rs1/db1:1"), ReplicaSetInfo("shard02", "rs2/db2:1")]}
+    with pytest.raises(ClusterError, match="shard_uris names shard1, which the cluster does not have .*shard01, shard02"):
+        check_shard_uris({"shard1": "mongodb://x/", "config": "mongodb://y/"}, topology)
