@@ -79,11 +79,13 @@ class PreparedTransactions:
 
 
 class OplogCut:
-    """The cut on one replica set: ``client`` reads its oplog (the member its dump was read from)."""
+    """The cut on one replica set: ``client`` reads its oplog (the member its dump was read from);
+    ``writer`` (default ``client``) reaches its primary for the no-op notes."""
 
-    def __init__(self, name, client, member, poll_interval=0.2):
+    def __init__(self, name, client, member, writer=None, poll_interval=0.2):
         self.name = name
         self.client = client
+        self.writer = writer if writer is not None else client
         self.member = member
         self.oplog = client.local["oplog.rs"]
         self.poll_interval = poll_interval
@@ -115,12 +117,12 @@ class OplogCut:
         """A no-op oplog entry: appendOplogNote, or a marker write where the server lacks it."""
         note = {"tool": "dbops.mongodb_backup", "note": "cluster backup cut", "cut": cut}
         try:
-            self.client.admin.command("appendOplogNote", data=note)
+            self.writer.admin.command("appendOplogNote", data=note)
             return
         except pymongo_errors.OperationFailure as exc:
             if exc.code not in NOTE_UNAVAILABLE_CODES and "no such command" not in str(exc).lower():
                 raise
-        self.client[CUT_MARKER_DB][CUT_MARKER_COLLECTION].replace_one(
+        self.writer[CUT_MARKER_DB][CUT_MARKER_COLLECTION].replace_one(
             {"_id": "cut"}, dict(note, _id="cut"), upsert=True)
 
     def capture(self, after, cut, prepared, sink, timeout):

@@ -136,7 +136,8 @@ class ReplicaSetSource:
         self.server = client_utils.server_facts(self.client)
         self.reader, self.member, self.selection = members.reader_client(
             self.client, self.connection, prefer_secondary)
-        self.cut = cut_utils.OplogCut(self.info.name, self.reader, self.member)
+        # Read the oplog where the data was read; write the no-op notes through the primary.
+        self.cut = cut_utils.OplogCut(self.info.name, self.reader, self.member, writer=self.client)
 
     def close(self):
         for client in set(c for c in (self.reader, self.client) if c is not None):
