@@ -22,9 +22,10 @@ HELLO = {"maxWireVersion": 21, "minWireVersion": 0, "isWritablePrimary": False, 
 
 
 class ShardOplog:
-    """A shard member's oplog as find answers it; appendOplogNote adds a no-op entry after the newest."""
+    """A shard member's oplog as find answers it; appendOplogNote adds a no-op entry ``note_inc``
+    increments after the newest."""
 
-    def __init__(self, entries, note_inc=None):
+    def __init__(self, entries, note_inc=1):
         self.entries = list(entries)
         self.note_inc = note_inc
         self.notes = []
@@ -51,8 +52,9 @@ class ShardOplog:
             with self.lock:
                 self.notes.append(request.doc["data"])
                 newest = self.entries[-1]["ts"]
-                self.entries.append({"ts": bson.Timestamp(newest.time, newest.inc + (self.note_inc or 1)),
-                                     "op": "n", "ns": "", "o": {"msg": request.doc["data"]}})
+                if self.note_inc:  # 0: a member whose clock lags, so no note gets past the newest entry
+                    self.entries.append({"ts": bson.Timestamp(newest.time, newest.inc + self.note_inc),
+                                         "op": "n", "ns": "", "o": {"msg": request.doc["data"]}})
             return request.ok()
         return False
 
@@ -61,7 +63,7 @@ class ShardOplog:
 def shard():
     started = []
 
-    def start(entries, note_inc=None):
+    def start(entries, note_inc=1):
         oplog = ShardOplog(entries, note_inc)
         started.append(oplog)
         client = client_utils.connect(client_utils.ConnectionOptions(uri=oplog.server.uri, connect_timeout=3,
@@ -119,14 +121,20 @@ def test_an_aborted_transaction_is_resolved_by_its_abort_after_the_cut(shard):
 
 
 def test_an_idle_oplog_is_moved_to_the_cut_with_append_oplog_note(shard):
-    oplog, cut = shard([insert(1, "shop", "x")], note_inc=10)
-    newest = cut.reach(CUT, timeout=2)
-    assert (newest.time, newest.inc) >= (CUT.time, CUT.inc)
+    oplog, cut = shard([insert(1, "shop", "x")], note_inc=25)
+    sink = io.BytesIO()
+    captured = cut.capture(_ts1(), CUT, PreparedTransactions(), sink, timeout=2)
     assert oplog.notes and oplog.notes[0]["cut"] == CUT
+    assert captured["entries"] == 1 and (captured["last"].time, captured["last"].inc) >= (CUT.time, CUT.inc)
 
 
 def test_an_oplog_that_never_reaches_the_cut_fails_naming_the_shard_and_the_newest_entry(shard):
-    oplog, cut = shard([insert(1, "shop", "x")], note_inc=0)
+    oplog, cut = shard([insert(1, "shop", "x"), insert(2, "shop", "y")], note_inc=0)
     with pytest.raises(ClusterError) as failure:
-        cut.reach(CUT, timeout=0.2)
-    assert "shardA" in failure.value.message and "%d:1" % CUT.time in failure.value.message
+        cut.capture(_ts1(), CUT, PreparedTransactions(), io.BytesIO(), timeout=0.2)
+    assert "shardA" in failure.value.message and "newest entry %d:2" % CUT.time in failure.value.message
+    assert oplog.notes
+
+
+def _ts1():
+    return bson.Timestamp(CUT.time, 1)

@@ -4,9 +4,9 @@
 """One cluster time T for all replica sets of a sharded cluster.
 
 After every replica set's dump has finished (each with its oplog up to its own end), T is chosen
-one increment after the newest oplog entry of any of them, so it is later than every dump's end.
-Each oplog must then reach T, proving it holds every entry before T (an idle one gets no-op
-notes), and the entries after its dump's end are captured up to the first one at or after T.
+one increment after the latest of their ends. Each oplog is then read on from its dump's end up
+to the first entry at or after T, which proves it holds every entry before T; an oplog that has
+not reached T yet (an idle replica set) gets no-op notes until it does.
 
 Distributed transactions: every shard a transaction touched logs a prepare, then its own
 commitTransaction carrying the coordinator's commitTimestamp (or an abortTransaction). A
@@ -42,9 +42,9 @@ CUT_MARKER_COLLECTION = "dbops_backup_cut_marker"
 NOTE_UNAVAILABLE_CODES = frozenset((server_codes.COMMAND_NOT_FOUND, server_codes.COMMAND_NOT_SUPPORTED, 238))
 
 
-def choose_cut(newest_timestamps):
-    """One increment after the newest of the given oplog timestamps."""
-    newest = max(newest_timestamps, key=lambda ts: (ts.time, ts.inc))
+def choose_cut(dump_ends):
+    """One increment after the latest of the dumps' oplog ends."""
+    newest = max(dump_ends, key=lambda ts: (ts.time, ts.inc))
     return bson.Timestamp(newest.time, newest.inc + 1)
 
 
@@ -97,22 +97,6 @@ class OplogCut:
                                "oplog" % (self.name, self.member))
         return ts
 
-    def reach(self, cut, timeout):
-        """Wait until the oplog has an entry at or after ``cut``, writing no-op notes meanwhile."""
-        deadline = time.time() + timeout
-        while True:
-            newest = self.newest()
-            if (newest.time, newest.inc) >= (cut.time, cut.inc):
-                return newest
-            if time.time() > deadline:
-                raise ClusterError(
-                    "the oplog of %s on %s has not reached the cut %s within %ss (newest entry %s): its clock "
-                    "lags or it takes no writes; check the member's clock and health, or raise cut_timeout; "
-                    "the incomplete cluster backup was removed"
-                    % (self.name, self.member, ts_text(cut), timeout, ts_text(newest)))
-            self._note(cut)
-            time.sleep(self.poll_interval)
-
     def _note(self, cut):
         """A no-op oplog entry: appendOplogNote, or a marker write where the server lacks it."""
         note = {"tool": "dbops.mongodb_backup", "note": "cluster backup cut", "cut": cut}
@@ -128,7 +112,8 @@ class OplogCut:
     def capture(self, after, cut, prepared, sink, timeout):
         """Write the entries after ``after`` up to the first one at or after ``cut`` into ``sink``, then
         the commits and aborts of transactions ``prepared`` (a PreparedTransactions fed with the dump's
-        oplog) still open at the cut. Returns {"first", "last", "entries"}."""
+        oplog) still open at the cut. An oplog that has not reached the cut yet gets a no-op note and is
+        read on from where it stopped, until ``timeout``. Returns {"first", "last", "entries"}."""
         captured = {"first": None, "last": None, "entries": 0}
 
         def keep(raw, entry):
@@ -137,25 +122,26 @@ class OplogCut:
             captured["last"] = entry["ts"]
             captured["entries"] += 1
 
-        last_read = after
-        reached = False
-        for raw, entry in self._entries_after(after):
-            last_read = entry["ts"]
-            if (entry["ts"].time, entry["ts"].inc) >= (cut.time, cut.inc):
-                keep(raw, entry)
-                reached = True
-                break
-            prepared.feed(entry)
-            keep(raw, entry)
-        if not reached:
-            raise ClusterError("the oplog of %s on %s ends before the cut %s although it reached it a moment "
-                               "ago (it rolled back or was truncated); run the backup again"
-                               % (self.name, self.member, ts_text(cut)))
-        self._resolve(prepared, last_read, keep, timeout)
-        return captured
-
-    def _resolve(self, prepared, last_read, keep, timeout):
         deadline = time.time() + timeout
+        last_read = after
+        while True:
+            for raw, entry in self._entries_after(last_read):
+                last_read = entry["ts"]
+                keep(raw, entry)
+                if (entry["ts"].time, entry["ts"].inc) >= (cut.time, cut.inc):
+                    self._resolve(prepared, last_read, keep, deadline)
+                    return captured
+                prepared.feed(entry)
+            if time.time() > deadline:
+                raise ClusterError(
+                    "the oplog of %s on %s has not reached the cut %s within %ss (newest entry %s): its clock "
+                    "lags or it takes no writes; check the member's clock and health, or raise cut_timeout; "
+                    "the incomplete cluster backup was removed"
+                    % (self.name, self.member, ts_text(cut), timeout, ts_text(last_read)))
+            self._note(cut)
+            time.sleep(self.poll_interval)
+
+    def _resolve(self, prepared, last_read, keep, deadline):
         while prepared.pending:
             for raw, entry in self._entries_after(last_read):
                 last_read = entry["ts"]
@@ -167,9 +153,9 @@ class OplogCut:
             if time.time() > deadline:
                 raise ClusterError(
                     "on %s (%s) %d transaction(s) prepared before the cut were neither committed nor aborted "
-                    "within %ss (%s); a backup cannot tell whether they belong to it; check for a stuck "
+                    "in time (%s); a backup cannot tell whether they belong to it; check for a stuck "
                     "transaction coordinator, or raise cut_timeout; the incomplete cluster backup was removed"
-                    % (self.name, self.member, len(prepared.pending), timeout, prepared.describe()))
+                    % (self.name, self.member, len(prepared.pending), prepared.describe()))
             time.sleep(self.poll_interval)
 
     def _entries_after(self, after):

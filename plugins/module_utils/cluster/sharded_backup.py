@@ -152,6 +152,10 @@ class ReplicaSetSource:
         return value.get("version") if isinstance(value, dict) else value
 
 
+def _dump_end(document):
+    return bsonio.bson.Timestamp(*ts_key(document["oplog"]["end"]["ts"]))
+
+
 def _oplog_file(directory, document):
     for record in document.get("files") or []:
         if os.path.basename(record["path"]).startswith("oplog.bson"):
@@ -243,11 +247,10 @@ class ShardedBackup:
 
     def _cut(self, sources, staging_path):
         started = time.time()
-        cut = cut_utils.choose_cut([source.cut.newest() for source in sources])
-        pool = FailFastPool(len(sources), "cluster-cut")
-        pool.run(lambda source: source.cut.reach(cut, self.options.cut_timeout), sources)
+        cut = cut_utils.choose_cut([_dump_end(source.document) for source in sources])
         manifest_utils.make_private_dir(os.path.join(staging_path, CUT_DIR))
-        pool.run(lambda source: self._capture(source, staging_path, cut), sources)
+        FailFastPool(len(sources), "cluster-cut").run(lambda source: self._capture(source, staging_path, cut),
+                                                      sources)
         return cut, time.time() - started
 
     def _capture(self, source, staging_path, cut):
@@ -255,13 +258,12 @@ class ShardedBackup:
         prepared = cut_utils.PreparedTransactions()
         for entry in readers.iter_oplog_file(_oplog_file(directory, source.document)):
             prepared.feed(entry)
-        end = bsonio.bson.Timestamp(*ts_key(source.document["oplog"]["end"]["ts"]))
         name = source.info.name + ".bson" + bsonio.COMPRESSION_SUFFIXES[self.options.compression]
         relative = os.path.join(CUT_DIR, name)
         sink = bsonio.create_compressed_file(os.path.join(staging_path, relative), self.options.compression,
                                              self.options.compression_level)
         try:
-            captured = source.cut.capture(end, cut, prepared, sink, self.options.cut_timeout)
+            captured = source.cut.capture(_dump_end(source.document), cut, prepared, sink, self.options.cut_timeout)
         finally:
             sink.close()
         source.capture = dict(captured, file={"path": relative, "bytes": sink.disk.size,
