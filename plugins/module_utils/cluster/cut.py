@@ -48,11 +48,6 @@ def choose_cut(dump_ends):
     return bson.Timestamp(newest.time, newest.inc + 1)
 
 
-def newest_ts(oplog):
-    entry = oplog.find_one({}, {"ts": 1}, sort=[("$natural", -1)])
-    return entry["ts"] if entry else None
-
-
 class PreparedTransactions:
     """Transactions prepared and neither committed nor aborted yet, from entries seen in order."""
 
@@ -89,25 +84,6 @@ class OplogCut:
         self.member = member
         self.oplog = client.local["oplog.rs"]
         self.poll_interval = poll_interval
-
-    def newest(self):
-        ts = newest_ts(self.oplog)
-        if ts is None:
-            raise ClusterError("the oplog of %s on %s is empty; a cluster backup needs every replica set's "
-                               "oplog" % (self.name, self.member))
-        return ts
-
-    def _note(self, cut):
-        """A no-op oplog entry: appendOplogNote, or a marker write where the server lacks it."""
-        note = {"tool": "dbops.mongodb_backup", "note": "cluster backup cut", "cut": cut}
-        try:
-            self.writer.admin.command("appendOplogNote", data=note)
-            return
-        except pymongo_errors.OperationFailure as exc:
-            if exc.code not in NOTE_UNAVAILABLE_CODES and "no such command" not in str(exc).lower():
-                raise
-        self.writer[CUT_MARKER_DB][CUT_MARKER_COLLECTION].replace_one(
-            {"_id": "cut"}, dict(note, _id="cut"), upsert=True)
 
     def capture(self, after, cut, prepared, sink, timeout):
         """Write the entries after ``after`` up to the first one at or after ``cut`` into ``sink``, then
