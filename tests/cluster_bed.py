@@ -85,10 +85,9 @@ class MockMongos:
             return {}
         if name in ("aggregate", "find"):  # $currentOp (no migration) and config.settings (no window)
             target = document.get(name)
-            database = document.get("$db", "admin")
-            return {"cursor": {"id": bson.Int64(0), "ns": "%s.%s" % (database, target if isinstance(target, str)
-                                                                       else "$cmd.aggregate"),
-                               "firstBatch": []}}
+            collection = target if isinstance(target, str) else "$cmd.aggregate"
+            namespace = "%s.%s" % (document.get("$db", "admin"), collection)
+            return {"cursor": {"id": bson.Int64(0), "ns": namespace, "firstBatch": []}}
         return None
 
 

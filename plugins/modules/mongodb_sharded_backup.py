@@ -19,11 +19,12 @@ description:
     C(primary) or C(primaryPreferred)) with its oplog,
     as M(dbops.mongodb_backup.mongodb_dump) with O(dbops.mongodb_backup.mongodb_dump#module:oplog=true)
     would.
-  - When every dump has finished it chooses one cut C(T), one increment after the newest oplog entry
-    of any replica set, so C(T) is later than every dump's end. It waits until every oplog has reached
-    C(T) (an idle replica set gets no-op C(appendOplogNote) writes; a server without that command gets
-    a write to C(config.dbops_backup_cut_marker), which a replay ignores), then captures each oplog
-    from its dump's end up to the first entry at or after C(T). Each replica set's data plus its oplog
+  - When every dump has finished it chooses one cut C(T), one increment after the latest dump's oplog
+    end, so C(T) is later than every dump's end. It then reads each oplog on from its dump's end up to
+    the first entry at or after C(T), which proves that oplog holds every entry before C(T); an oplog
+    that has not reached C(T) yet (an idle replica set) gets no-op C(appendOplogNote) writes until it
+    does (a server without that command gets a write to C(config.dbops_backup_cut_marker), which a
+    replay ignores). Each replica set's data plus its oplog
     replayed to just before C(T) is that replica set at C(T); together they are the cluster at C(T).
   - "Distributed transactions: a transaction prepared before C(T) is captured until each shard has
     logged its commit or abort, so a restore applies it on every shard it touched when its
@@ -60,8 +61,8 @@ options:
     required: true
   label:
     description:
-      - Name of the backup in the catalog (letters, digits and C(. _ : + -)); defaults to the last part
-        of O(path). Each replica set's dump is labelled C(<label>:<set>).
+      - "Name of the backup in the catalog (letters, digits and C(. _ : + -)); defaults to the last part
+        of O(path). Each replica set's dump is labelled C(<label>:<set>)."
     type: str
   compression:
     description:
@@ -124,7 +125,7 @@ seealso:
   - module: dbops.mongodb_backup.mongodb_sharded_restore
   - module: dbops.mongodb_backup.mongodb_dump
 author:
-  - dbops.mongodb_backup contributors
+  - dbops.mongodb_backup contributors (!UNKNOWN)
 '''
 
 EXAMPLES = r'''

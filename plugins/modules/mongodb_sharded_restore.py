@@ -108,7 +108,7 @@ seealso:
   - module: dbops.mongodb_backup.mongodb_sharded_backup
   - module: dbops.mongodb_backup.mongodb_balancer
 author:
-  - dbops.mongodb_backup contributors
+  - dbops.mongodb_backup contributors (!UNKNOWN)
 '''
 
 EXAMPLES = r'''

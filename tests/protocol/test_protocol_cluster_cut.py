@@ -66,14 +66,13 @@ def shard():
     def start(entries, note_inc=1):
         oplog = ShardOplog(entries, note_inc)
         started.append(oplog)
-        client = client_utils.connect(client_utils.ConnectionOptions(uri=oplog.server.uri, connect_timeout=3,
-                                                                    direct_connection=True))
+        options = client_utils.ConnectionOptions(uri=oplog.server.uri, connect_timeout=3, direct_connection=True)
+        client = client_utils.connect(options)
         started.append(client)
         return oplog, OplogCut("shardA", client, "a1:27018", poll_interval=0.01)
     yield start
     for thing in started:
         (thing.server.stop if isinstance(thing, ShardOplog) else thing.close)()
-
 
 
 def _split(data):

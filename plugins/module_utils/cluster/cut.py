@@ -117,6 +117,19 @@ class OplogCut:
             self._note(cut)
             time.sleep(self.poll_interval)
 
+    def _note(self, cut):
+        """A no-op oplog entry through the primary: appendOplogNote, or a marker write where the server
+        lacks the command."""
+        note = {"tool": "dbops.mongodb_backup", "note": "cluster backup cut", "cut": cut}
+        try:
+            self.writer.admin.command("appendOplogNote", data=note)
+            return
+        except pymongo_errors.OperationFailure as exc:
+            if exc.code not in NOTE_UNAVAILABLE_CODES and "no such command" not in str(exc).lower():
+                raise
+        self.writer[CUT_MARKER_DB][CUT_MARKER_COLLECTION].replace_one(
+            {"_id": "cut"}, dict(note, _id="cut"), upsert=True)
+
     def _resolve(self, prepared, last_read, keep, deadline):
         while prepared.pending:
             for raw, entry in self._entries_after(last_read):

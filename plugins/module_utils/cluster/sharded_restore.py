@@ -258,7 +258,7 @@ class ThroughMongosRestore:
                 database, _sep, collection = namespace.partition(".")
                 self.target[database].drop_collection(collection)
         pool = FailFastPool(len(self.shards), "cluster-restore")
-        results = pool.run(lambda record: self._restore_data(record), self.shards)
+        results = pool.run(self._restore_data, self.shards)
         oplog_result = self._replay(results)
         return True, {"mode": "through_mongos", "cut": self.document["cluster"]["cut"],
                       "sets": [dict(source=record["name"], total_inserted=result["total_inserted"],

@@ -8,6 +8,7 @@ import heapq
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog.replay import OplogReplayer
 from cluster_bed import CUT, abort, commit, insert, prepare
 
+
 def shard_oplogs(db):
     """Two shards' oplogs around CUT (inc 20):
     - session 1: prepared on both, commitTimestamp 4 (before the cut); shard A logs its commit at 9,

@@ -14,7 +14,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import ts_key
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import ClusterError
-from cluster_bed import MockMongos, shard_string, shard_uris
+from cluster_bed import shard_uris
 from conftest import SHARDS, start_cluster, stop_cluster
 from support import start_test_server
 

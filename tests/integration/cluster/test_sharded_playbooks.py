@@ -93,4 +93,4 @@ def test_a_balancer_found_stopped_stays_stopped_after_the_backup(cluster, tmp_pa
         "backup_shard_uris": shard_uris(servers)}, tmp_path)
     assert code == 0, out
     assert mongos.balancer_mode == "off"
-    assert "balancerStart" not in [name for name in mongos.names()[-10:]]
+    assert "balancerStart" not in mongos.names()[-10:]
