@@ -23,6 +23,7 @@ class MockMongos:
         self.shards = dict(shards)  # name -> "replicaSet/host:port,..."
         self.config = config
         self.balancer_mode = balancer_mode
+        self.next_modes = []  # modes balancerStatus switches to on its next calls (someone else's doing)
         self.version = version
         self.commands = []
         self.lock = threading.Lock()
@@ -76,6 +77,8 @@ class MockMongos:
             mapping = dict(self.shards, config=self.config)
             return {"map": mapping, "hosts": {}, "connStrings": {}}
         if name == "balancerStatus":
+            if self.next_modes:
+                self.balancer_mode = self.next_modes.pop(0)
             return {"mode": self.balancer_mode, "inBalancerRound": False, "numBalancerRounds": bson.Int64(12)}
         if name == "balancerStop":
             self.balancer_mode = "off"

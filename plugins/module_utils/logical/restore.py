@@ -35,6 +35,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_scan
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import namespaces as ns_rules
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import server_codes
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import (
     NamespacePattern,
     NamespaceRenamer,
@@ -621,6 +622,9 @@ class Restorer:
             database.create_collection(planned.target_collection, **options)
         except pymongo_errors.CollectionInvalid:
             pass
+        except pymongo_errors.OperationFailure as exc:
+            if exc.code != server_codes.NAMESPACE_EXISTS:
+                raise  # else: created meanwhile by a concurrent restore (several shards through one mongos)
 
     def insert_batches(self, state, batches):
         """Insert raw batches with up to N workers; memory stays bounded by in-flight batches."""

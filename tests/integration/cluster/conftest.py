@@ -13,6 +13,11 @@ def start_cluster(tmp_path_factory, prefix, shard_names=SHARDS, balancer_mode="o
     servers = {"config": start_test_server(tmp_path_factory, "%s-config" % prefix)}
     for name in shard_names:
         servers[name] = start_test_server(tmp_path_factory, "%s-%s" % (prefix, name))
+    for server in servers.values():  # a replica set's oplog is never empty (it starts with a note)
+        client = server.client()
+        client.admin.command("ping")
+        client.bed.started.insert_one({"replica_set": "initiated"})
+        client.close()
     mongos = MockMongos(dict((name, shard_string(name, servers[name])) for name in shard_names),
                         shard_string("configRS", servers["config"]), balancer_mode=balancer_mode)
     return servers, mongos

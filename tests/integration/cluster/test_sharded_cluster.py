@@ -297,3 +297,19 @@ def test_a_gutted_cluster_backup_is_refused_before_anything_is_written(backup, t
         client.close()
     finally:
         target.stop()
+
+
+def test_a_balancer_started_by_someone_else_during_the_dumps_fails_the_backup(cluster, tmp_path):
+    servers, mongos = cluster
+    mongos.next_modes = ["off", "full"]  # off when checked first, running again when checked after the dumps
+    try:
+        client, options = _connect(mongos)
+        with pytest.raises(ClusterError) as failure:
+            sharded_backup.backup(client, options, sharded_backup.ShardedBackupOptions(
+                path=str(tmp_path / "b"), shard_uris=shard_uris(servers)))
+        client.close()
+    finally:
+        mongos.next_modes = []
+        mongos.balancer_mode = "off"
+    assert "checked again after the dumps" in failure.value.message
+    assert not os.path.exists(str(tmp_path / "b")) and not os.path.exists(str(tmp_path / "b.partial"))
