@@ -76,6 +76,8 @@ class MockMongos:
         if name == "getShardMap":
             mapping = dict(self.shards, config=self.config)
             return {"map": mapping, "hosts": {}, "connStrings": {}}
+        if name == "shardCollection":
+            return {"collectionsharded": document["shardCollection"]}
         if name == "balancerStatus":
             if self.next_modes:
                 self.balancer_mode = self.next_modes.pop(0)

@@ -25,8 +25,8 @@ description:
   - "O(mode=through_mongos): the connection is any deployment - a mongos of a cluster of another
     shape (its own sharding routes every document), or a single replica set. Every shard's data goes
     through that connection, then the oplogs of all shards, merged in timestamp order, are applied as
-    ordinary writes up to C(T), and the indexes are built. Shard the collections on the target first
-    (C(shardCollection)) if they must be sharded there. Orphaned documents a shard still held at backup
+    ordinary writes up to C(T), and the indexes are built. On a mongos, the collections the source
+    cluster had sharded are first sharded the same way (O(shard_collections)). Orphaned documents a shard still held at backup
     time would be inserted twice and fail as duplicates; the task then fails naming them."
   - "In both, a transaction prepared before C(T) is applied on every shard when its C(commitTimestamp)
     is before C(T), and on none otherwise."
@@ -95,6 +95,14 @@ options:
       - Collections restored at once within each replica set.
     type: int
     default: 4
+  shard_collections:
+    description:
+      - With O(mode=through_mongos) into a mongos, run C(shardCollection) with the source's shard key (and
+        C(unique)) for every collection the source cluster had sharded, before any data is written, so the
+        target spreads them over its shards. A collection already sharded there on another key fails the
+        task before any data is written.
+    type: bool
+    default: true
   max_failed_documents:
     description:
       - Documents or oplog entries that may fail without failing the task (reported as warnings).
@@ -158,6 +166,12 @@ oplog:
   returned: when mode is through_mongos, not in check mode
   type: dict
   sample: {"applied": 5120, "stopped_at_limit": true, "transactions": {"committed": 3, "aborted": 0}}
+shard_collections:
+  description: The collections sharded on the target before the data (O(mode=through_mongos) into a mongos).
+  returned: when mode is through_mongos
+  type: list
+  elements: dict
+  sample: [{"namespace": "shop.orders", "key": {"customer": "hashed"}, "unique": false}]
 namespaces:
   description: The namespaces the restore writes (O(mode=through_mongos), check mode).
   returned: check mode, when mode is through_mongos
@@ -188,7 +202,7 @@ def run_module(module):
         shard_login_user=params["shard_login_user"], shard_login_password=params["shard_login_password"],
         drop=params["drop"], oplog_apply_mode=params["oplog_apply_mode"],
         num_parallel_collections=params["num_parallel_collections"],
-        max_failed_documents=params["max_failed_documents"])
+        max_failed_documents=params["max_failed_documents"], shard_collections=params["shard_collections"])
     connection = module.connection_options
     client = client_utils.connect(connection)
     try:
@@ -210,6 +224,7 @@ def main():
             oplog_apply_mode=dict(type="str", default="auto", choices=["auto", "applyops", "crud"]),
             num_parallel_collections=dict(type="int", default=4),
             max_failed_documents=dict(type="int", default=0),
+            shard_collections=dict(type="bool", default=True),
         ),
         required_by={"shard_login_password": "shard_login_user"},
         supports_check_mode=True,

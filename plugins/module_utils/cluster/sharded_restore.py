@@ -53,7 +53,7 @@ SHARDING_METADATA = ("config.databases", "config.collections", "config.chunks", 
 class ShardedRestoreOptions:
     def __init__(self, source, mode="same_shape", shard_map=None, shard_uris=None, shard_login_user=None,
                  shard_login_password=None, drop=False, oplog_apply_mode="auto", num_parallel_collections=4,
-                 max_failed_documents=0):
+                 max_failed_documents=0, shard_collections=True):
         if not source:
             raise InvalidOption("source is required: the directory of a sharded-cluster backup")
         if mode not in MODES:
@@ -73,6 +73,7 @@ class ShardedRestoreOptions:
         self.oplog_apply_mode = oplog_apply_mode
         self.num_parallel_collections = int(num_parallel_collections)
         self.max_failed_documents = int(max_failed_documents)
+        self.shard_collections = bool(shard_collections)
 
     def set_restore_options(self, set_record, directory, cut, **overrides):
         """The logical restore of one set of the backup, replayed to the cut."""
@@ -129,6 +130,39 @@ def resolve_shard_map(source_shards, target_shards, shard_map):
                            "shape, or use mode: through_mongos; nothing was changed"
                            % (len(target_shards), len(source_shards), ", ".join(idle)))
     return mapping
+
+
+def sharded_collections(source_root, document):
+    """The collections the backup's cluster had sharded: [{"namespace", "key", "unique"}] from the
+    config servers' dump of config.collections (dropped ones and the server's own left out)."""
+    directory = os.path.join(source_root, document["cluster"]["config"]["path"])
+    source = logical_restore.open_source(directory)
+    found = []
+    for item in source.namespaces():
+        if item.namespace != "config.collections" or not item.data_key:
+            continue
+        for batch in source.iter_batches(item, logical_restore.READ_BATCH_BYTES):
+            for raw in batch:
+                entry = bson.decode(raw)
+                namespace = entry.get("_id")
+                if entry.get("dropped") or not isinstance(namespace, str) or namespace.startswith("config."):
+                    continue
+                found.append({"namespace": namespace, "key": entry.get("key"), "unique": bool(entry.get("unique"))})
+    return sorted(found, key=lambda entry: entry["namespace"])
+
+
+def shard_collections(mongos, collections):
+    """shardCollection on the target mongos for each collection, with the source's key (an existing
+    collection sharded on the same key is accepted by the server as it is)."""
+    for entry in collections:
+        try:
+            mongos.admin.command("shardCollection", entry["namespace"], key=entry["key"], unique=entry["unique"])
+        except BackupError:
+            raise
+        except Exception as exc:
+            raise ClusterError("sharding %s on the target with the key %s failed: %s; shard it yourself (or drop it "
+                               "with drop: true) and restore again; no data was written yet"
+                               % (entry["namespace"], dict(entry["key"] or {}), exc))
 
 
 def _cut(document):
@@ -241,6 +275,10 @@ class ThroughMongosRestore:
     def run(self, check_mode):
         hello = self.target.admin.command("hello")
         balancer = check_balancer_stopped(self.target, "a cluster restore") if is_mongos(hello) else None
+        # Through a mongos, the collections the source had sharded are sharded the same way first, so the
+        # target spreads them over its own shards instead of keeping them on their primary shard.
+        to_shard = sharded_collections(self.options.source, self.document) \
+            if is_mongos(hello) and self.options.shard_collections else []
         plans = [logical_restore.restore(self.target, self._data_options(record), check_mode=True)[1]
                  for record in self.shards]
         for record in self.shards:  # the oplogs are read in full before any write
@@ -249,7 +287,7 @@ class ThroughMongosRestore:
         namespaces = sorted(set(item["namespace"] for plan in plans for item in plan["namespaces"]))
         if check_mode:
             return True, {"mode": "through_mongos", "cut": self.document["cluster"]["cut"], "balancer": balancer,
-                          "namespaces": namespaces, "drop": self.options.drop,
+                          "namespaces": namespaces, "drop": self.options.drop, "shard_collections": to_shard,
                           "sets": [{"source": record["name"], "namespaces": len(plan["namespaces"])}
                                    for record, plan in zip(self.shards, plans)]}
         started = time.time()
@@ -257,10 +295,11 @@ class ThroughMongosRestore:
             for namespace in namespaces:
                 database, _sep, collection = namespace.partition(".")
                 self.target[database].drop_collection(collection)
+        shard_collections(self.target, to_shard)
         pool = FailFastPool(len(self.shards), "cluster-restore")
         results = pool.run(self._restore_data, self.shards)
         oplog_result = self._replay(results)
-        return True, {"mode": "through_mongos", "cut": self.document["cluster"]["cut"],
+        return True, {"mode": "through_mongos", "cut": self.document["cluster"]["cut"], "shard_collections": to_shard,
                       "sets": [dict(source=record["name"], total_inserted=result["total_inserted"],
                                     total_failed=result["total_failed"], duration_seconds=result["duration_seconds"])
                                for record, result in zip(self.shards, results)],

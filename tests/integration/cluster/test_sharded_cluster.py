@@ -14,7 +14,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import ts_key
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import ClusterError
-from cluster_bed import shard_uris
+from cluster_bed import MockMongos, shard_uris
 from conftest import SHARDS, start_cluster, stop_cluster
 from support import start_test_server
 
@@ -313,3 +313,19 @@ def test_a_balancer_started_by_someone_else_during_the_dumps_fails_the_backup(cl
         mongos.balancer_mode = "off"
     assert "checked again after the dumps" in failure.value.message
     assert not os.path.exists(str(tmp_path / "b")) and not os.path.exists(str(tmp_path / "b.partial"))
+
+
+def test_through_a_mongos_the_collections_the_source_sharded_are_sharded_first(backup):
+    document = sharded_restore.load_backup(backup["path"])
+    collections = sharded_restore.sharded_collections(backup["path"], document)
+    assert collections == [{"namespace": "shop.orders", "key": {"_id": 1}, "unique": False}]
+    target = MockMongos({"t1": "t1/127.0.0.1:1"}, "cfg/127.0.0.1:2")
+    try:
+        client, _options = _connect(target)
+        sharded_restore.shard_collections(client, collections)
+        client.close()
+        sent = [doc for name, doc in target.commands if name == "shardCollection"]
+        assert [(doc["shardCollection"], doc["key"], doc["unique"]) for doc in sent] == [
+            ("shop.orders", {"_id": 1}, False)]
+    finally:
+        target.stop()
