@@ -50,7 +50,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Reads the shard map and checks the balancer and the backup location; dumps nothing.
+    details: Reads the shard map, the balancer state (reported; not required stopped, as the task stopping it before only predicts) and checks the backup location; dumps nothing.
   diff_mode:
     support: none
 options:

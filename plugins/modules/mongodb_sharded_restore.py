@@ -43,7 +43,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Verifies the backup, the shard map and the balancer, and returns the plan; writes nothing.
+    details: Verifies the backup and the shard map, reports the balancer state, and returns the plan; writes nothing.
   diff_mode:
     support: none
 options:

@@ -169,10 +169,13 @@ class ShardedBackup:
         self.mongos_options = mongos_options
         self.options = options
 
-    def plan(self):
+    def plan(self, check_mode=False):
         topology = read_cluster(self.mongos, "a sharded-cluster backup")
         check_shard_uris(self.options.shard_uris, topology)
-        balancer = check_balancer_stopped(self.mongos, "a sharded-cluster backup")
+        # Check mode takes the balancer as stopped: a role stops it in the task before, which check mode
+        # only predicts. The state is reported.
+        balancer = balancer_state(self.mongos) if check_mode else \
+            check_balancer_stopped(self.mongos, "a sharded-cluster backup")
         sets = [topology["config"]] + topology["shards"]
         return topology, balancer, sets
 
@@ -187,7 +190,7 @@ class ShardedBackup:
         return None if self.options.force else document
 
     def run(self, check_mode=False):
-        topology, balancer, sets = self.plan()
+        topology, balancer, sets = self.plan(check_mode)
         parent = os.path.dirname(self.options.target)
         check_backup_location(parent)
         planned = {"path": self.options.target, "label": self.options.label,

@@ -27,6 +27,7 @@ import itertools
 import os
 import time
 
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.balancer import balancer_state
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.mongos import is_mongos
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.sharded_backup import (
     KIND, check_balancer_stopped)
@@ -187,7 +188,7 @@ class SameShapeRestore:
         shards = self.document["cluster"]["shards"]
         mapping = resolve_shard_map([s["name"] for s in shards], [s.name for s in topology["shards"]],
                                     self.options.shard_map)
-        balancer = check_balancer_stopped(self.mongos, "a cluster restore")
+        balancer = balancer_state(self.mongos) if check_mode else check_balancer_stopped(self.mongos, "a cluster restore")
         targets = dict((info.name, info) for info in topology["shards"])
         targets[CONFIG_SET] = topology["config"]
         jobs = [(self.document["cluster"]["config"], targets[CONFIG_SET])]
@@ -274,7 +275,10 @@ class ThroughMongosRestore:
 
     def run(self, check_mode):
         hello = self.target.admin.command("hello")
-        balancer = check_balancer_stopped(self.target, "a cluster restore") if is_mongos(hello) else None
+        balancer = None
+        if is_mongos(hello):  # check mode takes it as stopped by the task before, and reports it
+            balancer = balancer_state(self.target) if check_mode else check_balancer_stopped(self.target,
+                                                                                             "a cluster restore")
         # Through a mongos, the collections the source had sharded are sharded the same way first, so the
         # target spreads them over its own shards instead of keeping them on their primary shard.
         to_shard = sharded_collections(self.options.source, self.document) \
