@@ -19,7 +19,7 @@ description:
     round is in progress, the chunk migrations running and the active window. No default changes
     anything, so a task that forgets O(state) never starts a balancer someone stopped.
   - The result carries the state before the call (RV(before)), so a role can put the balancer back as
-    it found it (start it in C(always:) only when RV(before.enabled) was true).
+    it found it (start it in C(always:) only when C(before.enabled) was true).
   - O(state=stopped) stops the balancer (C(balancerStop)) and then waits, up to O(wait_timeout), until no
     balancer round is in progress and no chunk migration runs, as C(balancerStatus) and C($currentOp)
     report them. Stopping only prevents new rounds; a round or migration in progress finishes on its own,
@@ -28,7 +28,7 @@ description:
     O(leave_stopped_on_timeout=true).
   - O(state=started) starts it (C(balancerStart)). Idempotent - a balancer already in the requested state
     (and idle, for V(stopped)) reports no change.
-  - O(window) sets the active window (in C(config.settings)), or removes it with C(window: {}).
+  - O(window) sets the active window (in C(config.settings)), or removes it with an empty O(window).
 extends_documentation_fragment:
   - dbops.mongodb_backup.connection
   - dbops.mongodb_backup.attributes
@@ -64,7 +64,7 @@ options:
   window:
     description:
       - Active window of the balancer, C(start) and C(stop) as C(HH:MM) in the config servers' local time;
-        the balancer only runs rounds inside it. C({}) removes the window.
+        the balancer only runs rounds inside it. An empty dictionary removes the window.
     type: dict
     suboptions:
       start:

@@ -50,7 +50,9 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Reads the shard map, the balancer state (reported; not required stopped, as the task stopping it before only predicts) and checks the backup location; dumps nothing.
+    details:
+      - Reads the shard map and the balancer state, checks the backup location, dumps nothing.
+      - The balancer is reported, not required stopped - the task that stops it before only predicts that in check mode.
   diff_mode:
     support: none
 options:
