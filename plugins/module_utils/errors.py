@@ -102,3 +102,8 @@ class CatalogError(BackupError):
 class OplogGap(CatalogError):
     """Archived oplog has a hole: entries after the last archived one were gone before capture read
     them, so no restore can cross that point."""
+
+
+class ClusterError(BackupError):
+    """A sharded-cluster step cannot run or did not complete: wrong kind of server, balancer or
+    lock state, shard map, or the cut across shards."""

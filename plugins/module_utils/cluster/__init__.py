@@ -1,0 +1,1 @@
+"""Cluster procedures: fsync lock, balancer, sharded-cluster backup and restore at one cluster time."""
