@@ -24,11 +24,6 @@ class MockMongos:
         self.config = config
         self.balancer_mode = balancer_mode
         self.next_modes = []  # modes balancerStatus switches to on its next calls (someone else's doing)
-        self.round_polls = 0  # balancerStatus calls that still report a round in progress
-        self.migration_polls = 0  # $currentOp calls that still report self.migration
-        self.migration = {"desc": "MoveChunk", "shard": "shardA", "secs_running": 12, "ns": "shop.orders",
-                          "command": {"_shardsvrMoveRange": "shop.orders", "toShard": "shardB"}}
-        self.settings = {}  # config.settings documents by _id
         self.version = version
         self.commands = []
         self.lock = threading.Lock()
@@ -86,31 +81,18 @@ class MockMongos:
         if name == "balancerStatus":
             if self.next_modes:
                 self.balancer_mode = self.next_modes.pop(0)
-            in_round = self.round_polls > 0
-            self.round_polls = max(0, self.round_polls - 1)
-            return {"mode": self.balancer_mode, "inBalancerRound": in_round, "numBalancerRounds": bson.Int64(12)}
+            return {"mode": self.balancer_mode, "inBalancerRound": False, "numBalancerRounds": bson.Int64(12)}
         if name == "balancerStop":
             self.balancer_mode = "off"
             return {}
         if name == "balancerStart":
             self.balancer_mode = "full"
             return {}
-        if name == "aggregate":  # $currentOp: the migration while migration_polls last
-            batch = [dict(self.migration, active=True, type="op")] if self.migration_polls > 0 else []
-            self.migration_polls = max(0, self.migration_polls - 1)
-            return {"cursor": {"id": bson.Int64(0), "ns": "admin.$cmd.aggregate", "firstBatch": batch}}
-        if name == "find":  # config.settings
-            wanted = (document.get("filter") or {}).get("_id")
-            batch = [self.settings[wanted]] if document.get("find") == "settings" and wanted in self.settings else []
-            return {"cursor": {"id": bson.Int64(0), "ns": "config.%s" % document.get("find"), "firstBatch": batch}}
-        if name == "update" and document.get("update") == "settings":
-            for statement in document.get("updates") or []:
-                key = statement["q"]["_id"]
-                current = self.settings.setdefault(key, {"_id": key})
-                current.update(statement["u"].get("$set") or {})
-                for field in statement["u"].get("$unset") or {}:
-                    current.pop(field, None)
-            return {"n": 1, "nModified": 1}
+        if name in ("aggregate", "find"):  # $currentOp (no migration runs) and config.settings (no window)
+            target = document.get(name)
+            collection = target if isinstance(target, str) else "$cmd.aggregate"
+            namespace = "%s.%s" % (document.get("$db", "admin"), collection)
+            return {"cursor": {"id": bson.Int64(0), "ns": namespace, "firstBatch": []}}
         return None
 
 

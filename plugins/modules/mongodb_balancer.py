@@ -10,25 +10,24 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: mongodb_balancer
-short_description: Report, stop (and wait for) or start the balancer of a sharded MongoDB cluster
-version_added: "1.1.0"
+short_description: Report, stop or start the balancer of a sharded cluster, and set its active window
+version_added: "1.0.0"
 description:
-  - Talks to a mongos only; pointed at a shard member, a config server or a standalone it fails
-    before sending anything that changes state.
-  - Without O(state) it only reports - whether the balancer is enabled, its mode, whether a balancer
-    round is in progress, the chunk migrations running and the active window. No default changes
-    anything, so a task that forgets O(state) never starts a balancer someone stopped.
-  - The result carries the state before the call (RV(before)), so a role can put the balancer back as
-    it found it (start it in C(always:) only when C(before.enabled) was true).
-  - O(state=stopped) stops the balancer (C(balancerStop)) and then waits, up to O(wait_timeout), until no
-    balancer round is in progress and no chunk migration runs, as C(balancerStatus) and C($currentOp)
-    report them. Stopping only prevents new rounds; a round or migration in progress finishes on its own,
-    so the module also waits when the balancer was already stopped. On timeout the task fails, names
-    what is still running, and starts the balancer again when it was running before, unless
-    O(leave_stopped_on_timeout=true).
-  - O(state=started) starts it (C(balancerStart)). Idempotent - a balancer already in the requested state
-    (and idle, for V(stopped)) reports no change.
-  - O(window) sets the active window (in C(config.settings)), or removes it with an empty O(window).
+  - Connects to a mongos and reports the balancer as the cluster sees it, whether it is enabled, its mode,
+    whether a balancing round is in progress, the chunk migrations running and the active window.
+  - Without O(state) and O(window) it only reports and changes nothing. There is no default O(state), so
+    a task can never start a balancer by accident.
+  - With O(state=stopped) it stops the balancer (C(balancerStop)), then waits until no balancing round is in
+    progress and no chunk migration runs, as C(balancerStatus) and C($currentOp) report them. A balancer found
+    stopped is not stopped again (no change) but is still waited for, since a round it had started, or a
+    migration, can still be running.
+  - When that does not happen within O(wait_timeout) the task fails, names the round and each migration still
+    running, and leaves the balancer as it found it, started again when it was running before, unless
+    O(leave_stopped_on_timeout) is set.
+  - With O(state=started) it starts a stopped balancer (C(balancerStart)). A running balancer is left alone.
+  - RV(before) is the state found, so a play can put it back later; RV(after) is the state at the end.
+  - Works only through a mongos. Pointed at a shard member, a config server, a replica set or a standalone server,
+    the task fails before it sends anything that changes the cluster.
 extends_documentation_fragment:
   - dbops.mongodb_backup.connection
   - dbops.mongodb_backup.attributes
@@ -36,127 +35,192 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Reports the current state and what would change; sends no balancerStop, balancerStart or settings write.
+    details:
+      - Reads the balancer state and reports whether anything would change and the predicted RV(after).
+        It sends no C(balancerStop), C(balancerStart) or C(config.settings) write, and does not wait.
   diff_mode:
     support: none
 options:
   state:
     description:
       - V(stopped) stops the balancer and waits until it is idle; V(started) starts it.
-      - Omitted, the module only reports and changes nothing.
+      - Not set, the balancer is only reported (or only its window changed with O(window)).
     type: str
     choices: [started, stopped]
   wait_timeout:
     description:
-      - Seconds O(state=stopped) waits for a balancer round and the chunk migrations in progress to end.
+      - With O(state=stopped), seconds to wait for the balancing round in progress and the running chunk
+        migrations to finish. V(0) checks once and does not wait.
     type: int
     default: 600
   leave_stopped_on_timeout:
     description:
-      - When O(state=stopped) times out, leave the balancer stopped instead of starting it again.
+      - With O(state=stopped), when the wait times out, leave the balancer stopped instead of starting it again.
+      - Without it a balancer that was running before the task is started again on timeout, so the cluster
+        stays as it was found. Either way the task fails.
     type: bool
     default: false
   poll_interval:
     description:
-      - Seconds between two checks while waiting.
+      - Seconds between two checks of the balancer while waiting.
     type: float
-    default: 1.0
+    default: 1
   window:
     description:
-      - Active window of the balancer, C(start) and C(stop) as C(HH:MM) in the config servers' local time;
-        the balancer only runs rounds inside it. An empty dictionary removes the window.
+      - The balancer's active window, the time of day during which it may balance, kept in C(config.settings)
+        (document C(balancer), field C(activeWindow)). Times are the config servers' local time.
+      - Both O(window.start) and O(window.stop) set the window, rewritten only when it differs.
+      - An empty dict (V({})) removes the window, so the balancer may run at any time.
+      - Not set, the window is left as it is.
+      - Applied after O(state). A stop that times out fails before the window is written.
     type: dict
     suboptions:
       start:
-        description: Time of day the window opens, C(HH:MM).
+        description:
+          - Start of the window, C(HH:MM) from C(00:00) to C(23:59).
         type: str
       stop:
-        description: Time of day the window closes, C(HH:MM).
+        description:
+          - End of the window, C(HH:MM). A window may cross midnight (C(start=23:00), C(stop=06:00)).
         type: str
 notes:
-  - The user needs C(clusterManager) (balancerStart, balancerStop, config.settings) and C(clusterMonitor)
-    (balancerStatus, C($currentOp) of all users).
+  - The user needs the C(clusterManager) role (or the C(enableSharding) action on the cluster for
+    C(balancerStop) and C(balancerStart), C(find) and C(update) on C(config.settings), and C(inprog) for C($currentOp)).
+  - Roles restore the balancer in C(always:), and start it again only when RV(before) says it was enabled.
 seealso:
-  - module: dbops.mongodb_backup.mongodb_sharded_backup
   - name: Manage the sharded cluster balancer
-    description: The MongoDB manual on stopping the balancer and waiting for migrations.
+    description: MongoDB manual on stopping the balancer and its active window.
     link: https://www.mongodb.com/docs/manual/tutorial/manage-sharded-cluster-balancer/
 author:
   - dbops.mongodb_backup contributors (!UNKNOWN)
 '''
 
 EXAMPLES = r'''
-- name: Record the balancer state (changes nothing)
+- name: Report the balancer, changing nothing
   dbops.mongodb_backup.mongodb_balancer:
-    uri: "{{ mongos_uri }}"
+    uri: mongodb://mongos1.example.com:27017
+    login_user: backup
+    login_password: "{{ vault_backup_password }}"
   register: balancer
 
-- name: Maintenance with the balancer stopped, put back as found whatever happens
+- name: Work with the balancer stopped, and put it back as found whatever happens
   block:
-    - name: Stop the balancer and wait up to 20 minutes for a migration in progress
+    - name: Stop the balancer and wait up to 10 minutes for the round and migrations in progress
       dbops.mongodb_backup.mongodb_balancer:
-        uri: "{{ mongos_uri }}"
+        uri: mongodb://mongos1.example.com:27017
         state: stopped
-        wait_timeout: 1200
+        wait_timeout: 600
 
-    - name: The work that needs no chunk to move
+    - name: Something that needs no chunk moving
       ansible.builtin.debug:
-        msg: maintenance here
+        msg: "the balancer is stopped and idle"
   always:
-    - name: Start the balancer again only if it was running
+    - name: Start the balancer again only when it was running before
       dbops.mongodb_backup.mongodb_balancer:
-        uri: "{{ mongos_uri }}"
+        uri: mongodb://mongos1.example.com:27017
         state: started
       when: balancer.before.enabled
 
-- name: Let the balancer run only at night
+- name: Let the balancer run at night only
   dbops.mongodb_backup.mongodb_balancer:
-    uri: "{{ mongos_uri }}"
+    uri: mongodb://mongos1.example.com:27017
     window:
       start: "23:00"
-      stop: "05:00"
+      stop: "06:00"
+
+- name: Remove the active window
+  dbops.mongodb_backup.mongodb_balancer:
+    uri: mongodb://mongos1.example.com:27017
+    window: {}
 '''
 
 RETURN = r'''
 before:
   description:
-    - The balancer before the call - C(enabled), C(mode) (C(full) or C(off)), C(in_balancer_round),
-      C(migrations) (each running migration's C(operation), C(namespace), C(shard), C(seconds)) and
-      C(window) (C(start), C(stop)) or null.
+    - The balancer as found, before the task changed anything.
+    - C(enabled) is false when C(mode) is C(off). C(in_balancer_round) may be true while the balancer is
+      stopped, when a round it had started is still finishing.
+    - C(migrations) are the chunk migrations running, each with C(namespace), C(from_shard) and C(to_shard)
+      (null when the server does not report it), the range C(min) and C(max), the C(command) that runs it,
+      the C(shard) that reports it, C(opid) and C(seconds_running).
+    - C(window) is the active window C({start, stop}), or null when there is none.
+    - Also returned when the task fails, so a play can put the balancer back.
   returned: always
   type: dict
-  sample: {"enabled": true, "mode": "full", "in_balancer_round": true, "window": null,
-           "migrations": [{"operation": "moveRange", "namespace": "shop.orders", "shard": "shard01", "seconds": 12}]}
+  sample: {"enabled": true, "mode": "full", "in_balancer_round": true, "window": {"start": "23:00", "stop": "06:00"},
+           "migrations": [{"namespace": "shop.orders", "from_shard": "shard01", "to_shard": "shard02",
+                           "min": {"customer": 100}, "max": {"customer": 200}, "command": "_shardsvrMoveRange",
+                           "shard": "shard01", "opid": "shard01:23142", "seconds_running": 4}]}
 after:
-  description: The balancer after the call, same keys as RV(before) (in check mode, what it would be).
+  description:
+    - The balancer at the end of the task, in the same form as RV(before). In check mode the state it would have.
+    - On a timeout, the state the balancer was left in.
   returned: always
   type: dict
   sample: {"enabled": false, "mode": "off", "in_balancer_round": false, "migrations": [], "window": null}
+waited_seconds:
+  description: With O(state=stopped), seconds spent stopping the balancer and waiting until it was idle.
+  returned: when O(state=stopped)
+  type: float
+  sample: 12.5
+still_running:
+  description: When the wait timed out, what was still running, C(in_balancer_round) and C(migrations).
+  returned: failure after a timeout
+  type: dict
+  sample: {"in_balancer_round": false, "migrations": [{"namespace": "shop.orders", "from_shard": "shard01",
+           "to_shard": "shard02", "min": {"customer": 100}, "max": {"customer": 200},
+           "command": "_shardsvrMoveRange", "shard": "shard01", "opid": "shard01:23142", "seconds_running": 640}]}
+balancer_restarted:
+  description: When the wait timed out, whether the balancer was started again because it was running before.
+  returned: failure after a timeout
+  type: bool
+  sample: true
 '''
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.module import MongoDBModule
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.balancer import Balancer, check_window
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster import balancer
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.mongos import require_mongos
+
+
+def _apply(client, params, check_mode):
+    """Steps in order (state, then window); before is the first state seen, after the last."""
+    steps = []
+    if params["state"] == "stopped":
+        steps.append(lambda: balancer.stop_balancer(
+            client, params["wait_timeout"], leave_stopped_on_timeout=params["leave_stopped_on_timeout"],
+            poll_interval=params["poll_interval"], check_mode=check_mode))
+    elif params["state"] == "started":
+        steps.append(lambda: balancer.start_balancer(client, check_mode=check_mode))
+    window = params["window"]
+    if window is not None:
+        if window.get("start") is None and window.get("stop") is None:
+            steps.append(lambda: balancer.clear_window(client, check_mode=check_mode))
+        else:
+            steps.append(lambda: balancer.set_window(client, window["start"], window["stop"], check_mode=check_mode))
+    if not steps:
+        state = balancer.balancer_state(client)
+        return False, dict(before=state, after=state)
+    result, changed, before = {}, False, None
+    for step in steps:
+        outcome = step()
+        if check_mode and before is not None:
+            # later steps read the server, which check mode did not change: carry the predictions on
+            outcome["after"] = dict(result["after"], window=outcome["after"]["window"])
+        step_changed = outcome.pop("changed")
+        changed = changed or step_changed
+        before = outcome["before"] if before is None else before
+        result.update(outcome)
+    result["before"] = before
+    return changed, result
 
 
 def run_module(module):
     params = module.params
-    window = check_window(params["window"])  # before connecting
     client = client_utils.connect(module.connection_options)
     try:
-        balancer = Balancer(client, poll_interval=params["poll_interval"])
-        if params["state"] == "stopped":
-            changed, before, after = balancer.stop(params["wait_timeout"], params["leave_stopped_on_timeout"],
-                                                   module.check_mode)
-        elif params["state"] == "started":
-            changed, before, after = balancer.start(module.check_mode)
-        else:
-            changed, before = False, balancer.state()
-            after = before
-        if window is not None and balancer.set_window(window, module.check_mode):
-            changed = True
-            after = dict(after, window=window or None)
-        return changed, {"before": before, "after": after}
+        require_mongos(client, "mongodb_balancer")
+        return _apply(client, params, module.check_mode)
     finally:
         client.close()
 
@@ -168,7 +232,8 @@ def main():
             wait_timeout=dict(type="int", default=600),
             leave_stopped_on_timeout=dict(type="bool", default=False),
             poll_interval=dict(type="float", default=1.0),
-            window=dict(type="dict", options=dict(start=dict(type="str"), stop=dict(type="str"))),
+            window=dict(type="dict", options=dict(start=dict(type="str"), stop=dict(type="str")),
+                        required_together=[["start", "stop"]]),
         ),
         supports_check_mode=True,
     )

@@ -1,131 +1,436 @@
-"""mongodb_balancer over the wire: a mockupdb mongos answering balancerStatus, balancerStop/Start,
-$currentOp and config.settings as MongoDB 7/8 do, and a replica-set member that is no mongos."""
+"""Protocol tests for the balancer: the test server has no sharding, so a mockupdb server plays the
+mongos (hello with msg isdbgrid) and answers balancerStatus, balancerStop, balancerStart,
+$currentOp and config.settings as MongoDB 7/8 document them. Its small state machine says for how
+many polls a round is still in progress and a migration still runs; every command it receives is
+recorded, so each test checks what the cluster saw."""
 
+import threading
+
+import bson
 import pytest
 from mockupdb import MockupDB
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.balancer import Balancer
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import ClusterError
-from cluster_bed import MockMongos
-from support import run_module_task
+import support
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster import balancer
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.mongos import require_mongos
 
 pytestmark = pytest.mark.protocol
 
 MODULE = "dbops.mongodb_backup.mongodb_balancer"
-CHANGES = ("balancerStop", "balancerStart", "update")
+# Commands that change the balancer or its settings: a report, a check-mode run or a refusal sends none.
+WRITES = ("balancerStop", "balancerStart", "update", "insert", "delete", "findAndModify")
+EPOCH = bson.ObjectId("65f0a1b2c3d4e5f601234567")
 
 
-@pytest.fixture
-def mongos():
-    server = MockMongos({"shardA": "shardA/a1:27018", "shardB": "shardB/b1:27018"}, "cfg/c1:27019",
-                        balancer_mode="full")
-    yield server
-    server.stop()
+def donor_op(namespace="shop.orders", donor="shard01", recipient="shard02", low=100, high=200, secs=4):
+    """A migration as $currentOp through a mongos reports it from the donor shard (MongoDB 7/8)."""
+    return {
+        "shard": donor, "type": "op", "host": "%s-a.example.net:27018" % donor, "desc": "conn4211",
+        "connectionId": 4211, "client_s": "10.0.0.9:40112", "active": True, "opid": "%s:23142" % donor,
+        "secs_running": bson.Int64(secs), "microsecs_running": bson.Int64(secs * 1000000 + 1234),
+        "op": "command", "ns": namespace, "redacted": False, "numYields": 0, "locks": {},
+        "waitingForLock": False, "lockStats": {}, "waitingForFlowControl": False, "flowControlStats": {},
+        "command": {"_shardsvrMoveRange": namespace, "toShard": recipient, "min": {"customer": low},
+                    "max": {"customer": high}, "waitForDelete": False, "epoch": EPOCH,
+                    "collectionTimestamp": bson.Timestamp(1700000000, 3), "fromShard": donor,
+                    "maxChunkSizeBytes": bson.Int64(134217728), "forceJumbo": 0, "secondaryThrottle": False,
+                    "writeConcern": {"w": 1, "wtimeout": 0}, "$db": "admin"},
+    }
 
 
-def _balancer(mongos):
-    client = client_utils.connect(client_utils.ConnectionOptions(uri=mongos.uri, connect_timeout=3))
-    return client, Balancer(client, poll_interval=0.01)
+def config_op(namespace="shop.orders", recipient="shard02", low=100, high=200):
+    """The same migration as the config server runs it for a moveRange sent to a mongos."""
+    return {
+        "shard": "config", "type": "op", "host": "cfg-a.example.net:27019", "desc": "conn77", "active": True,
+        "opid": "config:991", "secs_running": bson.Int64(5), "op": "command", "ns": namespace,
+        "command": {"_configsvrMoveRange": namespace, "toShard": recipient, "min": {"customer": low},
+                    "max": {"customer": high}, "waitForDelete": False, "forceJumbo": 0,
+                    "writeConcern": {"w": "majority", "wtimeout": 60000}, "$db": "admin"},
+    }
 
 
-def _changes(mongos):
-    return [name for name in mongos.names() if name in CHANGES]
+class MockMongos:
+    """A mongos (with ``set_name`` a replica-set primary such as a shard member, with ``standalone`` a
+    standalone mongod) that keeps the
+    balancer's state: ``round_polls`` balancerStatus replies still report a round in progress,
+    ``migration_polls`` $currentOp replies still list ``migration_ops``."""
+
+    def __init__(self):
+        self.server = MockupDB(auto_ismaster=False)
+        self.server.autoresponds(self._handle)
+        self.server.run()
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self, mode="full", round_polls=0, migration_polls=0, migration_ops=None, window=None,
+              set_name=None, standalone=False):
+        with self.lock:
+            self.mode = mode
+            self.round_polls = round_polls
+            self.migration_polls = migration_polls
+            self.migration_ops = list(migration_ops or [])
+            self.settings = {"_id": "balancer", "mode": mode, "stopped": mode == "off"}
+            if window is not None:
+                self.settings["activeWindow"] = dict(window)
+            self.set_name = set_name
+            self.standalone = standalone
+            self.commands = []
+
+    @property
+    def uri(self):
+        return self.server.uri
+
+    def names(self):
+        with self.lock:
+            return [name for name, _doc in self.commands]
+
+    def sent(self, name):
+        with self.lock:
+            return [doc for command, doc in self.commands if command == name]
+
+    def _hello(self):
+        reply = {"isWritablePrimary": True, "ismaster": True, "maxWireVersion": 21, "minWireVersion": 0,
+                 "maxBsonObjectSize": 16777216, "maxMessageSizeBytes": 48000000, "maxWriteBatchSize": 100000,
+                 "localTime": bson.datetime.datetime.utcnow(), "connectionId": 1, "readOnly": False}
+        if self.set_name:
+            address = self.server.address_string
+            reply.update(setName=self.set_name, setVersion=3, hosts=[address], me=address, primary=address,
+                         secondary=False, electionId=bson.ObjectId("7fffffff0000000000000003"),
+                         lastWrite={"opTime": {"ts": bson.Timestamp(1700000000, 1), "t": bson.Int64(3)}})
+        elif not self.standalone:
+            reply["msg"] = "isdbgrid"
+        return reply
+
+    def _handle(self, request):
+        name = request.command_name
+        if name is None:
+            return False
+        document = dict(request.doc)
+        with self.lock:
+            if name not in ("hello", "ismaster", "isMaster", "ping", "endSessions"):
+                self.commands.append((name, document))
+            reply = self._reply(name, document)
+        if reply is None:
+            return request.command_err(59, "no such command: '%s'" % name)
+        return request.ok(reply)
+
+    def _reply(self, name, document):
+        if name in ("hello", "ismaster", "isMaster"):
+            return self._hello()
+        if name in ("ping", "endSessions"):
+            return {}
+        if self.set_name or self.standalone:  # not a mongos: no balancer commands (CommandNotFound)
+            return None
+        if name == "balancerStatus":
+            in_round = self.round_polls > 0
+            self.round_polls = max(0, self.round_polls - 1)
+            return {"mode": self.mode, "inBalancerRound": in_round, "numBalancerRounds": bson.Int64(86)}
+        if name == "balancerStop":
+            self.mode = "off"
+            self.settings.update(mode="off", stopped=True)
+            return {}
+        if name == "balancerStart":
+            self.mode = "full"
+            self.settings.update(mode="full", stopped=False)
+            return {}
+        if name == "aggregate" and document.get("pipeline", [{}])[0].get("$currentOp") is not None:
+            ops = self.migration_ops if self.migration_polls > 0 else []
+            self.migration_polls = max(0, self.migration_polls - 1)
+            return {"cursor": {"id": bson.Int64(0), "ns": "admin.$cmd.aggregate", "firstBatch": ops}}
+        if name == "find" and document.get("$db") == "config" and document["find"] == "settings":
+            found = [dict(self.settings)] if document.get("filter") == {"_id": "balancer"} else []
+            return {"cursor": {"id": bson.Int64(0), "ns": "config.settings", "firstBatch": found}}
+        if name == "update" and document.get("$db") == "config" and document["update"] == "settings":
+            return self._update(document["updates"][0])
+        return None
+
+    def _update(self, update):
+        assert update["q"] == {"_id": "balancer"} and update.get("upsert") is True, update
+        for field, value in update["u"].get("$set", {}).items():
+            self.settings[field] = value
+        for field in update["u"].get("$unset", {}):
+            self.settings.pop(field, None)
+        return {"n": 1, "nModified": 1}
 
 
-def test_without_state_it_only_reports(mongos, tmp_path):
-    mongos.round_polls, mongos.migration_polls = 5, 5
-    result = run_module_task(tmp_path, MODULE, uri=mongos.uri)
-    assert result["failed"] is False and result["changed"] is False
+@pytest.fixture(name="shared_mongos", scope="module")
+def fixture_shared_mongos():
+    mongos = MockMongos()
+    try:
+        yield mongos
+    finally:
+        mongos.server.stop()
+
+
+@pytest.fixture(name="mongos")
+def fixture_mongos(shared_mongos):
+    shared_mongos.reset()
+    yield shared_mongos
+
+
+@pytest.fixture(name="client")
+def fixture_client(mongos):
+    import pymongo
+    client = pymongo.MongoClient(mongos.uri, serverSelectionTimeoutMS=3000, socketTimeoutMS=5000)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def run_task(mongos, tmp_path, check=False, **options):
+    """The module through ansible-playbook, with short timeouts so nothing hangs."""
+    options.setdefault("connect_timeout", 3)
+    options.setdefault("socket_timeout", 10)
+    return support.run_module_task(tmp_path, MODULE, check=check, uri=mongos.uri, **options)
+
+
+def assert_no_writes(mongos):
+    names = mongos.names()
+    assert not [name for name in names if name in WRITES], names
+
+
+# --------------------------------------------------------------------------- reading the state
+
+def test_protocol_report_only_changes_nothing(mongos, tmp_path):
+    mongos.reset(mode="full", round_polls=99, migration_polls=99, migration_ops=[donor_op()],
+                 window={"start": "23:00", "stop": "06:00"})
+    result = run_task(mongos, tmp_path)
+    assert result.get("failed") is not True, result
+    assert result["changed"] is False
+    assert result["before"] == result["after"]
+    state = result["before"]
+    assert state["enabled"] is True and state["mode"] == "full" and state["in_balancer_round"] is True
+    assert state["window"] == {"start": "23:00", "stop": "06:00"}
+    assert [(m["namespace"], m["from_shard"], m["to_shard"]) for m in state["migrations"]] == [
+        ("shop.orders", "shard01", "shard02")]
+    assert state["migrations"][0]["min"] == {"customer": 100} and state["migrations"][0]["seconds_running"] == 4
+    assert_no_writes(mongos)
+    # $currentOp through the mongos: every shard's operations, every user's
+    stage = mongos.sent("aggregate")[0]["pipeline"][0]["$currentOp"]
+    assert stage["allUsers"] is True and stage["localOps"] is False
+
+
+def test_protocol_one_migration_seen_on_config_server_and_donor_is_one(client, mongos):
+    mongos.reset(mode="off", migration_polls=1, migration_ops=[config_op(), donor_op()])
+    state = balancer.balancer_state(client)
+    assert state == {"enabled": False, "mode": "off", "in_balancer_round": False, "window": None,
+                     "migrations": [{"namespace": "shop.orders", "from_shard": "shard01", "to_shard": "shard02",
+                                     "min": {"customer": 100}, "max": {"customer": 200},
+                                     "command": "_shardsvrMoveRange", "shard": "shard01", "opid": "shard01:23142",
+                                     "seconds_running": 4}]}
+
+
+def test_protocol_legacy_move_chunk_names_the_donor_from_its_shard(client, mongos):
+    op = donor_op(namespace="shop.carts", donor="shard03", recipient="shard01")
+    op["command"] = {"moveChunk": "shop.carts", "toShard": "shard01", "min": {"_id": bson.MinKey()},
+                     "max": {"_id": 0}, "$db": "admin"}
+    mongos.reset(mode="full", migration_polls=1, migration_ops=[op])
+    migrations = balancer.balancer_state(client)["migrations"]
+    assert [(m["namespace"], m["from_shard"], m["to_shard"], m["min"]) for m in migrations] == [
+        ("shop.carts", "shard03", "shard01", {"_id": {"$minKey": 1}})]
+
+
+# --------------------------------------------------------------------------- stopping
+
+def test_protocol_stop_waits_through_round_and_migration(mongos, tmp_path):
+    mongos.reset(mode="full", round_polls=3, migration_polls=5, migration_ops=[donor_op()])
+    result = run_task(mongos, tmp_path, state="stopped", wait_timeout=20, poll_interval=0.05)
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True
     assert result["before"]["enabled"] is True and result["before"]["in_balancer_round"] is True
-    assert result["before"]["migrations"] == [{"operation": "_shardsvrMoveRange", "namespace": "shop.orders",
-                                               "shard": "shardA", "seconds": 12}]
-    assert _changes(mongos) == []
-
-
-def test_stop_waits_through_a_round_and_a_migration_then_reports_the_state_before(mongos, tmp_path):
-    mongos.round_polls, mongos.migration_polls = 3, 4
-    result = run_module_task(tmp_path, MODULE, uri=mongos.uri, state="stopped", poll_interval=0.05, wait_timeout=30)
-    assert result["failed"] is False and result["changed"] is True
-    assert result["before"]["enabled"] is True and result["before"]["mode"] == "full"
+    assert result["before"]["migrations"][0]["namespace"] == "shop.orders"
     assert result["after"] == {"enabled": False, "mode": "off", "in_balancer_round": False, "migrations": [],
                                "window": None}
-    assert mongos.round_polls == 0 and mongos.migration_polls == 0  # it polled until both were over
-    assert _changes(mongos) == ["balancerStop"]
+    names = mongos.names()
+    assert names.count("balancerStop") == 1 and "balancerStart" not in names
+    # it polled until the round and the migration were over, and not after
+    stop_at = names.index("balancerStop")
+    assert names[stop_at + 1:].count("balancerStatus") >= 2
+    assert mongos.round_polls == 0 and mongos.migration_polls == 0
+    assert mongos.sent("balancerStop")[0]["maxTimeMS"] == 20000
 
 
-def test_stop_on_a_stopped_idle_balancer_changes_nothing(mongos):
-    mongos.balancer_mode = "off"
-    client, balancer = _balancer(mongos)
-    changed, before, after = balancer.stop(wait_timeout=5)
-    client.close()
-    assert changed is False and before["enabled"] is False
-    assert _changes(mongos) == []
+def test_protocol_stop_when_already_stopped_and_idle_changes_nothing(client, mongos):
+    mongos.reset(mode="off")
+    result = balancer.stop_balancer(client, 5, poll_interval=0.05)
+    assert result["changed"] is False and result["before"]["mode"] == "off" and result["after"]["mode"] == "off"
+    assert_no_writes(mongos)
 
 
-def test_a_timeout_fails_naming_what_runs_and_starts_the_balancer_again(mongos, tmp_path):
-    mongos.migration_polls = 10 ** 6
-    result = run_module_task(tmp_path, MODULE, uri=mongos.uri, state="stopped", poll_interval=0.05, wait_timeout=1)
-    assert result["failed"] is True
-    assert "did not become idle within 1s" in result["msg"]
-    assert "chunk migration (_shardsvrMoveRange of shop.orders on shard shardA" in result["msg"]
-    assert "started again" in result["msg"]
-    assert _changes(mongos) == ["balancerStop", "balancerStart"]
-    assert mongos.balancer_mode == "full"
-
-
-def test_a_timeout_with_leave_stopped_on_timeout_keeps_it_stopped(mongos):
-    mongos.round_polls = 10 ** 6
-    client, balancer = _balancer(mongos)
-    with pytest.raises(ClusterError) as failure:
-        balancer.stop(wait_timeout=0.3, leave_stopped_on_timeout=True)
-    client.close()
-    assert "a balancer round is in progress" in failure.value.message
-    assert "left stopped" in failure.value.message
-    assert mongos.balancer_mode == "off" and _changes(mongos) == ["balancerStop"]
-
-
-def test_start_starts_a_stopped_balancer_and_reports_it_was_stopped(mongos, tmp_path):
-    mongos.balancer_mode = "off"
-    result = run_module_task(tmp_path, MODULE, uri=mongos.uri, state="started")
-    assert result["changed"] is True and result["before"]["enabled"] is False and result["after"]["enabled"] is True
-    assert _changes(mongos) == ["balancerStart"]
-    result = run_module_task(tmp_path, MODULE, uri=mongos.uri, state="started")
-    assert result["changed"] is False and _changes(mongos) == ["balancerStart"]
-
-
-def test_check_mode_sends_nothing_that_changes_state(mongos, tmp_path):
-    result = run_module_task(tmp_path, MODULE, check=True, uri=mongos.uri, state="stopped",
-                             window={"start": "23:00", "stop": "05:00"})
-    assert result["changed"] is True and result["after"]["enabled"] is False
-    assert _changes(mongos) == []
-
-
-def test_the_window_is_set_and_removed_in_config_settings(mongos, tmp_path):
-    result = run_module_task(tmp_path, MODULE, uri=mongos.uri, window={"start": "23:00", "stop": "05:00"})
-    assert result["changed"] is True and result["after"]["window"] == {"start": "23:00", "stop": "05:00"}
-    assert mongos.settings["balancer"]["activeWindow"] == {"start": "23:00", "stop": "05:00"}
-    result = run_module_task(tmp_path, MODULE, uri=mongos.uri, window={"start": "23:00", "stop": "05:00"})
+def test_protocol_stop_when_stopped_still_waits_for_the_finishing_round(client, mongos):
+    mongos.reset(mode="off", round_polls=3)
+    result = balancer.stop_balancer(client, 5, poll_interval=0.05)
     assert result["changed"] is False
-    result = run_module_task(tmp_path, MODULE, uri=mongos.uri, window={})
-    assert result["changed"] is True and "activeWindow" not in mongos.settings["balancer"]
-    result = run_module_task(tmp_path, MODULE, uri=mongos.uri, window={"start": "25:00", "stop": "05:00"})
-    assert result["failed"] is True and "not a time of day HH:MM" in result["msg"]
+    assert result["before"]["in_balancer_round"] is True and result["after"]["in_balancer_round"] is False
+    assert mongos.round_polls == 0
+    assert_no_writes(mongos)
 
 
-def test_pointed_at_a_shard_member_it_fails_and_sends_nothing(tmp_path):
-    hello = {"maxWireVersion": 21, "minWireVersion": 0, "isWritablePrimary": True, "setName": "shardA"}
-    member = MockupDB(auto_ismaster=hello)
-    received = []
-    member.autoresponds(lambda request: received.append(request.command_name))  # records, answers nothing
-    member.autoresponds("hello", **hello)
-    member.autoresponds("ping")
-    member.run()
-    try:
-        result = run_module_task(tmp_path, MODULE, uri=member.uri + "/?directConnection=true", state="stopped",
-                                 socket_timeout=5)
-    finally:
-        member.stop()
+def test_protocol_stop_timeout_starts_the_running_balancer_again(mongos, tmp_path):
+    mongos.reset(mode="full", round_polls=10 ** 6, migration_polls=10 ** 6,
+                 migration_ops=[donor_op(secs=640)])
+    result = run_task(mongos, tmp_path, state="stopped", wait_timeout=1, poll_interval=0.05)
     assert result["failed"] is True
-    assert "needs a mongos" in result["msg"] and "replica set shardA" in result["msg"]
-    assert not set(received) & set(CHANGES)
+    msg = result["msg"]
+    assert "did not become idle within 1s" in msg
+    assert "a balancer round is still in progress" in msg
+    assert "chunk migration of shop.orders from shard shard01 to shard shard02" in msg
+    assert "started again, as it was before" in msg
+    assert mongos.names().index("balancerStop") < mongos.names().index("balancerStart")
+    assert mongos.mode == "full"
+    assert result["before"]["enabled"] is True and result["after"]["enabled"] is True
+    assert result["balancer_restarted"] is True
+    assert result["still_running"]["in_balancer_round"] is True
+    assert result["still_running"]["migrations"][0]["seconds_running"] == 640
+
+
+def test_protocol_stop_timeout_leave_stopped(client, mongos):
+    mongos.reset(mode="full", migration_polls=10 ** 6, migration_ops=[donor_op()])
+    with pytest.raises(errors.ClusterError) as failure:
+        balancer.stop_balancer(client, 0.3, leave_stopped_on_timeout=True, poll_interval=0.05)
+    assert "chunk migration of shop.orders" in failure.value.message
+    assert "left stopped (leave_stopped_on_timeout); start it again with state: started" in failure.value.message
+    assert "balancerStart" not in mongos.names() and mongos.mode == "off"
+    assert failure.value.details["balancer_restarted"] is False
+    assert failure.value.details["after"]["enabled"] is False
+
+
+def test_protocol_stop_timeout_of_a_stopped_balancer_keeps_it_stopped(client, mongos):
+    mongos.reset(mode="off", round_polls=10 ** 6)
+    with pytest.raises(errors.ClusterError) as failure:
+        balancer.stop_balancer(client, 0.2, poll_interval=0.05)
+    assert "a balancer round is still in progress" in failure.value.message
+    assert "stays stopped, as it was before" in failure.value.message
+    assert_no_writes(mongos)
+
+
+def test_protocol_stop_check_mode_sends_no_balancer_stop(mongos, tmp_path):
+    mongos.reset(mode="full", round_polls=99)
+    result = run_task(mongos, tmp_path, check=True, state="stopped", wait_timeout=5, poll_interval=0.05)
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True
+    assert result["before"]["enabled"] is True and result["after"]["enabled"] is False
+    assert result["after"]["mode"] == "off"
+    assert_no_writes(mongos)
+    assert mongos.mode == "full"
+
+
+# --------------------------------------------------------------------------- starting
+
+def test_protocol_start_reports_the_previous_state(client, mongos):
+    mongos.reset(mode="off")
+    result = balancer.start_balancer(client)
+    assert result["changed"] is True
+    assert result["before"]["enabled"] is False and result["before"]["mode"] == "off"
+    assert result["after"]["enabled"] is True and result["after"]["mode"] == "full"
+    assert mongos.names().count("balancerStart") == 1 and mongos.mode == "full"
+
+
+def test_protocol_start_when_running_changes_nothing(client, mongos):
+    mongos.reset(mode="full")
+    result = balancer.start_balancer(client)
+    assert result["changed"] is False and result["before"] == result["after"]
+    assert_no_writes(mongos)
+
+
+def test_protocol_start_check_mode_sends_nothing(client, mongos):
+    mongos.reset(mode="off")
+    result = balancer.start_balancer(client, check_mode=True)
+    assert result["changed"] is True and result["after"]["mode"] == "full"
+    assert_no_writes(mongos)
+    assert mongos.mode == "off"
+
+
+# --------------------------------------------------------------------------- not a mongos
+
+def test_protocol_shard_member_is_refused_and_nothing_sent(mongos, tmp_path):
+    mongos.reset(set_name="shard01")
+    result = run_task(mongos, tmp_path, state="stopped", wait_timeout=5, poll_interval=0.05)
+    assert result["failed"] is True
+    msg = result["msg"]
+    assert "mongodb_balancer needs a mongos" in msg
+    assert "a member of replica set shard01" in msg and mongos.server.address_string in msg
+    assert "point the connection at a mongos" in msg and "nothing was changed" in msg
+    assert_no_writes(mongos)
+    assert "balancerStatus" not in mongos.names()
+
+
+def test_protocol_standalone_is_refused(mongos):
+    import pymongo
+    mongos.reset(standalone=True)
+    client = pymongo.MongoClient(mongos.uri, directConnection=True, serverSelectionTimeoutMS=3000,
+                                 socketTimeoutMS=5000)
+    try:
+        with pytest.raises(errors.ClusterError) as failure:
+            require_mongos(client, "stopping the balancer")
+    finally:
+        client.close()
+    assert "stopping the balancer needs a mongos" in failure.value.message
+    assert "is a standalone mongod" in failure.value.message
+    assert "point the connection at a mongos" in failure.value.message
+    assert mongos.names() == []
+
+
+# --------------------------------------------------------------------------- active window
+
+def test_protocol_window_set_writes_config_settings(mongos, tmp_path):
+    mongos.reset(mode="full")
+    result = run_task(mongos, tmp_path, window={"start": "23:00", "stop": "6:00"})
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True
+    assert result["before"]["window"] is None
+    assert result["after"]["window"] == {"start": "23:00", "stop": "06:00"}
+    updates = mongos.sent("update")
+    assert len(updates) == 1
+    assert updates[0]["updates"][0]["u"] == {"$set": {"activeWindow": {"start": "23:00", "stop": "06:00"}}}
+    assert mongos.settings["activeWindow"] == {"start": "23:00", "stop": "06:00"}
+    assert "balancerStop" not in mongos.names() and "balancerStart" not in mongos.names()
+
+
+def test_protocol_window_same_is_no_change(client, mongos):
+    mongos.reset(window={"start": "23:00", "stop": "06:00"})
+    result = balancer.set_window(client, "23:00", "06:00")
+    assert result["changed"] is False
+    assert_no_writes(mongos)
+
+
+def test_protocol_window_cleared_with_empty_dict(mongos, tmp_path):
+    mongos.reset(window={"start": "23:00", "stop": "06:00"})
+    result = run_task(mongos, tmp_path, window={})
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True
+    assert result["before"]["window"] == {"start": "23:00", "stop": "06:00"} and result["after"]["window"] is None
+    assert [doc["updates"][0]["u"] for doc in mongos.sent("update")] == [{"$unset": {"activeWindow": ""}}]
+    assert "activeWindow" not in mongos.settings
+
+
+def test_protocol_window_check_mode_writes_nothing(client, mongos):
+    mongos.reset()
+    result = balancer.set_window(client, "01:00", "05:00", check_mode=True)
+    assert result["changed"] is True and result["after"]["window"] == {"start": "01:00", "stop": "05:00"}
+    assert_no_writes(mongos)
+
+
+@pytest.mark.parametrize("start,stop,problem", [
+    ("24:00", "06:00", "window start '24:00' is not a time of day HH:MM"),
+    ("23:00", "6.30", "window stop '6.30' is not a time of day HH:MM"),
+    ("02:00", "2:00", "start and stop are both 02:00"),
+])
+def test_protocol_window_bad_times_are_refused_before_anything_sent(client, mongos, start, stop, problem):
+    with pytest.raises(errors.InvalidOption) as failure:
+        balancer.set_window(client, start, stop)
+    assert problem in failure.value.message
+    assert mongos.names() == []
+
+
+def test_protocol_stop_and_window_in_check_mode_predict_both(mongos, tmp_path):
+    mongos.reset(mode="full")
+    result = run_task(mongos, tmp_path, check=True, state="stopped", window={"start": "22:00", "stop": "04:00"},
+                      poll_interval=0.05)
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True
+    assert result["after"]["mode"] == "off" and result["after"]["window"] == {"start": "22:00", "stop": "04:00"}
+    assert result["before"]["mode"] == "full" and result["before"]["window"] is None
+    assert_no_writes(mongos)
