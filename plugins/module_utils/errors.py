@@ -102,3 +102,8 @@ class CatalogError(BackupError):
 class OplogGap(CatalogError):
     """Archived oplog has a hole: entries after the last archived one were gone before capture read
     them, so no restore can cross that point."""
+
+
+class FsyncLockError(BackupError):
+    """The fsync lock cannot be taken, released or read on this server (a primary without
+    allow_primary, a mongos too old for a cluster-wide lock, a lock older than allowed)."""

@@ -1,0 +1,4 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbops.mongodb_backup contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Cluster procedures: the fsync lock (and, as they arrive, the balancer and sharded backups)."""
