@@ -105,5 +105,10 @@ class OplogGap(CatalogError):
 
 
 class ClusterError(BackupError):
-    """A sharded-cluster step cannot run or did not complete: wrong kind of server, balancer or
-    lock state, shard map, or the cut across shards."""
+    """A sharded-cluster step cannot run or did not complete: wrong kind of server, balancer state,
+    shard map, or the cut across shards."""
+
+
+class FsyncLockError(BackupError):
+    """The fsync lock cannot be taken, released or read on this server (a primary without
+    allow_primary, a mongos too old for a cluster-wide lock, a lock older than allowed)."""

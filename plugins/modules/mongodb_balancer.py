@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: mongodb_balancer
 short_description: Report, stop or start the balancer of a sharded cluster, and set its active window
-version_added: "1.0.0"
+version_added: "1.1.0"
 description:
   - Connects to a mongos and reports the balancer as the cluster sees it, whether it is enabled, its mode,
     whether a balancing round is in progress, the chunk migrations running and the active window.

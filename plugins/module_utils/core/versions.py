@@ -43,3 +43,21 @@ def data_collection_name(collection, coll_type, server_version):
     if coll_type == "timeseries" and timeseries_uses_buckets(server_version):
         return BUCKETS_PREFIX + collection
     return collection
+
+
+# A mongos takes a cluster-wide fsync lock (every shard and the config server) from 7.1, and in
+# these patch releases of older series; other series never do.
+CLUSTER_FSYNC_LOCK_SINCE = (7, 1, 0)
+CLUSTER_FSYNC_LOCK_BACKPORTS = {(7, 0): (7, 0, 2), (6, 0): (6, 0, 11), (5, 0): (5, 0, 22)}
+CLUSTER_FSYNC_LOCK_NEEDED = "7.1 or newer, 7.0.2+, 6.0.11+ or 5.0.22+"
+
+
+def mongos_supports_fsync_lock(server_version):
+    """True when a mongos of this version can fsync-lock the whole cluster; unknown counts as no."""
+    parsed = parse_server_version(server_version)
+    if parsed is None:
+        return False
+    if parsed >= CLUSTER_FSYNC_LOCK_SINCE:
+        return True
+    backport = CLUSTER_FSYNC_LOCK_BACKPORTS.get(parsed[:2])
+    return backport is not None and parsed >= backport
