@@ -17,34 +17,68 @@ MONGOS_VERSION = "7.0.14"
 
 
 class MockMongos:
-    """A mongos for the control plane; records every command it receives (``commands``)."""
+    """A mongos for the control plane that records every command it receives (``commands``).
 
-    def __init__(self, shards, config, balancer_mode="off", version=MONGOS_VERSION):
-        self.shards = dict(shards)  # name -> "replicaSet/host:port,..."
+    ``shards`` ({name: "replicaSet/host:port"}) and ``config`` answer listShards and getShardMap. The
+    balancer keeps a small state: ``mode``; ``round_polls`` balancerStatus replies still report a round
+    in progress; ``migration_polls`` $currentOp replies still list ``migration_ops``; ``next_modes`` are
+    modes balancerStatus switches to on its next calls (someone else starting it); ``settings`` is
+    config.settings' balancer document. With ``set_name`` it answers as a replica-set primary (a shard
+    member), with ``standalone`` as a standalone mongod: no balancer command then exists.
+    """
+
+    def __init__(self, shards=None, config="configRS/127.0.0.1:1", mode="off", version=MONGOS_VERSION):
+        self.shards = dict(shards or {})
         self.config = config
-        self.balancer_mode = balancer_mode
-        self.next_modes = []  # modes balancerStatus switches to on its next calls (someone else's doing)
         self.version = version
-        self.commands = []
         self.lock = threading.Lock()
         self.server = MockupDB(auto_ismaster=False)
         self.server.autoresponds(self._handle)
         self.server.run()
+        self.reset(mode=mode)
+
+    def reset(self, mode="off", round_polls=0, migration_polls=0, migration_ops=None, window=None,
+              set_name=None, standalone=False):
+        with self.lock:
+            self.mode = mode
+            self.round_polls = round_polls
+            self.migration_polls = migration_polls
+            self.migration_ops = list(migration_ops or [])
+            self.next_modes = []
+            self.settings = {"_id": "balancer", "mode": mode, "stopped": mode == "off"}
+            if window is not None:
+                self.settings["activeWindow"] = dict(window)
+            self.set_name = set_name
+            self.standalone = standalone
+            self.commands = []
 
     @property
     def uri(self):
         return self.server.uri
 
-    @property
-    def address(self):
-        return "%s:%d" % self.server.address
-
     def names(self):
         with self.lock:
             return [name for name, _doc in self.commands]
 
+    def sent(self, name):
+        with self.lock:
+            return [doc for command, doc in self.commands if command == name]
+
     def stop(self):
         self.server.stop()
+
+    def _hello(self):
+        reply = {"isWritablePrimary": True, "ismaster": True, "maxWireVersion": 21, "minWireVersion": 0,
+                 "maxBsonObjectSize": 16777216, "maxMessageSizeBytes": 48000000, "maxWriteBatchSize": 100000,
+                 "localTime": datetime.datetime.utcnow(), "connectionId": 1, "readOnly": False}
+        if self.set_name:
+            address = self.server.address_string
+            reply.update(setName=self.set_name, setVersion=3, hosts=[address], me=address, primary=address,
+                         secondary=False, electionId=bson.ObjectId("7fffffff0000000000000003"),
+                         lastWrite={"opTime": {"ts": bson.Timestamp(1700000000, 1), "t": bson.Int64(3)}})
+        elif not self.standalone:
+            reply["msg"] = "isdbgrid"
+        return reply
 
     def _handle(self, request):
         name = request.command_name
@@ -52,48 +86,63 @@ class MockMongos:
             return False
         document = dict(request.doc)
         with self.lock:
-            if name not in ("hello", "ismaster", "isMaster", "ping"):
+            if name not in ("hello", "ismaster", "isMaster", "ping", "endSessions"):
                 self.commands.append((name, document))
-        reply = self._reply(name, document)
+            reply = self._reply(name, document)
         if reply is None:
             return request.command_err(59, "no such command: '%s'" % name)
         return request.ok(reply)
 
     def _reply(self, name, document):
         if name in ("hello", "ismaster", "isMaster"):
-            return {"isWritablePrimary": True, "ismaster": True, "msg": "isdbgrid", "maxWireVersion": 21,
-                    "minWireVersion": 0, "maxBsonObjectSize": 16777216, "maxMessageSizeBytes": 48000000,
-                    "maxWriteBatchSize": 100000, "localTime": bson.datetime.datetime.utcnow(),
-                    "connectionId": 1, "readOnly": False}
-        if name in ("ping", "endSessions", "flushRouterConfig"):
+            return self._hello()
+        if name in ("ping", "endSessions"):
             return {}
         if name == "buildInfo":
             major, minor, patch = (int(part) for part in self.version.split("."))
             return {"version": self.version, "versionArray": [major, minor, patch, 0], "gitVersion": "0" * 40}
+        if self.set_name or self.standalone:  # not a mongos: no cluster commands (CommandNotFound)
+            return None
+        return self._cluster_reply(name, document)
+
+    def _cluster_reply(self, name, document):
+        if name == "flushRouterConfig":
+            return {}
         if name == "listShards":
             return {"shards": [{"_id": shard, "host": host, "state": 1, "topologyTime": bson.Timestamp(1700000000, 1)}
                                for shard, host in sorted(self.shards.items())]}
         if name == "getShardMap":
-            mapping = dict(self.shards, config=self.config)
-            return {"map": mapping, "hosts": {}, "connStrings": {}}
+            return {"map": dict(self.shards, config=self.config), "hosts": {}, "connStrings": {}}
         if name == "shardCollection":
             return {"collectionsharded": document["shardCollection"]}
         if name == "balancerStatus":
             if self.next_modes:
-                self.balancer_mode = self.next_modes.pop(0)
-            return {"mode": self.balancer_mode, "inBalancerRound": False, "numBalancerRounds": bson.Int64(12)}
-        if name == "balancerStop":
-            self.balancer_mode = "off"
+                self.mode = self.next_modes.pop(0)
+            in_round = self.round_polls > 0
+            self.round_polls = max(0, self.round_polls - 1)
+            return {"mode": self.mode, "inBalancerRound": in_round, "numBalancerRounds": bson.Int64(86)}
+        if name in ("balancerStop", "balancerStart"):
+            self.mode = "off" if name == "balancerStop" else "full"
+            self.settings.update(mode=self.mode, stopped=self.mode == "off")
             return {}
-        if name == "balancerStart":
-            self.balancer_mode = "full"
-            return {}
-        if name in ("aggregate", "find"):  # $currentOp (no migration runs) and config.settings (no window)
-            target = document.get(name)
-            collection = target if isinstance(target, str) else "$cmd.aggregate"
-            namespace = "%s.%s" % (document.get("$db", "admin"), collection)
-            return {"cursor": {"id": bson.Int64(0), "ns": namespace, "firstBatch": []}}
+        if name == "aggregate" and document.get("pipeline", [{}])[0].get("$currentOp") is not None:
+            ops = self.migration_ops if self.migration_polls > 0 else []
+            self.migration_polls = max(0, self.migration_polls - 1)
+            return {"cursor": {"id": bson.Int64(0), "ns": "admin.$cmd.aggregate", "firstBatch": ops}}
+        if name == "find" and document.get("$db") == "config" and document["find"] == "settings":
+            found = [dict(self.settings)] if document.get("filter") == {"_id": "balancer"} else []
+            return {"cursor": {"id": bson.Int64(0), "ns": "config.settings", "firstBatch": found}}
+        if name == "update" and document.get("$db") == "config" and document["update"] == "settings":
+            return self._update(document["updates"][0])
         return None
+
+    def _update(self, update):
+        assert update["q"] == {"_id": "balancer"} and update.get("upsert") is True, update
+        for field, value in update["u"].get("$set", {}).items():
+            self.settings[field] = value
+        for field in update["u"].get("$unset", {}):
+            self.settings.pop(field, None)
+        return {"n": 1, "nModified": 1}
 
 
 def shard_string(name, server):

@@ -4,13 +4,12 @@ $currentOp and config.settings as MongoDB 7/8 document them. Its small state mac
 many polls a round is still in progress and a migration still runs; every command it receives is
 recorded, so each test checks what the cluster saw."""
 
-import threading
 
 import bson
 import pytest
-from mockupdb import MockupDB
 
 import support
+from cluster_bed import MockMongos
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster import balancer
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.mongos import require_mongos
@@ -50,113 +49,9 @@ def config_op(namespace="shop.orders", recipient="shard02", low=100, high=200):
     }
 
 
-class MockMongos:
-    """A mongos (with ``set_name`` a replica-set primary such as a shard member, with ``standalone`` a
-    standalone mongod) that keeps the
-    balancer's state: ``round_polls`` balancerStatus replies still report a round in progress,
-    ``migration_polls`` $currentOp replies still list ``migration_ops``."""
-
-    def __init__(self):
-        self.server = MockupDB(auto_ismaster=False)
-        self.server.autoresponds(self._handle)
-        self.server.run()
-        self.lock = threading.Lock()
-        self.reset()
-
-    def reset(self, mode="full", round_polls=0, migration_polls=0, migration_ops=None, window=None,
-              set_name=None, standalone=False):
-        with self.lock:
-            self.mode = mode
-            self.round_polls = round_polls
-            self.migration_polls = migration_polls
-            self.migration_ops = list(migration_ops or [])
-            self.settings = {"_id": "balancer", "mode": mode, "stopped": mode == "off"}
-            if window is not None:
-                self.settings["activeWindow"] = dict(window)
-            self.set_name = set_name
-            self.standalone = standalone
-            self.commands = []
-
-    @property
-    def uri(self):
-        return self.server.uri
-
-    def names(self):
-        with self.lock:
-            return [name for name, _doc in self.commands]
-
-    def sent(self, name):
-        with self.lock:
-            return [doc for command, doc in self.commands if command == name]
-
-    def _hello(self):
-        reply = {"isWritablePrimary": True, "ismaster": True, "maxWireVersion": 21, "minWireVersion": 0,
-                 "maxBsonObjectSize": 16777216, "maxMessageSizeBytes": 48000000, "maxWriteBatchSize": 100000,
-                 "localTime": bson.datetime.datetime.utcnow(), "connectionId": 1, "readOnly": False}
-        if self.set_name:
-            address = self.server.address_string
-            reply.update(setName=self.set_name, setVersion=3, hosts=[address], me=address, primary=address,
-                         secondary=False, electionId=bson.ObjectId("7fffffff0000000000000003"),
-                         lastWrite={"opTime": {"ts": bson.Timestamp(1700000000, 1), "t": bson.Int64(3)}})
-        elif not self.standalone:
-            reply["msg"] = "isdbgrid"
-        return reply
-
-    def _handle(self, request):
-        name = request.command_name
-        if name is None:
-            return False
-        document = dict(request.doc)
-        with self.lock:
-            if name not in ("hello", "ismaster", "isMaster", "ping", "endSessions"):
-                self.commands.append((name, document))
-            reply = self._reply(name, document)
-        if reply is None:
-            return request.command_err(59, "no such command: '%s'" % name)
-        return request.ok(reply)
-
-    def _reply(self, name, document):
-        if name in ("hello", "ismaster", "isMaster"):
-            return self._hello()
-        if name in ("ping", "endSessions"):
-            return {}
-        if self.set_name or self.standalone:  # not a mongos: no balancer commands (CommandNotFound)
-            return None
-        if name == "balancerStatus":
-            in_round = self.round_polls > 0
-            self.round_polls = max(0, self.round_polls - 1)
-            return {"mode": self.mode, "inBalancerRound": in_round, "numBalancerRounds": bson.Int64(86)}
-        if name == "balancerStop":
-            self.mode = "off"
-            self.settings.update(mode="off", stopped=True)
-            return {}
-        if name == "balancerStart":
-            self.mode = "full"
-            self.settings.update(mode="full", stopped=False)
-            return {}
-        if name == "aggregate" and document.get("pipeline", [{}])[0].get("$currentOp") is not None:
-            ops = self.migration_ops if self.migration_polls > 0 else []
-            self.migration_polls = max(0, self.migration_polls - 1)
-            return {"cursor": {"id": bson.Int64(0), "ns": "admin.$cmd.aggregate", "firstBatch": ops}}
-        if name == "find" and document.get("$db") == "config" and document["find"] == "settings":
-            found = [dict(self.settings)] if document.get("filter") == {"_id": "balancer"} else []
-            return {"cursor": {"id": bson.Int64(0), "ns": "config.settings", "firstBatch": found}}
-        if name == "update" and document.get("$db") == "config" and document["update"] == "settings":
-            return self._update(document["updates"][0])
-        return None
-
-    def _update(self, update):
-        assert update["q"] == {"_id": "balancer"} and update.get("upsert") is True, update
-        for field, value in update["u"].get("$set", {}).items():
-            self.settings[field] = value
-        for field in update["u"].get("$unset", {}):
-            self.settings.pop(field, None)
-        return {"n": 1, "nModified": 1}
-
-
 @pytest.fixture(name="shared_mongos", scope="module")
 def fixture_shared_mongos():
-    mongos = MockMongos()
+    mongos = MockMongos(mode="full")
     try:
         yield mongos
     finally:
@@ -165,7 +60,7 @@ def fixture_shared_mongos():
 
 @pytest.fixture(name="mongos")
 def fixture_mongos(shared_mongos):
-    shared_mongos.reset()
+    shared_mongos.reset(mode="full")
     yield shared_mongos
 
 

@@ -19,7 +19,7 @@ def start_cluster(tmp_path_factory, prefix, shard_names=SHARDS, balancer_mode="o
         client.bed.started.insert_one({"replica_set": "initiated"})
         client.close()
     mongos = MockMongos(dict((name, shard_string(name, servers[name])) for name in shard_names),
-                        shard_string("configRS", servers["config"]), balancer_mode=balancer_mode)
+                        shard_string("configRS", servers["config"]), mode=balancer_mode)
     return servers, mongos
 
 

@@ -241,7 +241,7 @@ def test_a_target_of_another_shape_is_refused_for_a_same_shape_restore(backup, t
 
 def test_a_running_balancer_is_refused_before_anything_is_written(cluster, tmp_path):
     servers, mongos = cluster
-    mongos.balancer_mode = "full"
+    mongos.mode = "full"
     try:
         client, options = _connect(mongos)
         with pytest.raises(ClusterError) as failure:
@@ -249,7 +249,7 @@ def test_a_running_balancer_is_refused_before_anything_is_written(cluster, tmp_p
                 path=str(tmp_path / "b"), shard_uris=shard_uris(servers)))
         client.close()
     finally:
-        mongos.balancer_mode = "off"
+        mongos.mode = "off"
     assert "balancer is enabled" in failure.value.message and "mongodb_balancer" in failure.value.message
     assert os.listdir(str(tmp_path)) == []
 
@@ -310,7 +310,7 @@ def test_a_balancer_started_by_someone_else_during_the_dumps_fails_the_backup(cl
         client.close()
     finally:
         mongos.next_modes = []
-        mongos.balancer_mode = "off"
+        mongos.mode = "off"
     assert "checked again after the dumps" in failure.value.message
     assert not os.path.exists(str(tmp_path / "b")) and not os.path.exists(str(tmp_path / "b.partial"))
 

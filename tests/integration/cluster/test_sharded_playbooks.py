@@ -27,7 +27,7 @@ def _seed_notes(servers):
 def test_backup_sharded_then_restore_sharded_into_one_replica_set(cluster, tmp_path, tmp_path_factory):
     servers, mongos = cluster
     _seed_notes(servers)
-    mongos.balancer_mode = "full"
+    mongos.mode = "full"
     root = tmp_path / "backups"
     (root / "prod").mkdir(parents=True)
     settings = {"backup_root": str(root), "backup_cluster_name": "prod", "backup_label": "weekly",
@@ -43,11 +43,11 @@ def test_backup_sharded_then_restore_sharded_into_one_replica_set(cluster, tmp_p
         assert code == 0, out
         names = mongos.names()
         assert names.index("balancerStop") < names.index("balancerStart")
-        assert mongos.balancer_mode == "full"  # running before, running after
+        assert mongos.mode == "full"  # running before, running after
         for secret in (servers["shardA"].password, servers["config"].password):
             assert secret not in out
     finally:
-        mongos.balancer_mode = "off"
+        mongos.mode = "off"
     catalog = load_result(str(root / "prod" / "catalog.json"))
     assert [(b["label"], b["kind"], b["shards"]) for b in catalog["backups"]] == [
         ("weekly", "sharded", ["shardA", "shardB"])]
@@ -68,7 +68,7 @@ def test_backup_sharded_then_restore_sharded_into_one_replica_set(cluster, tmp_p
 
 def test_a_shard_that_fails_after_the_balancer_was_stopped_leaves_it_started_again(tmp_path):
     mongos = MockMongos({"shardA": "shardA/127.0.0.1:1", "shardB": "shardB/127.0.0.1:2"},
-                        "configRS/127.0.0.1:3", balancer_mode="full")
+                        "configRS/127.0.0.1:3", mode="full")
     root = tmp_path / "backups"
     (root / "prod").mkdir(parents=True)
     try:
@@ -78,7 +78,7 @@ def test_a_shard_that_fails_after_the_balancer_was_stopped_leaves_it_started_aga
         assert "cannot reach" in out
         names = mongos.names()
         assert "balancerStop" in names and names.index("balancerStop") < names.index("balancerStart")
-        assert mongos.balancer_mode == "full"
+        assert mongos.mode == "full"
         assert os.listdir(str(root / "prod")) in ([], ["broken.lock"])
     finally:
         mongos.stop()
@@ -92,5 +92,5 @@ def test_a_balancer_found_stopped_stays_stopped_after_the_backup(cluster, tmp_pa
         "backup_root": str(root), "backup_cluster_name": "prod", "backup_label": "quiet",
         "backup_shard_uris": shard_uris(servers)}, tmp_path)
     assert code == 0, out
-    assert mongos.balancer_mode == "off"
+    assert mongos.mode == "off"
     assert "balancerStart" not in mongos.names()[-10:]
