@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The demo writes inside .cache (ignored by git and by the collection build).
 BACKUP_ROOT ?= $(CURDIR)/.cache/demo/backups
 
-.PHONY: venv venv-lint venv-floor server server-stop demo test unit integration sanity ee-context bench bench-restore bench-all clean
+.PHONY: venv venv-lint venv-floor server server-stop demo test unit integration sanity ee-context bench bench-restore bench-sharded bench-all clean
 
 # Two more venvs for tools/sanity.py, each from its own pinned requirements file: the collection
 # linters (galaxy-importer, ansible-lint, antsibull-docs, ansible-builder), whose pins clash with
@@ -78,6 +78,10 @@ bench: venv
 
 bench-restore: venv
 	$(PY) benchmarks/restore_benchmark.py
+
+# A sharded-cluster backup against each replica set dumped alone (three test servers, mockupdb mongos).
+bench-sharded: venv
+	$(PY) benchmarks/sharded_benchmark.py
 
 # Dump and restore against the real tools in one run, on one server: BENCH_MB MiB (default 1 GiB),
 # output and JSON in BENCH_OUT. The oplog replay part runs with make bench-restore.
