@@ -4,7 +4,7 @@ balancer goes back to the state it was found in, whatever fails."""
 import json
 import os
 
-from support import load_result, run_project_playbook, start_test_server
+from support import load_result, run_module_task, run_project_playbook, start_test_server
 from cluster_bed import MockMongos, shard_uris
 
 
@@ -51,6 +51,9 @@ def test_backup_sharded_then_restore_sharded_into_one_replica_set(cluster, tmp_p
     catalog = load_result(str(root / "prod" / "catalog.json"))
     assert [(b["label"], b["kind"], b["shards"]) for b in catalog["backups"]] == [
         ("weekly", "sharded", ["shardA", "shardB"])]
+    info = run_module_task(tmp_path, "dbops.mongodb_backup.mongodb_backup_info", backup_root=str(root / "prod"))
+    assert info["failed"] is False
+    assert [(b["label"], b["cut"]) for b in info["backups"]] == [("weekly", catalog["backups"][0]["cut"])]
 
     target = start_test_server(tmp_path_factory, "playbook-target")
     try:
