@@ -46,6 +46,14 @@ def run_project_playbook(name, server, vars_file, check=False):
     return process.returncode, process.stdout.decode("utf-8", "replace")
 
 
+def run_project_playbook_with(name, server, extra_vars, tmp_path, check=False):
+    """run_project_playbook with ``extra_vars`` written to a 0600 vars file (it may hold passwords)."""
+    vars_file = tmp_path / ("%s.vars.json" % name)
+    vars_file.write_text(json.dumps(extra_vars))
+    os.chmod(str(vars_file), 0o600)
+    return run_project_playbook(name, server, vars_file, check=check)
+
+
 def load_result(path):
     with open(path) as handle:
         return json.load(handle)

@@ -1,18 +1,10 @@
 """backup_sharded.yml and restore_sharded.yml as an operator runs them, against the cluster bed: the
 balancer goes back to the state it was found in, whatever fails."""
 
-import json
 import os
 
-from support import load_result, run_module_task, run_project_playbook, start_test_server
-from cluster_bed import MockMongos, shard_uris
-
-
-def _playbook(name, server, extra_vars, tmp_path, check=False):
-    vars_file = tmp_path / ("%s.vars.json" % name)
-    vars_file.write_text(json.dumps(extra_vars))
-    os.chmod(str(vars_file), 0o600)  # it holds the shards' passwords
-    return run_project_playbook(name, server, vars_file, check=check)
+from support import load_result, run_module_task, run_project_playbook_with, start_test_server
+from cluster_bed import shard_uris
 
 
 def _seed_notes(servers):
@@ -33,13 +25,13 @@ def test_backup_sharded_then_restore_sharded_into_one_replica_set(cluster, tmp_p
     settings = {"backup_root": str(root), "backup_cluster_name": "prod", "backup_label": "weekly",
                 "backup_shard_uris": shard_uris(servers)}
     try:
-        code, out = _playbook("backup_sharded.yml", mongos, settings, tmp_path, check=True)
+        code, out = run_project_playbook_with("backup_sharded.yml", mongos, settings, tmp_path, check=True)
         assert code == 0, out
         assert "would back up 2 shards" in out
         assert not os.path.exists(str(root / "prod" / "weekly"))
         assert "balancerStop" not in mongos.names()
 
-        code, out = _playbook("backup_sharded.yml", mongos, settings, tmp_path)
+        code, out = run_project_playbook_with("backup_sharded.yml", mongos, settings, tmp_path)
         assert code == 0, out
         names = mongos.names()
         assert names.index("balancerStop") < names.index("balancerStart")
@@ -57,7 +49,7 @@ def test_backup_sharded_then_restore_sharded_into_one_replica_set(cluster, tmp_p
 
     target = start_test_server(tmp_path_factory, "playbook-target")
     try:
-        code, out = _playbook("restore_sharded.yml", target, {  # a replica set, no mongos
+        code, out = run_project_playbook_with("restore_sharded.yml", target, {  # a replica set, no mongos
             "restore_source": str(root / "prod" / "weekly"), "restore_mode": "through_mongos",
             "restore_manage_balancer": False}, tmp_path)
         assert code == 0, out
@@ -69,29 +61,11 @@ def test_backup_sharded_then_restore_sharded_into_one_replica_set(cluster, tmp_p
         target.stop()
 
 
-def test_a_shard_that_fails_after_the_balancer_was_stopped_leaves_it_started_again(tmp_path):
-    mongos = MockMongos({"shardA": "shardA/127.0.0.1:1", "shardB": "shardB/127.0.0.1:2"},
-                        "configRS/127.0.0.1:3", mode="full")
-    root = tmp_path / "backups"
-    (root / "prod").mkdir(parents=True)
-    try:
-        code, out = _playbook("backup_sharded.yml", mongos, {
-            "backup_root": str(root), "backup_cluster_name": "prod", "backup_label": "broken"}, tmp_path)
-        assert code != 0
-        assert "cannot reach" in out
-        names = mongos.names()
-        assert "balancerStop" in names and names.index("balancerStop") < names.index("balancerStart")
-        assert mongos.mode == "full"
-        assert os.listdir(str(root / "prod")) in ([], ["broken.lock"])
-    finally:
-        mongos.stop()
-
-
 def test_a_balancer_found_stopped_stays_stopped_after_the_backup(cluster, tmp_path):
     servers, mongos = cluster
     root = tmp_path / "backups"
     (root / "prod").mkdir(parents=True)
-    code, out = _playbook("backup_sharded.yml", mongos, {
+    code, out = run_project_playbook_with("backup_sharded.yml", mongos, {
         "backup_root": str(root), "backup_cluster_name": "prod", "backup_label": "quiet",
         "backup_shard_uris": shard_uris(servers)}, tmp_path)
     assert code == 0, out
