@@ -17,8 +17,9 @@ description:
     before its cut C(T), in one of two ways.
   - "O(mode=same_shape): the connection is a mongos of a cluster with as many shards as the backup.
     The config servers' sharding metadata (C(config.databases), C(config.collections),
-    C(config.chunks), C(config.tags)) is restored first, replacing the target's, with the source shard
-    names changed to the target's by O(shard_map); then every shard in parallel, straight into the
+    C(config.chunks), C(config.tags)) is restored first, replacing the target's, replayed to C(T) from
+    the config servers' oplog (so a collection created or split while the backup ran is routed as it
+    was at C(T)), with the source shard names changed to the target's by O(shard_map); then every shard in parallel, straight into the
     target shard's replica set, each with its oplog replayed to C(T); last the mongos reloads its
     routing table (C(flushRouterConfig)). Restart or flush the other mongos of the target too. The target
     keeps its own C(config.shards), balancer settings and users."
@@ -109,9 +110,8 @@ options:
     type: int
     default: 0
 notes:
-  - The config server metadata is restored as dumped. The balancer was stopped during the backup, so no
-    chunk moved; a database or collection created while the backup ran is in the shards' data and oplog
-    but may be missing from the routing table until it is created again through a mongos.
+  - Only the sharding metadata of the config servers is restored; the target keeps its own users, roles,
+    shard registrations and balancer settings.
 seealso:
   - module: dbops.mongodb_backup.mongodb_sharded_backup
   - module: dbops.mongodb_backup.mongodb_balancer

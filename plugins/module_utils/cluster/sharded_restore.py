@@ -166,6 +166,36 @@ def shard_collections(mongos, collections):
                                % (entry["namespace"], dict(entry["key"] or {}), exc))
 
 
+def only_namespaces(entries, namespaces):
+    """The entries restricted to ``namespaces``: CRUD entries on them, the ops on them inside applyOps
+    and transactions (with the transactions' commits and aborts), and commands that name one of them;
+    everything else is left out."""
+    wanted = set(namespaces)
+    for entry in entries:
+        kept = _restricted(entry, wanted)
+        if kept is not None:
+            yield kept
+
+
+def _restricted(entry, wanted):
+    namespace = entry.get("ns") or ""
+    if entry.get("op") in ("i", "u", "d"):
+        return entry if namespace in wanted else None
+    if entry.get("op") != "c":
+        return None
+    command = entry.get("o") or {}
+    if "applyOps" in command:
+        inner = [op for op in (_restricted(op, wanted) for op in command["applyOps"]) if op is not None]
+        if not inner and not ("lsid" in entry and (command.get("prepare") or command.get("partialTxn"))):
+            return None  # a transaction's prepare stays (even empty here) so that its commit finds it
+        return dict(entry, o=dict(command, applyOps=inner))
+    if "commitTransaction" in command or "abortTransaction" in command:
+        return entry
+    database = namespace.split(".", 1)[0]
+    target = next(iter(command.values()), None) if command else None
+    return entry if isinstance(target, str) and "%s.%s" % (database, target) in wanted else None
+
+
 def _cut(document):
     return bson.Timestamp(*ts_key(document["cluster"]["cut"]["ts"]))
 
@@ -206,6 +236,7 @@ class SameShapeRestore:
                               "balancer": balancer, "sets": self._describe(jobs, plans)}
             started = time.time()
             config_result = self._restore_set(jobs[0][0], clients[CONFIG_SET], False)
+            config_result["oplog"] = self._replay_metadata(clients[CONFIG_SET])
             self._map_shard_names(clients[CONFIG_SET], mapping)
             pool = FailFastPool(len(jobs) - 1, "cluster-restore")
             results = pool.run(lambda job: self._restore_set(job[0], clients[job[1].name], False), jobs[1:])
@@ -225,6 +256,22 @@ class SameShapeRestore:
             return logical_restore.restore(client, options, check_mode=check_mode)[1]
         except BackupError as exc:
             raise ClusterError("restoring %s of the backup: %s" % (record["name"], exc.message), **exc.details)
+
+    def _replay_metadata(self, config_client):
+        """The config servers' oplog up to T, for the sharding metadata only: a collection created or
+        sharded while the backup ran is in the routing table as it was at T."""
+        record = self.document["cluster"]["config"]
+        source = logical_restore.open_source(os.path.join(self.options.source, record["path"]))
+        paths = [source.oplog_path(), os.path.join(self.options.source, record["cut_slice"]["file"]["path"])]
+        entries = itertools.chain.from_iterable(readers.iter_oplog_file(path) for path in paths)
+        replayer = OplogReplayer(config_client, mode=self.options.oplog_apply_mode, limit=self.cut,
+                                 skip_repeated=True, resolve_prepared=True)
+        try:
+            return replayer.replay(only_namespaces(entries, SHARDING_METADATA))
+        except BackupError as exc:
+            raise ClusterError("replaying the config servers' oplog to the cut %s failed: %s; nothing was "
+                               "restored on the shards yet; restore again" % (ts_text(self.cut), exc.message),
+                               **exc.details)
 
     @staticmethod
     def _map_shard_names(config_client, mapping):

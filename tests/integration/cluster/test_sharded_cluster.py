@@ -83,6 +83,14 @@ class Workload:
         n = PRELOAD
         try:
             while not self.stopping.is_set():
+                if name == "config":  # the routing table changes too: a chunk split off now and then
+                    client.config.chunks.insert_one({"_id": "split-%06d" % n, "min": {"_id": "s%06d" % n},
+                                                     "max": {"_id": "s%06d~" % n}, "shard": "shardB",
+                                                     "history": [{"shard": "shardB"}]})
+                    self.writes[name] += 1
+                    time.sleep(0.05)
+                    n += 1
+                    continue
                 collection.insert_one({"_id": "%s-%06d" % (name, n), "n": n, "pad": PAD})
                 if n % 3 == 0:
                     collection.delete_one({"_id": "%s-%06d" % (name, n - 2500)})
@@ -109,6 +117,15 @@ def state_before(server, cut):
     return documents
 
 
+def chunks_before(config_server, cut):
+    """The _ids of config.chunks just before ``cut``, from the config server's oplog (inserts only)."""
+    client = config_server.client()
+    ids = sorted(str(entry["o"]["_id"]) for entry in client.local["oplog.rs"].find(
+        {"ns": "config.chunks", "op": "i", "ts": {"$lt": cut}}))
+    client.close()
+    return ids
+
+
 def documents_of(server_or_client):
     """shop.orders by _id, read from a test server or through a client."""
     if isinstance(server_or_client, pymongo.MongoClient):
@@ -127,7 +144,7 @@ def backup(cluster, tmp_path_factory):
     _load_metadata(servers["config"])
     for name in SHARDS:
         _preload(servers[name], name)
-    workload = Workload(dict((name, servers[name]) for name in SHARDS))
+    workload = Workload(dict((name, servers[name]) for name in SHARDS + ("config",)))
     client, options = _connect(mongos)
     path = str(tmp_path_factory.mktemp("cluster-backups") / "nightly")
     workload.start()
@@ -141,6 +158,7 @@ def backup(cluster, tmp_path_factory):
         client.close()
     cut = bson.Timestamp(*ts_key(result["cut"]["ts"]))
     expected = dict((name, state_before(servers[name], cut)) for name in SHARDS)
+    expected["chunks"] = chunks_before(servers["config"], cut)
     return {"changed": changed, "result": result, "path": path, "cut": cut, "expected": expected,
             "writes_during": during}
 
@@ -164,6 +182,9 @@ def test_the_backup_holds_writes_after_the_cut_that_a_restore_must_leave_out(bac
     for name in SHARDS:
         final = documents_of(servers[name])
         assert set(final) != set(backup["expected"][name]), "no write landed after the cut on %s" % name
+    client = servers["config"].client()
+    assert client.config.chunks.count_documents({}) > len(backup["expected"]["chunks"])
+    client.close()
 
 
 def test_same_shape_restore_gives_each_shard_its_state_just_before_the_cut(backup, tmp_path_factory):
@@ -180,8 +201,10 @@ def test_same_shape_restore_gives_each_shard_its_state_just_before_the_cut(backu
         assert documents_of(targets["tA"]) == backup["expected"]["shardA"]
         assert documents_of(targets["tB"]) == backup["expected"]["shardB"]
         config = targets["config"].client()
-        assert sorted(c["shard"] for c in config.config.chunks.find()) == ["tA", "tB"]
-        assert sorted(h["shard"] for c in config.config.chunks.find() for h in c["history"]) == ["tA", "tB"]
+        chunks = list(config.config.chunks.find())
+        assert sorted(str(c["_id"]) for c in chunks) == backup["expected"]["chunks"]  # the routing table at T
+        assert set(c["shard"] for c in chunks) == {"tA", "tB"}
+        assert set(h["shard"] for c in chunks for h in c["history"]) == {"tA", "tB"}
         assert config.config.databases.find_one({"_id": "shop"})["primary"] == "tA"
         config.close()
         assert "flushRouterConfig" in target_mongos.names()

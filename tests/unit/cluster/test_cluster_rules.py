@@ -76,3 +76,18 @@ def test_a_typo_in_shard_uris_is_refused_naming_the_known_shards():
     topology = {"shards": [ReplicaSetInfo("shard01", "rs1/db1:1"), ReplicaSetInfo("shard02", "rs2/db2:1")]}
     with pytest.raises(ClusterError, match="shard_uris names shard1, which the cluster does not have .*shard01, shard02"):
         check_shard_uris({"shard1": "mongodb://x/", "config": "mongodb://y/"}, topology)
+
+
+def test_only_the_sharding_metadata_is_kept_from_the_config_servers_oplog():
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.sharded_restore import only_namespaces
+    chunk = {"op": "i", "ns": "config.chunks", "o": {"_id": 1}}
+    other = {"op": "i", "ns": "admin.system.users", "o": {"_id": "u"}}
+    applied = {"op": "c", "ns": "admin.$cmd", "o": {"applyOps": [other, chunk]}}
+    prepared = {"op": "c", "ns": "admin.$cmd", "lsid": {"id": 1}, "txnNumber": 1,
+                "o": {"applyOps": [other], "prepare": True}}
+    commit = {"op": "c", "ns": "admin.$cmd", "lsid": {"id": 1}, "txnNumber": 1, "o": {"commitTransaction": 1}}
+    created = {"op": "c", "ns": "config.$cmd", "o": {"create": "chunks"}}
+    dropped = {"op": "c", "ns": "config.$cmd", "o": {"drop": "system.sessions"}}
+    kept = list(only_namespaces([chunk, other, applied, prepared, commit, created, dropped], ["config.chunks"]))
+    assert kept == [chunk, dict(applied, o={"applyOps": [chunk]}), dict(prepared, o={"applyOps": [], "prepare": True}),
+                    commit, created]
