@@ -158,6 +158,20 @@ def describe_activity(state):
     return "; ".join(parts)
 
 
+def check_balancer_stopped(client, what):
+    """The balancer state; ClusterError unless it is off and idle: a chunk moving during a backup or
+    restore leaves its documents on two shards or none."""
+    state = balancer_state(client)
+    problems = ["the balancer is enabled (mode %s)" % state["mode"]] if state["enabled"] else []
+    if _busy(state):
+        problems.append(describe_activity(state))
+    if problems:
+        raise ClusterError("%s needs the balancer stopped and idle, but %s; stop it first with "
+                           "dbops.mongodb_backup.mongodb_balancer state: stopped (the sharded roles do, and "
+                           "start it again afterwards)" % (what, "; ".join(problems)))
+    return state
+
+
 def _busy(state):
     return state["in_balancer_round"] or bool(state["migrations"])
 

@@ -29,7 +29,8 @@ import time
 import uuid
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster import cut as cut_utils
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.balancer import balancer_state
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.balancer import (
+    balancer_state, check_balancer_stopped)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.topology import (
     check_shard_uris, read_cluster, replica_set_connection)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
@@ -40,6 +41,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.workers 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError, ClusterError, InvalidOption)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_names
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.backup_target import (
     LOCK_SUFFIX, Staging, check_backup_location)
@@ -93,24 +95,6 @@ class ShardedBackupOptions:
                            prefer_secondary=self.prefer_secondary, lock_timeout=self.lock_timeout)
 
 
-def check_balancer_stopped(mongos, what):
-    """ClusterError unless the balancer is off and idle: a chunk moving during a backup or restore
-    leaves its documents on two shards or none."""
-    state = balancer_state(mongos)
-    problems = []
-    if state["enabled"]:
-        problems.append("the balancer is enabled (mode %s)" % state["mode"])
-    if state["in_balancer_round"]:
-        problems.append("a balancer round is in progress")
-    if state["migrations"]:
-        problems.append("%d chunk migration(s) are running" % len(state["migrations"]))
-    if problems:
-        raise ClusterError("%s needs the balancer stopped and idle, but %s; stop it first with "
-                           "dbops.mongodb_backup.mongodb_balancer state: stopped (the sharded roles do, and "
-                           "start it again afterwards)" % (what, " and ".join(problems)))
-    return state
-
-
 class ReplicaSetSource:
     """One replica set of the cluster during a backup: its connection, member and results."""
 
@@ -121,7 +105,6 @@ class ReplicaSetSource:
         self.reader = None
         self.member = None
         self.server = None
-        self.selection = None
         self.document = None  # the manifest of its dump
         self.cut = None  # cluster.cut.OplogCut
         self.capture = None
@@ -134,7 +117,7 @@ class ReplicaSetSource:
                                "shard_login_user/shard_login_password) when the shard map's hosts or the "
                                "mongos credentials do not work from here" % (self.info.name, exc.message))
         self.server = client_utils.server_facts(self.client)
-        self.reader, self.member, self.selection = members.reader_client(
+        self.reader, self.member, _selection = members.reader_client(
             self.client, self.connection, prefer_secondary)
         # Read the oplog where the data was read; write the no-op notes through the primary.
         self.cut = cut_utils.OplogCut(self.info.name, self.reader, self.member, writer=self.client)
@@ -154,13 +137,6 @@ class ReplicaSetSource:
 
 def _dump_end(document):
     return bsonio.bson.Timestamp(*ts_key(document["oplog"]["end"]["ts"]))
-
-
-def _oplog_file(directory, document):
-    for record in document.get("files") or []:
-        if os.path.basename(record["path"]).startswith("oplog.bson"):
-            return os.path.join(directory, record["path"])
-    raise ClusterError("the dump in %s has no oplog file; it cannot be cut" % directory)
 
 
 class ShardedBackup:
@@ -259,7 +235,7 @@ class ShardedBackup:
     def _capture(self, source, staging_path, cut):
         directory = os.path.join(staging_path, source.info.name)
         prepared = cut_utils.PreparedTransactions()
-        for entry in readers.iter_oplog_file(_oplog_file(directory, source.document)):
+        for entry in readers.iter_oplog_file(dump_names.oplog_path(directory)):
             prepared.feed(entry)
         name = source.info.name + ".bson" + bsonio.COMPRESSION_SUFFIXES[self.options.compression]
         relative = os.path.join(CUT_DIR, name)

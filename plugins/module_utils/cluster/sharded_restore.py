@@ -27,10 +27,10 @@ import itertools
 import os
 import time
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.balancer import balancer_state
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.balancer import (
+    balancer_state, check_balancer_stopped)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.mongos import is_mongos
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.sharded_backup import (
-    KIND, check_balancer_stopped)
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.sharded_backup import KIND
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster.topology import (
     CONFIG_SET, read_cluster, replica_set_connection)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
@@ -38,6 +38,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestam
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.workers import FailFastPool
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError, ClusterError, InvalidOption, RestoreFailed, VerificationFailed)
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_names
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.bsonio import bson
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as logical_restore
@@ -76,15 +77,26 @@ class ShardedRestoreOptions:
         self.max_failed_documents = int(max_failed_documents)
         self.shard_collections = bool(shard_collections)
 
-    def set_restore_options(self, set_record, directory, cut, **overrides):
+    def set_restore_options(self, set_record, cut):
         """The logical restore of one set of the backup, replayed to the cut."""
-        settings = dict(source=directory, drop=self.drop, oplog_replay=True,
-                        oplog_slices=[os.path.join(self.source, set_record["cut_slice"]["file"]["path"])],
-                        oplog_limit=ts_text(cut), resolve_prepared=True, oplog_apply_mode=self.oplog_apply_mode,
-                        num_parallel_collections=self.num_parallel_collections,
-                        max_failed_documents=self.max_failed_documents)
-        settings.update(overrides)
-        return logical_restore.RestoreOptions(**settings)
+        _dump_oplog, cut_slice = set_oplog_files(self.source, set_record)
+        return logical_restore.RestoreOptions(
+            source=os.path.join(self.source, set_record["path"]), drop=self.drop, oplog_replay=True,
+            oplog_slices=[cut_slice], oplog_limit=ts_text(cut), resolve_prepared=True,
+            oplog_apply_mode=self.oplog_apply_mode,
+            num_parallel_collections=self.num_parallel_collections, max_failed_documents=self.max_failed_documents)
+
+
+def set_oplog_files(source_root, set_record):
+    """The oplog of one set of a cluster backup, in order: its dump's oplog.bson, then its cut slice."""
+    return [dump_names.oplog_path(os.path.join(source_root, set_record["path"])),
+            os.path.join(source_root, set_record["cut_slice"]["file"]["path"])]
+
+
+def read_set_oplog(source_root, set_record):
+    """The decoded entries of set_oplog_files, in order."""
+    return itertools.chain.from_iterable(readers.iter_oplog_file(path)
+                                         for path in set_oplog_files(source_root, set_record))
 
 
 def load_backup(path):
@@ -251,7 +263,7 @@ class SameShapeRestore:
             options = logical_restore.RestoreOptions(source=directory, ns_include=list(SHARDING_METADATA),
                                                      drop=True)
         else:
-            options = self.options.set_restore_options(record, directory, self.cut)
+            options = self.options.set_restore_options(record, self.cut)
         try:
             return logical_restore.restore(client, options, check_mode=check_mode)[1]
         except BackupError as exc:
@@ -260,10 +272,7 @@ class SameShapeRestore:
     def _replay_metadata(self, config_client):
         """The config servers' oplog up to T, for the sharding metadata only: a collection created or
         sharded while the backup ran is in the routing table as it was at T."""
-        record = self.document["cluster"]["config"]
-        source = logical_restore.open_source(os.path.join(self.options.source, record["path"]))
-        paths = [source.oplog_path(), os.path.join(self.options.source, record["cut_slice"]["file"]["path"])]
-        entries = itertools.chain.from_iterable(readers.iter_oplog_file(path) for path in paths)
+        entries = read_set_oplog(self.options.source, self.document["cluster"]["config"])
         replayer = OplogReplayer(config_client, mode=self.options.oplog_apply_mode, limit=self.cut,
                                  skip_repeated=True, resolve_prepared=True)
         try:
@@ -312,13 +321,11 @@ class ThroughMongosRestore:
         self.cut = _cut(document)
         self.shards = list(document["cluster"]["shards"])
 
-    def _data_options(self, record, **overrides):
-        settings = dict(source=os.path.join(self.options.source, record["path"]), drop=False,
-                        no_index_restore=True, ns_exclude=["config.*"],
-                        num_parallel_collections=self.options.num_parallel_collections,
-                        max_failed_documents=self.options.max_failed_documents)
-        settings.update(overrides)
-        return logical_restore.RestoreOptions(**settings)
+    def _data_options(self, record):
+        return logical_restore.RestoreOptions(
+            source=os.path.join(self.options.source, record["path"]), drop=False, no_index_restore=True,
+            ns_exclude=["config.*"], num_parallel_collections=self.options.num_parallel_collections,
+            max_failed_documents=self.options.max_failed_documents)
 
     def run(self, check_mode):
         hello = self.target.admin.command("hello")
@@ -349,7 +356,7 @@ class ThroughMongosRestore:
         shard_collections(self.target, to_shard)
         pool = FailFastPool(len(self.shards), "cluster-restore")
         results = pool.run(self._restore_data, self.shards)
-        oplog_result = self._replay(results)
+        oplog_result = self._replay()
         return True, {"mode": "through_mongos", "cut": self.document["cluster"]["cut"], "shard_collections": to_shard,
                       "sets": [dict(source=record["name"], total_inserted=result["total_inserted"],
                                     total_failed=result["total_failed"], duration_seconds=result["duration_seconds"])
@@ -366,11 +373,8 @@ class ThroughMongosRestore:
     def _shard_oplog(self, record):
         """One shard's entries in order: its dump's oplog, then its cut slice (the target's own
         config.* entries and our cut markers left out)."""
-        directory = os.path.join(self.options.source, record["path"])
-        source = logical_restore.open_source(directory)
-        files = [source.oplog_path(), os.path.join(self.options.source, record["cut_slice"]["file"]["path"])]
         newest = None
-        for entry in itertools.chain.from_iterable(readers.iter_oplog_file(path) for path in files):
+        for entry in read_set_oplog(self.options.source, record):
             key = (entry["ts"].time, entry["ts"].inc)
             if newest is not None and key <= newest:
                 continue  # a repeat within this shard's own stream
@@ -378,7 +382,7 @@ class ThroughMongosRestore:
             if not (entry.get("ns") or "").startswith("config."):
                 yield entry
 
-    def _replay(self, results):
+    def _replay(self):
         catalog = {}
         for record in self.shards:
             source = logical_restore.open_source(os.path.join(self.options.source, record["path"]))

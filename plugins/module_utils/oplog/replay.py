@@ -256,14 +256,14 @@ class OplogReplayer:
 
     def _resolve_after_limit(self, entry):
         """Past the limit: only the commit or abort of a transaction prepared before it matters."""
-        if not is_transaction_entry(entry) or transaction_key(entry) not in self._prepared:
+        key = transaction_key(entry) if is_transaction_entry(entry) else None
+        if key not in self._prepared:
             return
         command = entry["o"]
         if "commitTransaction" in command and before_limit(command.get("commitTimestamp"), self.limit):
             self._seq += 1
             self._handle_transaction(entry, _Top(self._seq, entry.get("ts")))
             return
-        key = transaction_key(entry)
         self._prepared.discard(key)
         self._transactions.pop(key, None)
         self._skip("committed_after_limit" if "commitTransaction" in command else "aborted_after_limit")
