@@ -112,3 +112,7 @@ class ClusterError(BackupError):
 class FsyncLockError(BackupError):
     """The fsync lock cannot be taken, released or read on this server (a primary without
     allow_primary, a mongos too old for a cluster-wide lock, a lock older than allowed)."""
+
+
+class SnapshotError(BackupError):
+    """A volume or disk snapshot could not be created, completed, copied or deleted."""
