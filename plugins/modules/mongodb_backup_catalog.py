@@ -22,6 +22,10 @@ description:
     are not touched; an entry that is not there changes nothing.
   - The catalog is replaced atomically under an exclusive lock (C(catalog.lock)), so runs that change it at
     the same time lose nothing. It is written only when it changes.
+  - With O(snapshot), records a snapshot set (EBS, GCE or LVM) as a backup of kind C(snapshot), which gets the
+    directory C(<backup_root>/<label>) with a manifest, like a logical backup, and its catalog entry. A replica
+    set's snapshot with the oplog time at its lock is a point-in-time base, as a logical backup with an oplog,
+    so M(dbops.mongodb_backup.mongodb_backup_info) shows its window and plans restores from it.
   - Needs no connection to MongoDB.
 extends_documentation_fragment:
   - dbops.mongodb_backup.attributes
@@ -57,6 +61,69 @@ options:
       - With O(state=absent), remove every entry with this label.
       - One of O(path) and O(label) is required with O(state=absent).
     type: str
+  snapshot:
+    description:
+      - A snapshot set to record, with O(state=present). Mutually exclusive with O(path).
+      - Idempotent by O(snapshot.snapshot_set), so the same set recorded again changes nothing. A label that
+        another backup of the root already uses is refused.
+    type: dict
+    suboptions:
+      provider:
+        description: Where the snapshots are.
+        type: str
+        choices: [ebs, gce, lvm]
+        required: true
+      label:
+        description:
+          - The snapshot set's label; the backup directory is C(<backup_root>/<label>).
+          - Letters, digits and the characters C(.), C(_), C(:), C(+) and C(-).
+        type: str
+        required: true
+      snapshot_set:
+        description: The snapshot-set id (RV(dbops.mongodb_backup.ebs_snapshot#module:snapshot_set)); generated when unset.
+        type: str
+      replica_set:
+        description: The replica set the snapshots hold.
+        type: str
+      shard:
+        description: The shard the snapshots hold, for one shard of a cluster.
+        type: str
+      member:
+        description: The member (C(host:port)) that was locked and snapshotted.
+        type: str
+      oplog_ts:
+        description:
+          - The newest oplog time (C(secs:inc)) when the member was locked
+            (RV(dbops.mongodb_backup.mongodb_fsync_lock#module:oplog_time_at_lock)). The snapshot holds every
+            write through it, so a point-in-time restore replays the archived oplog from there.
+          - Without it the snapshot set is recorded but is no point-in-time base.
+        type: str
+      snapshots:
+        description:
+          - The snapshots of the set as the snapshot module returned them (RV(dbops.mongodb_backup.ebs_snapshot#module:snapshots)
+            or RV(dbops.mongodb_backup.gce_disk_snapshot#module:snapshots)); kept in the manifest for restores.
+          - Required for O(snapshot.provider=ebs) and O(snapshot.provider=gce) unless O(snapshot.members) lists them.
+        type: list
+        elements: dict
+      members:
+        description:
+          - For a sharded cluster, one entry per locked member (every shard and a config server) with the keys
+            C(replica_set), C(shard), C(member), C(oplog_ts) and C(snapshots). Each member was locked at its own
+            oplog time, so a cluster snapshot set is restorable as a whole and is no point-in-time base.
+        type: list
+        elements: dict
+      files:
+        description:
+          - For O(snapshot.provider=lvm), the directory directly under O(backup_root) that the snapshot was copied
+            to (C(<label>.partial)). Every file gets its sha256 in the manifest, files become 0600 and directories
+            0700, and the directory is renamed to C(<label>) after the manifest is written.
+        type: path
+      started_at:
+        description: When the snapshot run started (ISO-8601 UTC).
+        type: str
+      finished_at:
+        description: When the snapshots were taken (ISO-8601 UTC); now when unset.
+        type: str
 notes:
   - The catalog and its lock file are created with mode 0600.
   - Before version 1.0.0 of this module, M(dbops.mongodb_backup.mongodb_backup_info) registered backups with
@@ -77,6 +144,18 @@ EXAMPLES = r'''
 - name: Add every complete backup found under the root (after copying backups in from elsewhere)
   dbops.mongodb_backup.mongodb_backup_catalog:
     backup_root: /backups/mongodb/db1
+
+- name: Record an EBS snapshot set as a point-in-time base
+  dbops.mongodb_backup.mongodb_backup_catalog:
+    backup_root: /backups/mongodb/db1
+    snapshot:
+      provider: ebs
+      label: "{{ ebs.label }}"
+      snapshot_set: "{{ ebs.snapshot_set }}"
+      replica_set: rs0
+      member: db3.example.com:27017
+      oplog_ts: "{{ lock.oplog_time_at_lock.ts }}"
+      snapshots: "{{ ebs.snapshots }}"
 
 - name: Take a backup out of the catalog before deleting its files
   dbops.mongodb_backup.mongodb_backup_catalog:
@@ -130,12 +209,19 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import entries as catalog_entries
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import report
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import BackupError
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.snapshots import record as snapshot_record
 
 
 def run_module(module, result):
     params = module.params
     root = params["backup_root"]
-    if params["state"] == "present":
+    if params["snapshot"] is not None:
+        snapshot = dict((k, v) for k, v in params["snapshot"].items() if v is not None)
+        changed, record = snapshot_record.record_snapshot_set(
+            root, snapshot_record.SnapshotSet(**snapshot), check_mode=module.check_mode)
+        catalog = catalog_entries.Catalog.load(root)
+        added, removed = ([catalog_entries.entry(record)] if changed else []), []
+    elif params["state"] == "present":
         catalog, added = catalog_entries.register(
             root, None if params["path"] is None else [params["path"]], check_mode=module.check_mode)
         removed = []
@@ -161,11 +247,28 @@ def main():
             state=dict(type="str", default="present", choices=["present", "absent"]),
             path=dict(type="path"),
             label=dict(type="str"),
+            snapshot=dict(type="dict", options=dict(
+                provider=dict(type="str", required=True, choices=list(snapshot_record.PROVIDERS)),
+                label=dict(type="str", required=True),
+                snapshot_set=dict(type="str"),
+                replica_set=dict(type="str"),
+                shard=dict(type="str"),
+                member=dict(type="str"),
+                oplog_ts=dict(type="str"),
+                snapshots=dict(type="list", elements="dict"),
+                members=dict(type="list", elements="dict"),
+                files=dict(type="path"),
+                started_at=dict(type="str"),
+                finished_at=dict(type="str"),
+            )),
         ),
-        mutually_exclusive=[["path", "label"]],
+        mutually_exclusive=[["path", "label"], ["snapshot", "path"], ["snapshot", "label"]],
         required_if=[["state", "absent", ["path", "label"], True]],
         supports_check_mode=True,
     )
+    if module.params["snapshot"] is not None and module.params["state"] != "present":
+        module.fail_json(msg="snapshot records a snapshot set (state=present); to take one out of the catalog, "
+                             "give its label with state=absent")
     if module.params["state"] == "present" and module.params["label"] is not None:
         module.fail_json(msg="label only selects entries to remove (state=absent); to add a backup, give its "
                              "path, or nothing to add every complete backup under backup_root")

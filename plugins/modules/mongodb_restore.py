@@ -46,6 +46,7 @@ attributes:
 options:
   source:
     description:
+      - Required unless O(oplog_only=true).
       - The dump directory or archive file to restore. gzip is detected from the file contents.
     type: path
     required: true
@@ -209,6 +210,23 @@ options:
     type: str
     choices: [auto, applyops, crud]
     default: auto
+  oplog_only:
+    description:
+      - Replay archived oplog onto a target that already holds the base state, without restoring any data,
+        the point-in-time step after a snapshot was restored (role C(snapshot_restore)), as PBM's
+        C(oplog-replay). Nothing is dropped.
+      - Needs O(oplog_start) and O(oplog_slices) (or O(oplog_file)); O(oplog_limit) gives the target time.
+        The first file must start at or before O(oplog_start), otherwise entries after the base were never
+        archived and the task fails before writing anything.
+      - Cannot be combined with O(source), O(drop), O(drop_extra_collections), O(db), O(collection),
+        O(ns_include), O(ns_exclude), O(ns_from), O(ns_to) or O(restore_users_and_roles).
+    type: bool
+    default: false
+  oplog_start:
+    description:
+      - With O(oplog_only=true), the oplog time (C(secs:inc)) the target already holds every write through;
+        that is the C(oplog_end) of the snapshot backup in the catalog. Entries at or before it are skipped.
+    type: str
 notes:
   - Indexes are built after the oplog replay, so data that a later oplog entry fixes (for example a
     duplicate that is deleted) restores cleanly.
@@ -217,6 +235,14 @@ author:
 '''
 
 EXAMPLES = r'''
+- name: After a snapshot was restored on the target, replay the archived oplog to a point in time
+  dbops.mongodb_backup.mongodb_restore:
+    login_host: db1-restore.example.com
+    oplog_only: true
+    oplog_start: "{{ plan.backup.oplog_end }}"
+    oplog_slices: "{{ plan.slices | map(attribute='path') | list }}"
+    oplog_limit: "{{ plan.oplog_limit }}"
+
 - name: Restore last night's backup over what is there
   dbops.mongodb_backup.mongodb_restore:
     login_host: db1.example.com
@@ -325,19 +351,74 @@ extra_collections:
   sample: ["shop.created_after_the_backup"]
 oplog:
   description: The replay result, with the oplog position reached.
-  returned: when O(oplog_replay=true)
+  returned: when O(oplog_replay=true) or O(oplog_only=true)
   type: dict
   sample: {"applied": 5120, "last_applied": "1714521604:7", "stopped_at_limit": false, "mode_used": "crud",
            "not_applied": {}}
+oplog_start:
+  description: The base the replay started after (C(secs:inc)).
+  returned: when O(oplog_only=true)
+  type: str
+  sample: "1714521600:3"
+oplog_limit:
+  description: The exclusive limit of the replay (C(secs:inc)), null without O(oplog_limit).
+  returned: when O(oplog_only=true)
+  type: str
+  sample: "1714525200:0"
+oplog_files:
+  description: The oplog files replayed, in order.
+  returned: when O(oplog_only=true)
+  type: list
+  elements: str
+  sample: ["/backups/db1/oplog/rs0/1714521600-1714522500.bson.gz"]
+first_ts:
+  description: The first entry of the oplog files, at or before RV(oplog_start).
+  returned: when O(oplog_only=true)
+  type: str
+  sample: "1714521600:3"
 '''
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.module import MongoDBModule
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import InvalidOption
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay_only
+
+
+# Options that restore data: meaningless for an oplog-only replay.
+DATA_OPTIONS = ("source", "db", "collection", "ns_include", "ns_exclude", "ns_from", "ns_to", "drop",
+                "drop_extra_collections", "restore_users_and_roles")
+
+
+def oplog_only_options(params):
+    """The options of an oplog-only replay; the data options are refused, naming them."""
+    given = [name for name in DATA_OPTIONS if params[name]]
+    if given:
+        raise InvalidOption("oplog_only replays the oplog onto a target that already holds the base state and "
+                            "restores no data; remove %s" % ", ".join(given))
+    files = ([params["oplog_file"]] if params["oplog_file"] else []) + list(params["oplog_slices"] or [])
+    return replay_only.ReplayOnlyOptions(
+        files, params["oplog_start"], oplog_limit=params["oplog_limit"], apply_mode=params["oplog_apply_mode"],
+        bypass_document_validation=params["bypass_document_validation"],
+        max_failed_documents=params["max_failed_documents"], no_index_restore=params["no_index_restore"])
+
+
+def run_oplog_only(module):
+    options = oplog_only_options(module.params)
+    client = client_utils.connect(module.connection_options)
+    try:
+        return replay_only.replay_only(client, options, check_mode=module.check_mode)
+    finally:
+        client.close()
 
 
 def run_module(module):
     params = module.params
+    if params["oplog_start"] is not None and not params["oplog_only"]:
+        raise InvalidOption("oplog_start is the base of an oplog-only replay; set oplog_only: true (a backup's own "
+                            "oplog says where its replay starts)")
+    if params["oplog_only"]:
+        return run_oplog_only(module)
     options = restore_engine.RestoreOptions(
         source=params["source"], db=params["db"], collection=params["collection"],
         ns_include=params["ns_include"], ns_exclude=params["ns_exclude"], ns_from=params["ns_from"],
@@ -364,7 +445,7 @@ def run_module(module):
 def main():
     module = MongoDBModule(
         argument_spec=dict(
-            source=dict(type="path", required=True),
+            source=dict(type="path"),
             db=dict(type="str"),
             collection=dict(type="str"),
             ns_include=dict(type="list", elements="str"),
@@ -391,6 +472,8 @@ def main():
             oplog_file=dict(type="path"),
             oplog_slices=dict(type="list", elements="path"),
             oplog_apply_mode=dict(type="str", default="auto", choices=["auto", "applyops", "crud"]),
+            oplog_only=dict(type="bool", default=False),
+            oplog_start=dict(type="str"),
         ),
         required_by={"collection": "db"},
         required_together=[["ns_from", "ns_to"]],

@@ -43,7 +43,7 @@ def find_backups(root):
     return sorted(found)
 
 
-def _entry(record):
+def entry(record):
     return dict((key, record.get(key)) for key in ENTRY_FIELDS)
 
 
@@ -68,7 +68,7 @@ def register(root, paths=None, check_mode=False):
 
     def apply(catalog):
         results = (catalog.add_backup_from_manifest(path) for path in paths)
-        return [_entry(record) for record, new in results if new]
+        return [entry(record) for record, new in results if new]
     return _change(root, check_mode, apply)
 
 
@@ -82,5 +82,5 @@ def unregister(root, path=None, label=None, check_mode=False):
         if removed:
             catalog.document["backups"] = [b for b in catalog.backups if b not in removed]
             catalog.changed = True
-        return [_entry(record) for record in removed]
+        return [entry(record) for record in removed]
     return _change(root, check_mode, apply)

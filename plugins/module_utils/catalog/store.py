@@ -175,6 +175,12 @@ class Catalog:
         if cluster:  # a sharded-cluster backup: one entry, restorable to its cut only
             record.update(kind=document.get("kind"), cut=(cluster.get("cut") or {}).get("ts"),
                           shards=[shard["name"] for shard in cluster.get("shards") or []])
+        snapshot = document.get("snapshot")
+        if snapshot:  # a snapshot set: its volumes are elsewhere; a replica set's is a point-in-time base
+            record.update(kind=document.get("kind"), provider=snapshot.get("provider"),
+                          snapshot_set=snapshot.get("snapshot_set"), shard=snapshot.get("shard"),
+                          snapshots=len(snapshot.get("snapshots") or []),
+                          members=[m.get("shard") or m.get("replica_set") for m in snapshot.get("members") or []])
         return record
 
     def add_slice(self, replica_set, first_ts, last_ts, file, entries=0, sha256=None, created_at=None, **fields):

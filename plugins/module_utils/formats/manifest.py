@@ -24,6 +24,8 @@ TOOL_VERSION = TOOL_NAME + "-1.1.0"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "dbops.mongodb_backup/manifest"
 MANIFEST_VERSION = 1
+# A snapshot set recorded as a backup (snapshots/record.py): no dump inside, its data is in volume snapshots.
+SNAPSHOT_KIND = "snapshot"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 

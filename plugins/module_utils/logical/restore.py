@@ -365,6 +365,11 @@ def verify_source(source, options, warnings=None):
     document = manifest_utils.read_manifest(source.manifest_path)
     if document is None:
         return _verify_without_manifest(source, options, warnings)
+    if document.get("kind") == manifest_utils.SNAPSHOT_KIND:
+        raise InvalidOption("%s is a %s snapshot set (%s), not a dump: its data is in volume snapshots. Restore "
+                            "them with the snapshot_restore role, then replay the archived oplog with oplog_only: "
+                            "true; nothing was restored" % (source.root, (document.get("snapshot") or {}).get(
+                                "provider"), document.get("label")))
     _check_unlisted_files(source, document, options, warnings)
     if options.skip_verify:
         return {"verified": False, "manifest": True, "reason": "skip_verify: true",
