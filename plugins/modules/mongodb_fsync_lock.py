@@ -72,8 +72,25 @@ options:
       - V(0) disables the check. When the server does not report the age, nothing is checked.
     type: int
     default: 300
+  member:
+    description:
+      - Which member of a replica set to lock, through a connection to the replica set (any member, or a
+        O(uri) naming several hosts).
+      - V(auto) chooses the member a snapshot should come from, a hidden member first, else the secondary
+        with the least lag (the primary only with O(allow_primary=true)); RV(selection) says which and why.
+      - A C(host:port) locks that member once it is found healthy and within O(max_lag_seconds), and
+        unlocks it whatever the replica set's state (a lock must always be releasable). Pass the
+        RV(member) of the lock task to the unlock task.
+      - Unset, the module locks the one server it connects to (directly).
+    type: str
+    version_added: 1.2.0
+  max_lag_seconds:
+    description:
+      - With O(member), the most a member may lag the primary to be locked; no limit when unset.
+    type: int
+    version_added: 1.2.0
 notes:
-  - Connect to the member itself, for example O(uri=mongodb://db2.example.com:27017/) or
+  - Without O(member), connect to the member itself, for example O(uri=mongodb://db2.example.com:27017/) or
     O(login_host)/O(login_port); the connection is always direct.
   - "Snapshot procedure: lock a secondary, snapshot every volume of its data and journal at once, unlock in
     C(always). The RV(oplog_time_at_lock) is the point in time of the snapshot."
@@ -167,6 +184,12 @@ role:
   returned: always
   type: str
   sample: secondary
+selection:
+  description: With O(member), the member chosen (C(host)) and why (C(reason)); null without O(member).
+  returned: always
+  type: dict
+  sample: {"host": "db3.example.com:27017", "state": "SECONDARY", "hidden": true, "lag_seconds": 0,
+           "reason": "hidden member, preferred for backups"}
 server_version:
   description: The server's MongoDB version.
   returned: always
@@ -181,7 +204,9 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster impor
 
 def run_module(module):
     params = module.params
-    client = fsync_lock.connect_one(module.connection_options)
+    client, selection = fsync_lock.connect_member(
+        module.connection_options, member=params["member"], max_lag_seconds=params["max_lag_seconds"],
+        allow_primary=params["allow_primary"], state=params["state"])
     try:
         facts = client_utils.server_facts(client)
         changed, result, warnings = fsync_lock.run(
@@ -191,6 +216,7 @@ def run_module(module):
         client.close()
     for warning in warnings:
         module.warn(warning)
+    result["selection"] = selection
     return changed, result
 
 
@@ -200,6 +226,8 @@ def main():
             state=dict(type="str", choices=["locked", "unlocked"]),
             allow_primary=dict(type="bool", default=False),
             max_lock_seconds=dict(type="int", default=fsync_lock.DEFAULT_MAX_LOCK_SECONDS),
+            member=dict(type="str"),
+            max_lag_seconds=dict(type="int"),
         ),
         supports_check_mode=True,
     )

@@ -46,6 +46,7 @@ class FsyncServer:
         self.lock_count, self.lock_age = lock_count, lock_age
         self.commands = []
         self.fail_oplog_read = False
+        self.replica_set = None  # (replSetGetStatus, replSetGetConfig) replies, for member selection
         self._mutex = threading.Lock()
         self.server = MockupDB(auto_ismaster=False)
         # mockupdb asks the newest autoresponder first: the catch-all goes in before hello and buildInfo.
@@ -81,6 +82,9 @@ class FsyncServer:
                 if not self.lock_count:
                     self.lock_age = None
                 return request.ok(info="fsyncUnlock completed", lockCount=bson.Int64(self.lock_count))
+            if name in ("replSetGetStatus", "replSetGetConfig") and self.replica_set is not None:
+                status, config = self.replica_set
+                return request.ok(status) if name == "replSetGetStatus" else request.ok(config=config)
             if name == "find" and request.doc.get("find") == "oplog.rs":
                 assert request.doc.get("sort") == {"$natural": -1} and request.doc.get("limit") == 1
                 if self.fail_oplog_read:
@@ -347,3 +351,54 @@ def test_protocol_role_leaves_a_lock_it_found(mock, tmp_path):
     code, out = support.run_playbook(ROLE_PLAY.format(tasks=tasks), tmp_path, server=server)
     assert code == 0, out
     assert server.sent(*STATE_CHANGING) == [] and server.lock_count == 1
+
+
+# ----------------------------------------------------------------------------- member selection
+
+
+def _replica_set_with(hidden_host, secondary_lag=0):
+    """replSetGetStatus and replSetGetConfig of a three-member set whose hidden member is ``hidden_host``
+    (4 s behind the primary) beside a secondary ``secondary_lag`` seconds behind."""
+    now = bson.datetime.datetime(2024, 5, 1, 0, 0, 0)
+    hosts = [("db1:27017", 1, "PRIMARY", False, 0), ("db3:27017", 2, "SECONDARY", False, secondary_lag),
+             (hidden_host, 2, "SECONDARY", True, 4)]
+    status, config = [], []
+    for ident, (host, state, state_str, hidden, lag) in enumerate(hosts):
+        date = now - bson.datetime.timedelta(seconds=lag)
+        optime = {"ts": bson.Timestamp(1714521600 - lag, 1), "t": bson.Int64(3)}
+        status.append({"_id": ident, "name": host, "health": 1.0, "state": state, "stateStr": state_str,
+                       "uptime": 100, "optime": optime, "optimeDate": date, "optimeDurable": optime,
+                       "optimeDurableDate": date, "configVersion": 5, "configTerm": 3})
+        config.append({"_id": ident, "host": host, "arbiterOnly": False, "buildIndexes": True, "hidden": hidden,
+                       "priority": 0.0 if hidden else 1.0, "tags": {}, "secondaryDelaySecs": bson.Int64(0),
+                       "votes": 1})
+    return ({"set": "rs0", "date": now, "myState": 2, "term": bson.Int64(3), "members": status},
+            {"_id": "rs0", "version": 5, "term": 3, "members": config})
+
+
+def test_protocol_member_auto_locks_the_hidden_member_and_the_unlock_goes_straight_to_it(mock, tmp_path):
+    """member: auto asks the set for its members and locks the hidden one, though it lags a little more than
+    the other secondary; the unlock names the member the lock returned."""
+    server = mock(role="secondary")
+    address = "%s:%d" % server.server.address
+    server.replica_set = _replica_set_with(address)
+    locked = _module_task(tmp_path, uri=server.uri, direct_connection=True, member="auto", state="locked")
+    assert not locked.get("failed"), locked
+    assert locked["selection"]["host"] == address and locked["selection"]["hidden"] is True
+    assert "hidden" in locked["selection"]["reason"] and locked["member"] == address
+    assert server.sent(*STATE_CHANGING) == ["fsync"]
+    server.commands.clear()
+    unlocked = _module_task(tmp_path, uri=server.uri, direct_connection=True, member=locked["member"],
+                            state="unlocked")
+    assert not unlocked.get("failed") and unlocked["changed"], unlocked
+    assert server.sent(*STATE_CHANGING) == ["fsyncUnlock"] and server.lock_count == 0
+    assert server.sent("replSetGetStatus") == []  # an unlock never depends on the set's state
+
+
+def test_protocol_member_auto_refuses_when_every_secondary_lags_too_much(mock, tmp_path):
+    server = mock(role="secondary")
+    server.replica_set = _replica_set_with("%s:%d" % server.server.address, secondary_lag=6)
+    result = _module_task(tmp_path, uri=server.uri, direct_connection=True, member="auto", max_lag_seconds=2,
+                          state="locked")
+    assert result.get("failed") and "lag" in result["msg"] and "db3:27017" in result["msg"], result
+    assert server.sent(*STATE_CHANGING) == []

@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - reported by the module wrapper
     pymongo_errors = None
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import members
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import server_codes
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import timestamps
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import versions
@@ -53,6 +54,29 @@ def connect_one(options):
                 "uri names %d hosts (%s); an fsync lock applies to one server: give only the member to "
                 "lock (or the mongos) in uri" % (len(nodes), client_utils.describe_uri_hosts(options.uri)))
     return client_utils.connect(options, directConnection=True)
+
+
+def connect_member(options, member=None, max_lag_seconds=None, allow_primary=False, state=None):
+    """A direct client to the member to lock, and how it was chosen: (client, selection or None).
+
+    ``member`` None: the one server the options name (``connect_one``). ``"auto"``: the member a snapshot
+    should come from, chosen over the replica set the options reach (hidden first, else the least-lagging
+    secondary; the primary only with ``allow_primary``). ``"host:port"``: that member, checked to be healthy
+    and within ``max_lag_seconds`` before a lock; an unlock goes straight to it, whatever the set's state,
+    because a lock must always be releasable.
+    """
+    if member is None:
+        return connect_one(options), None
+    if member != "auto" and state == "unlocked":
+        return members.pinned_client(options, member), {"host": member, "reason": "named for the unlock"}
+    client = client_utils.connect(options)
+    try:
+        selection = members.select_member(client, member=None if member == "auto" else member,
+                                          max_lag_seconds=max_lag_seconds, prefer_hidden=True,
+                                          allow_primary=allow_primary)
+    finally:
+        client.close()
+    return members.pinned_client(options, selection["host"]), selection
 
 
 def server_role(facts):
