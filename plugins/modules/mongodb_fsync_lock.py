@@ -179,6 +179,12 @@ member:
   returned: always
   type: str
   sample: db2.example.com:27017
+replica_set:
+  description: The replica set of the server, null for a mongos or a standalone server.
+  returned: always
+  type: str
+  sample: rs0
+  version_added: 1.2.0
 role:
   description: What the server is, C(primary), C(secondary), C(mongos) or C(standalone).
   returned: always

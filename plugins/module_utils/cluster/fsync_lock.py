@@ -163,7 +163,8 @@ def run(client, facts, state=None, allow_primary=False, max_lock_seconds=DEFAULT
     member = facts.get("address")
     _refuse(role, facts, state, allow_primary)
     before = read_state(client)
-    result = {"member": member, "role": role, "server_version": facts.get("version"),
+    result = {"member": member, "role": role, "replica_set": facts.get("replica_set"),
+              "server_version": facts.get("version"),
               "before": {"locked": before["locked"], "lock_count": before["lock_count"]},
               "lock_age_seconds": before["lock_age_seconds"], "locked": before["locked"],
               "lock_count": before["lock_count"], "released": 0, "oplog_time_at_lock": None}
