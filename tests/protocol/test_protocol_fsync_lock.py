@@ -1,14 +1,10 @@
-"""Protocol tests for mongodb_fsync_lock and the fsync_locked role: the test server has no fsync
-lock, so mockupdb answers hello, buildInfo, currentOp, fsync, fsyncUnlock and the oplog read with
-replies shaped as MongoDB 7/8 send them, and keeps the lock count as the server does."""
+"""Protocol tests for mongodb_fsync_lock and the fsync_locked role, against the lockable mock mongod of
+tests/fsync_bed.py (the test server has no fsync lock)."""
 
-import threading
-
-import bson
 import pytest
-from mockupdb import MockupDB
 
 import support
+from fsync_bed import STATE_CHANGING, FsyncServer, replica_set_with
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils import errors
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.cluster import fsync_lock
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
@@ -17,101 +13,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core import v
 pytestmark = pytest.mark.protocol
 
 MODULE = "dbops.mongodb_backup.mongodb_fsync_lock"
-NEWEST_TS = bson.Timestamp(1714521600, 3)
-WIRE = {"5.0": 13, "6.0": 17, "7.0": 21, "7.1": 22, "8.0": 25}
-STATE_CHANGING = ("fsync", "fsyncUnlock")
-
-
-def _hello(role, version):
-    wire = WIRE.get(".".join(version.split(".")[:2]), 25)
-    doc = {"maxWireVersion": wire, "minWireVersion": 0, "maxBsonObjectSize": 16777216,
-           "maxMessageSizeBytes": 48000000, "maxWriteBatchSize": 100000, "logicalSessionTimeoutMinutes": 30,
-           "connectionId": 7, "readOnly": False, "localTime": bson.datetime.datetime(2024, 5, 1)}
-    if role == "mongos":
-        doc.update(isWritablePrimary=True, msg="isdbgrid")
-    elif role == "standalone":
-        doc.update(isWritablePrimary=True)
-    else:
-        doc.update(setName="rs0", setVersion=5, hosts=["db1:27017", "db2:27017", "db3:27017"],
-                   primary="db1:27017", me="db1:27017" if role == "primary" else "db2:27017",
-                   isWritablePrimary=role == "primary", secondary=role == "secondary")
-    return doc
-
-
-class FsyncServer:
-    """A mockupdb server with the lock count and the commands it received (in order)."""
-
-    def __init__(self, role="secondary", version="8.0.4", lock_count=0, lock_age=None):
-        self.role, self.version = role, version
-        self.lock_count, self.lock_age = lock_count, lock_age
-        self.commands = []
-        self.fail_oplog_read = False
-        self.replica_set = None  # (replSetGetStatus, replSetGetConfig) replies, for member selection
-        self._mutex = threading.Lock()
-        self.server = MockupDB(auto_ismaster=False)
-        # mockupdb asks the newest autoresponder first: the catch-all goes in before hello and buildInfo.
-        self.server.autoresponds(self._handle)
-        hello = _hello(role, version)
-        self.server.autoresponds("hello", hello)
-        self.server.autoresponds("ismaster", hello)
-        self.server.autoresponds("isMaster", hello)
-        self.server.autoresponds("ping")
-        parts = [int(p) for p in version.split(".")] + [0]
-        self.server.autoresponds("buildInfo", {"version": version, "versionArray": parts[:4], "gitVersion": "0" * 40,
-                                               "bits": 64, "maxBsonObjectSize": 16777216})
-        self.server.run()
-        self.uri = self.server.uri
-
-    def _handle(self, request):
-        name = request.command_name
-        with self._mutex:
-            self.commands.append(name)
-            if name == "currentOp":
-                return request.ok(self._current_op())
-            if name == "fsync":
-                assert request.doc.get("lock") is True
-                self.lock_count += 1
-                return request.ok(info="now locked against writes, use db.fsyncUnlock() to unlock",
-                                  lockCount=bson.Int64(self.lock_count),
-                                  seeAlso="https://dochub.mongodb.org/core/fsynccommand")
-            if name == "fsyncUnlock":
-                if not self.lock_count:
-                    return request.reply({"ok": 0, "errmsg": "fsyncUnlock called when not locked",
-                                          "code": 20, "codeName": "IllegalOperation"})
-                self.lock_count -= 1
-                if not self.lock_count:
-                    self.lock_age = None
-                return request.ok(info="fsyncUnlock completed", lockCount=bson.Int64(self.lock_count))
-            if name in ("replSetGetStatus", "replSetGetConfig") and self.replica_set is not None:
-                status, config = self.replica_set
-                return request.ok(status) if name == "replSetGetStatus" else request.ok(config=config)
-            if name == "find" and request.doc.get("find") == "oplog.rs":
-                assert request.doc.get("sort") == {"$natural": -1} and request.doc.get("limit") == 1
-                if self.fail_oplog_read:
-                    return request.reply({"ok": 0, "errmsg": "not authorized on local to execute command",
-                                          "code": 13, "codeName": "Unauthorized"})
-                return request.ok(cursor={"id": bson.Int64(0), "ns": "local.oplog.rs",
-                                          "firstBatch": [{"ts": NEWEST_TS}]})
-            return request.ok()  # endSessions and the like
-
-    def _current_op(self):
-        if not self.lock_count:
-            return {"inprog": []}
-        worker = {"type": "op", "host": "db2:27017", "desc": "fsyncLockWorker", "active": True, "opid": 3155664,
-                  "op": "none", "ns": "", "command": {}, "numYields": 0, "locks": {"Global": "R"},
-                  "waitingForLock": False}
-        if self.lock_age is not None:
-            worker.update(secs_running=bson.Int64(self.lock_age),
-                          microsecs_running=bson.Int64(self.lock_age * 1000000 + 2500))
-        return {"inprog": [worker], "fsyncLock": True,
-                "info": "use db.fsyncUnlock() to terminate the fsync write/snapshot lock"}
-
-    def sent(self, *names):
-        with self._mutex:
-            return [c for c in self.commands if c in names]
-
-    def stop(self):
-        self.server.stop()
 
 
 @pytest.fixture(name="mock")
@@ -356,32 +257,12 @@ def test_protocol_role_leaves_a_lock_it_found(mock, tmp_path):
 # ----------------------------------------------------------------------------- member selection
 
 
-def _replica_set_with(hidden_host, secondary_lag=0):
-    """replSetGetStatus and replSetGetConfig of a three-member set whose hidden member is ``hidden_host``
-    (4 s behind the primary) beside a secondary ``secondary_lag`` seconds behind."""
-    now = bson.datetime.datetime(2024, 5, 1, 0, 0, 0)
-    hosts = [("db1:27017", 1, "PRIMARY", False, 0), ("db3:27017", 2, "SECONDARY", False, secondary_lag),
-             (hidden_host, 2, "SECONDARY", True, 4)]
-    status, config = [], []
-    for ident, (host, state, state_str, hidden, lag) in enumerate(hosts):
-        date = now - bson.datetime.timedelta(seconds=lag)
-        optime = {"ts": bson.Timestamp(1714521600 - lag, 1), "t": bson.Int64(3)}
-        status.append({"_id": ident, "name": host, "health": 1.0, "state": state, "stateStr": state_str,
-                       "uptime": 100, "optime": optime, "optimeDate": date, "optimeDurable": optime,
-                       "optimeDurableDate": date, "configVersion": 5, "configTerm": 3})
-        config.append({"_id": ident, "host": host, "arbiterOnly": False, "buildIndexes": True, "hidden": hidden,
-                       "priority": 0.0 if hidden else 1.0, "tags": {}, "secondaryDelaySecs": bson.Int64(0),
-                       "votes": 1})
-    return ({"set": "rs0", "date": now, "myState": 2, "term": bson.Int64(3), "members": status},
-            {"_id": "rs0", "version": 5, "term": 3, "members": config})
-
-
 def test_protocol_member_auto_locks_the_hidden_member_and_the_unlock_goes_straight_to_it(mock, tmp_path):
     """member: auto asks the set for its members and locks the hidden one, though it lags a little more than
     the other secondary; the unlock names the member the lock returned."""
     server = mock(role="secondary")
     address = "%s:%d" % server.server.address
-    server.replica_set = _replica_set_with(address)
+    server.replica_set = replica_set_with(address)
     locked = _module_task(tmp_path, uri=server.uri, direct_connection=True, member="auto", state="locked")
     assert not locked.get("failed"), locked
     assert locked["selection"]["host"] == address and locked["selection"]["hidden"] is True
@@ -397,7 +278,7 @@ def test_protocol_member_auto_locks_the_hidden_member_and_the_unlock_goes_straig
 
 def test_protocol_member_auto_refuses_when_every_secondary_lags_too_much(mock, tmp_path):
     server = mock(role="secondary")
-    server.replica_set = _replica_set_with("%s:%d" % server.server.address, secondary_lag=6)
+    server.replica_set = replica_set_with("%s:%d" % server.server.address, secondary_lag=6)
     result = _module_task(tmp_path, uri=server.uri, direct_connection=True, member="auto", max_lag_seconds=2,
                           state="locked")
     assert result.get("failed") and "lag" in result["msg"] and "db3:27017" in result["msg"], result
