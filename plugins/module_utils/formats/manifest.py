@@ -20,7 +20,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
 
 # Who wrote a backup: recorded in prelude.json and archive headers as the tool version.
 TOOL_NAME = "dbops.mongodb_backup"
-TOOL_VERSION = TOOL_NAME + "-1.1.0"
+TOOL_VERSION = TOOL_NAME + "-1.2.0"
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "dbops.mongodb_backup/manifest"
 MANIFEST_VERSION = 1
