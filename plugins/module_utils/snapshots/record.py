@@ -23,7 +23,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import shutil
+import tempfile
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog, check_backup_root
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import now_iso, ts_text
@@ -140,10 +140,9 @@ def _write(root, snapshot_set, target):
                                          snapshot_set.manifest(files, {"bytes": total, "bytes_on_disk": total}))
         os.rename(source, target)
     else:
-        partial = target + ".partial"
-        if os.path.isdir(partial):
-            shutil.rmtree(partial)  # our own leftover: it never had a manifest
-        manifest_utils.make_private_dir(partial)
+        # A private, unique work directory: an LVM copy of the same label may be in <label>.partial. Its
+        # name ends in .partial, so a crash before the rename leaves nothing that looks like a backup.
+        partial = tempfile.mkdtemp(prefix=snapshot_set.label + ".", suffix=".partial", dir=root)
         manifest_utils.write_json_atomic(os.path.join(partial, manifest_utils.MANIFEST_NAME),
                                          snapshot_set.manifest([], {}))
         os.rename(partial, target)
@@ -159,25 +158,35 @@ def record_snapshot_set(root, snapshot_set, check_mode=False):
     """
     check_backup_root(root)
     root = os.path.abspath(root)
-    target = os.path.join(root, snapshot_set.label)
-    document = _existing(target) if os.path.isdir(target) else None
-    if document is not None and not _same_set(document, snapshot_set):
-        raise CatalogError("%s already holds the backup %s (%s); a snapshot set labelled %s cannot be recorded "
-                           "there: give the snapshot set another label" % (target, document.get("backup_id"),
-                                                                            document.get("kind"), snapshot_set.label))
-    if os.path.exists(target) and document is None:
-        raise CatalogError("%s exists but is not a complete backup (no manifest); move it aside, then record the "
-                           "snapshot set %s again" % (target, snapshot_set.label))
     if check_mode:
-        catalog = Catalog.load(root)
-        known = [b for b in catalog.backups if b["backup_id"] == snapshot_set.set_id]
+        _existing_backup(root, snapshot_set)
+        known = [b for b in Catalog.load(root).backups if b["backup_id"] == snapshot_set.set_id]
         return not known, known[0] if known else {"label": snapshot_set.label, "backup_id": snapshot_set.set_id,
                                                    "path": snapshot_set.label, "kind": SNAPSHOT_KIND}
+    # Under the catalog lock from the first look to the save: two runs recording the same label at once
+    # cannot both write it.
     with Catalog.locked(root) as catalog:
+        document = _existing_backup(root, snapshot_set)
         if document is None:
-            _write(root, snapshot_set, target)
-        record, added = catalog.add_backup_from_manifest(target)
+            _write(root, snapshot_set, os.path.join(root, snapshot_set.label))
+        record, added = catalog.add_backup_from_manifest(os.path.join(root, snapshot_set.label))
         if catalog.changed:
             catalog.save()
     return document is None or added, record
 
+
+def _existing_backup(root, snapshot_set):
+    """The manifest of this same set already at ``<root>/<label>``, or None when nothing is there; another
+    backup, or a directory without a manifest, under that name is refused."""
+    target = os.path.join(root, snapshot_set.label)
+    if not os.path.exists(target):
+        return None
+    document = _existing(target) if os.path.isdir(target) else None
+    if document is None:
+        raise CatalogError("%s exists but is not a complete backup (no manifest); move it aside, then record the "
+                           "snapshot set %s again" % (target, snapshot_set.label))
+    if not _same_set(document, snapshot_set):
+        raise CatalogError("%s already holds the backup %s (%s); a snapshot set labelled %s cannot be recorded "
+                           "there: give the snapshot set another label" % (target, document.get("backup_id"),
+                                                                            document.get("kind"), snapshot_set.label))
+    return document

@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+import threading
 
 import pytest
 
@@ -57,6 +58,30 @@ def test_recording_the_same_set_again_changes_nothing_and_another_set_cannot_tak
     assert not changed and (tmp_path / "catalog.json").read_text() == before
     with pytest.raises(CatalogError, match="already holds the backup set-snap-1.*give the snapshot set another label"):
         record_snapshot_set(str(tmp_path), ebs_set(snapshot_set="another"))
+
+
+def test_two_runs_recording_sets_under_one_label_at_once_write_one_backup(tmp_path):
+    """Two runs at once: the same set is recorded once; a different set under the same label is refused."""
+    outcomes = []
+
+    def record(snapshot_set):
+        try:
+            outcomes.append(record_snapshot_set(str(tmp_path), snapshot_set)[0])
+        except CatalogError as exc:
+            outcomes.append(exc.message)
+
+    runs = [threading.Thread(target=record, args=(ebs_set(),)) for _run in range(4)]
+    runs.append(threading.Thread(target=record, args=(ebs_set(snapshot_set="another"),)))
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+    document = json.loads((tmp_path / "snap-1" / "manifest.json").read_text())
+    winner = document["backup_id"]
+    assert outcomes.count(True) == 1 and len(Catalog.load(str(tmp_path)).backups) == 1
+    refused = [o for o in outcomes if isinstance(o, str)]
+    assert len(refused) == (4 if winner == "another" else 1) and all("already holds" in o for o in refused)
+    assert [n for n in os.listdir(str(tmp_path)) if n.endswith(".partial")] == []
 
 
 def test_check_mode_writes_nothing(tmp_path):
