@@ -10,7 +10,7 @@ __metaclass__ = type
 import copy
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
@@ -35,6 +35,16 @@ CONNECTION_ARGUMENT_SPEC = dict(
     read_preference=dict(type="str", choices=list(client_utils.READ_PREFERENCES)),
     connect_timeout=dict(type="int", default=10),
     socket_timeout=dict(type="int", default=client_utils.DEFAULT_SOCKET_TIMEOUT),
+)
+
+# Paired with plugins/doc_fragments/aws.py: change both together.
+AWS_ARGUMENT_SPEC = dict(
+    region=dict(type="str", fallback=(env_fallback, ["AWS_REGION", "AWS_DEFAULT_REGION"])),
+    endpoint_url=dict(type="str"),
+    access_key=dict(type="str", aliases=["aws_access_key_id"], no_log=False),
+    secret_key=dict(type="str", aliases=["aws_secret_access_key"], no_log=True),
+    session_token=dict(type="str", aliases=["aws_session_token"], no_log=True),
+    profile=dict(type="str", aliases=["aws_profile"]),
 )
 
 CONNECTION_MUTUALLY_EXCLUSIVE = [
@@ -80,3 +90,13 @@ class MongoDBModule(AnsibleModule):
                 self.fail_json(msg=client_utils.redact(client_utils.driver_error_cause(exc), secrets),
                                exception=trace)
             self.fail_json(msg="unexpected error: %s" % client_utils.redact(exc, secrets), exception=trace)
+
+
+def run_engine(module, function, *args, **kwargs):
+    """For modules without a MongoDB connection: an engine error becomes a failed task with its message."""
+    try:
+        return function(*args, **kwargs)
+    except BackupError as exc:
+        result = dict(msg=exc.message, changed=False)
+        result.update(exc.details)
+        module.fail_json(**result)

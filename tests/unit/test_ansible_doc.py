@@ -34,10 +34,13 @@ MODULE_OPTIONS = {
     "mongodb_restore": {"source", "drop", "oplog_replay", "oplog_limit", "oplog_slices"},
     "mongodb_oplog_archive": {"backup_root", "slice_span_minutes", "compression"},
     "mongodb_backup_info": {"backup_root", "max_age", "target_time"},
-    "mongodb_backup_catalog": {"backup_root", "state", "path", "label"},
+    "mongodb_backup_catalog": {"backup_root", "state", "path", "label", "snapshot"},
+    "ebs_snapshot": {"label", "instance_id", "volume_ids", "copy_to_region", "region", "endpoint_url", "secret_key"},
 }
 # Modules that reach no server, so they have no connection options (and no secrets).
-NO_CONNECTION = {"mongodb_backup_info", "mongodb_backup_catalog"}
+NO_CONNECTION = {"mongodb_backup_info", "mongodb_backup_catalog", "ebs_snapshot"}
+# Secrets of the cloud modules, by module.
+CLOUD_SECRETS = {"ebs_snapshot": ("secret_key", "session_token")}
 
 
 def ansible_doc(*args):
@@ -105,6 +108,8 @@ def test_secrets_are_no_log(module, monkeypatch):
     spec = captured.value.args[0]
     if module in NO_CONNECTION:
         assert not set(SECRET_OPTIONS) & set(spec)
+        for option in CLOUD_SECRETS.get(module, ()):
+            assert spec[option].get("no_log") is True, "%s.%s is not no_log" % (module, option)
         return
     for option in SECRET_OPTIONS:
         assert spec[option].get("no_log") is True, "%s.%s is not no_log" % (module, option)

@@ -51,3 +51,16 @@ def test_shared_return_values_match_the_fragment(module):
 def test_every_shared_return_value_is_used_by_two_modules_or_more():
     for key in SHARED:
         assert len([m for m in MODULES if key in module_docs(m)[1]]) >= 2, key
+
+
+@pytest.mark.parametrize("fragment, spec", [("connection", "CONNECTION_ARGUMENT_SPEC"), ("aws", "AWS_ARGUMENT_SPEC")])
+def test_option_fragments_and_their_argument_specs_agree(fragment, spec):
+    """A doc fragment of options and the argument spec it documents: the same names, types and aliases."""
+    from ansible_collections.dbops.mongodb_backup.plugins.module_utils import module as module_utils
+    documented = yaml.safe_load(importlib.import_module(
+        "ansible_collections.%s.plugins.doc_fragments.%s" % (COLLECTION, fragment)).ModuleDocFragment.DOCUMENTATION)
+    arguments = getattr(module_utils, spec)
+    assert sorted(documented["options"]) == sorted(arguments)
+    for name, option in documented["options"].items():
+        assert option["type"] == arguments[name]["type"], name
+        assert sorted(option.get("aliases") or []) == sorted(arguments[name].get("aliases") or []), name
