@@ -6,12 +6,16 @@ environment so that the boto3 inside ansible-playbook's module processes finds t
 
 import os
 
-import boto3
-from moto.server import ThreadedMotoServer
+# Without moto's thousands of sample AMIs and their snapshots every listing is fast; set before moto loads.
+os.environ["MOTO_EC2_LOAD_DEFAULT_AMIS"] = "false"
+
+import boto3  # noqa: E402
+from moto.server import ThreadedMotoServer  # noqa: E402
 
 AWS_ENVIRONMENT = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                    "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 REGION = "us-east-1"
+IMAGE = "ami-12c6146b"  # any id: moto runs instances of images it does not list
 COPY_REGION = "eu-west-1"
 
 
@@ -29,8 +33,7 @@ class MotoEc2:
     def instance(self, data_devices=("/dev/sdf", "/dev/sdg", "/dev/sdh"), zone="us-east-1a"):
         """An instance with a boot volume and one data volume per device: (instance id, {device: volume id})."""
         ec2 = self.client()
-        image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        reply = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro",
+        reply = ec2.run_instances(ImageId=IMAGE, MinCount=1, MaxCount=1, InstanceType="t3.micro",
                                   Placement={"AvailabilityZone": zone},
                                   BlockDeviceMappings=[{"DeviceName": d, "Ebs": {"VolumeSize": 8}}
                                                        for d in data_devices])

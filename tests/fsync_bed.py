@@ -13,7 +13,7 @@ WIRE = {"5.0": 13, "6.0": 17, "7.0": 21, "7.1": 22, "8.0": 25}
 STATE_CHANGING = ("fsync", "fsyncUnlock")
 
 
-def _hello(role, version):
+def _hello(role, version, set_name="rs0"):
     wire = WIRE.get(".".join(version.split(".")[:2]), 25)
     doc = {"maxWireVersion": wire, "minWireVersion": 0, "maxBsonObjectSize": 16777216,
            "maxMessageSizeBytes": 48000000, "maxWriteBatchSize": 100000, "logicalSessionTimeoutMinutes": 30,
@@ -23,7 +23,7 @@ def _hello(role, version):
     elif role == "standalone":
         doc.update(isWritablePrimary=True)
     else:
-        doc.update(setName="rs0", setVersion=5, hosts=["db1:27017", "db2:27017", "db3:27017"],
+        doc.update(setName=set_name, setVersion=5, hosts=["db1:27017", "db2:27017", "db3:27017"],
                    primary="db1:27017", me="db1:27017" if role == "primary" else "db2:27017",
                    isWritablePrimary=role == "primary", secondary=role == "secondary")
     return doc
@@ -32,7 +32,7 @@ def _hello(role, version):
 class FsyncServer:
     """A mockupdb server with the lock count and the commands it received (in order)."""
 
-    def __init__(self, role="secondary", version="8.0.4", lock_count=0, lock_age=None):
+    def __init__(self, role="secondary", version="8.0.4", lock_count=0, lock_age=None, set_name="rs0"):
         self.role, self.version = role, version
         self.lock_count, self.lock_age = lock_count, lock_age
         self.commands = []
@@ -43,7 +43,7 @@ class FsyncServer:
         self.server = MockupDB(auto_ismaster=False)
         # mockupdb asks the newest autoresponder first: the catch-all goes in before hello and buildInfo.
         self.server.autoresponds(self._handle)
-        hello = _hello(role, version)
+        hello = _hello(role, version, set_name)
         self.server.autoresponds("hello", hello)
         self.server.autoresponds("ismaster", hello)
         self.server.autoresponds("isMaster", hello)

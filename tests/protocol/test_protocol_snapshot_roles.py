@@ -1,0 +1,154 @@
+"""The snapshot_backup role over the wire: lockable mock mongods (tests/fsync_bed.py), a mock mongos for the
+balancer (tests/cluster_bed.py) and moto's EC2 server for the volumes. What a user notices: the snapshots with
+their tags, the catalog entry, and every member unlocked and the balancer as it was, whatever failed."""
+
+import json
+import types
+
+import pytest
+
+from aws_bed import REGION, MotoEc2, restore_environment, set_environment
+from cluster_bed import MockMongos
+from fsync_bed import FsyncServer, replica_set_with
+from support import run_project_playbook_with
+
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import pitr
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog
+
+pytestmark = pytest.mark.protocol
+
+
+@pytest.fixture(scope="module")
+def moto():
+    old = set_environment()
+    server = MotoEc2()
+    yield server
+    server.stop()
+    restore_environment(old)
+
+
+@pytest.fixture
+def members():
+    """Lockable members, each listing itself as the hidden member of its replica set."""
+    started = []
+
+    def make(**kwargs):
+        member = FsyncServer(**kwargs)
+        member.address = "%s:%d" % member.server.address
+        member.replica_set = replica_set_with(member.address)
+        started.append(member)
+        return member
+
+    yield make
+    for member in started:
+        member.stop()
+
+
+def direct(server):
+    """What run_project_playbook_with needs: the URI (a direct connection to the mock)."""
+    return types.SimpleNamespace(uri=server.uri + "/?directConnection=true")
+
+
+def run_role(tmp_path, connection, moto, **extra):
+    root = tmp_path / "backups"
+    root.mkdir(exist_ok=True)
+    variables = {"backup_root": str(root), "backup_label": "snap-1", "snapshot_backup_provider": "ebs",
+                 "snapshot_backup_aws_endpoint_url": moto.endpoint_url, "snapshot_backup_aws_region": REGION}
+    variables.update(extra)
+    code, out = run_project_playbook_with("snapshot_backup.yml", connection, variables, tmp_path)
+    return code, out, root
+
+
+def test_replica_set_snapshot_is_tagged_recorded_as_a_pitr_base_and_unlocked(members, moto, tmp_path):
+    member = members()
+    instance_id, volumes = moto.instance()
+    code, out, root = run_role(tmp_path, direct(member), moto,
+                               snapshot_backup_volumes={member.address: {"instance_id": instance_id}})
+    assert code == 0, out
+    assert member.sent("fsync", "fsyncUnlock") == ["fsync", "fsyncUnlock"] and member.lock_count == 0
+    taken = moto.labelled("snap-1")
+    assert sorted(s["volume"] for s in taken) == sorted(volumes.values())
+    assert all(s["tags"]["dbops:oplog-ts"] == "1714521600:3" and s["tags"]["dbops:replica-set"] == "rs0"
+               for s in taken)
+    catalog = Catalog.load(str(root))
+    entry = catalog.backups[0]
+    assert (entry["kind"], entry["provider"], entry["oplog_end"], entry["member"], entry["snapshots"]) == \
+        ("snapshot", "ebs", "1714521600:3", member.address, 3)
+    assert pitr.windows(catalog)[0]["backup_label"] == "snap-1"
+    manifest = json.loads((root / "snap-1" / "manifest.json").read_text())
+    assert sorted(s["device"] for s in manifest["snapshot"]["snapshots"]) == sorted(volumes)
+
+
+def test_a_snapshot_that_fails_after_the_lock_leaves_the_member_unlocked(members, moto, tmp_path):
+    member = members()
+    code, out, root = run_role(tmp_path, direct(member), moto, backup_label="snap-fail",
+                               snapshot_backup_volumes={member.address: {"instance_id": "i-0000000000000dead"}})
+    assert code != 0 and "i-0000000000000dead" in out, out
+    assert member.sent("fsync", "fsyncUnlock") == ["fsync", "fsyncUnlock"] and member.lock_count == 0
+    assert Catalog.load(str(root)).backups == [] and moto.labelled("snap-fail") == []
+
+
+def test_a_lock_held_longer_than_max_lock_seconds_fails_the_run_and_is_released(members, moto, tmp_path):
+    member = members()
+    member.age_after_lock = 900  # the server reports the lock 15 minutes old once taken
+    instance_id, _volumes = moto.instance()
+    code, out, root = run_role(tmp_path, direct(member), moto, snapshot_backup_max_lock_seconds=300,
+                               snapshot_backup_volumes={member.address: {"instance_id": instance_id}},
+                               backup_label="snap-old")
+    assert code != 0 and "longer than max_lock_seconds=300" in out, out
+    assert member.sent("fsync", "fsyncUnlock") == ["fsync", "fsyncUnlock"] and member.lock_count == 0
+    assert Catalog.load(str(root)).backups == []
+
+
+def test_a_member_without_volumes_fails_before_anything_is_locked(members, moto, tmp_path):
+    member = members()
+    code, out, _root = run_role(tmp_path, direct(member), moto, snapshot_backup_volumes={"db9:27017": {}})
+    assert code != 0 and "has no entry in snapshot_backup_volumes" in out and member.address in out, out
+    assert member.sent("fsync", "fsyncUnlock") == []
+
+
+def test_sharded_run_snapshots_every_set_and_leaves_the_balancer_as_found(members, moto, tmp_path):
+    shards = {"shardA": members(set_name="shardA"), "shardB": members(set_name="shardB"),
+              "config": members(set_name="configRS")}
+    volumes = {}
+    for name, member in shards.items():
+        volumes[member.address] = {"instance_id": moto.instance(data_devices=("/dev/sdf",))[0]}
+    mongos = MockMongos({"shardA": "shardA/x:1", "shardB": "shardB/x:2"}, "configRS/x:3", mode="full")
+    try:
+        code, out, root = run_role(
+            tmp_path, mongos, moto, backup_label="cluster-1", snapshot_backup_topology="sharded",
+            snapshot_backup_volumes=volumes,
+            snapshot_backup_shards=[{"name": name, "uri": member.uri + "/?directConnection=true"}
+                                    for name, member in shards.items()])
+        assert code == 0, out
+        names = mongos.names()
+        assert "balancerStop" in names and names.index("balancerStop") < names.index("balancerStart")
+        assert mongos.mode == "full"
+        for name, member in shards.items():
+            assert member.sent("fsync", "fsyncUnlock") == ["fsync", "fsyncUnlock"] and member.lock_count == 0
+            assert len(moto.labelled("cluster-1.%s" % name)) == 1
+        entry = Catalog.load(str(root)).backups[0]
+        assert entry["kind"] == "snapshot" and sorted(entry["members"]) == ["configRS", "shardA", "shardB"]
+        assert entry["oplog_end"] is None
+    finally:
+        mongos.stop()
+
+
+def test_sharded_run_that_fails_puts_a_stopped_balancer_nowhere_and_unlocks_every_member(members, moto, tmp_path):
+    """One shard's snapshot fails: every member is unlocked, and a balancer that was off stays off."""
+    shards = {"shardA": members(set_name="shardA"), "config": members(set_name="configRS")}
+    volumes = {shards["shardA"].address: {"instance_id": moto.instance(data_devices=("/dev/sdf",))[0]},
+               shards["config"].address: {"instance_id": "i-0000000000000dead"}}
+    mongos = MockMongos({"shardA": "shardA/x:1"}, "configRS/x:3", mode="off")
+    try:
+        code, out, _root = run_role(
+            tmp_path, mongos, moto, backup_label="cluster-2", snapshot_backup_topology="sharded",
+            snapshot_backup_volumes=volumes,
+            snapshot_backup_shards=[{"name": name, "uri": member.uri + "/?directConnection=true"}
+                                    for name, member in shards.items()])
+        assert code != 0 and "i-0000000000000dead" in out, out
+        for member in shards.values():
+            assert member.sent("fsync", "fsyncUnlock") == ["fsync", "fsyncUnlock"] and member.lock_count == 0
+        assert "balancerStart" not in mongos.names() and mongos.mode == "off"
+    finally:
+        mongos.stop()
