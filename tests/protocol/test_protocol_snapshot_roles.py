@@ -10,6 +10,7 @@ import pytest
 from aws_bed import REGION, MotoEc2, restore_environment, set_environment
 from cluster_bed import MockMongos
 from fsync_bed import FsyncServer, replica_set_with
+import support
 from support import run_project_playbook_with
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import pitr
@@ -152,3 +153,51 @@ def test_sharded_run_that_fails_puts_a_stopped_balancer_nowhere_and_unlocks_ever
         assert "balancerStart" not in mongos.names() and mongos.mode == "off"
     finally:
         mongos.stop()
+
+
+RESTORE_PLAY = """
+- name: Restore a snapshot set onto another instance
+  hosts: localhost
+  gather_facts: false
+  roles:
+    - role: dbops.mongodb_backup.snapshot_restore
+      vars:
+        snapshot_restore_root: "{root}"
+        snapshot_restore_label: "{label}"
+        snapshot_restore_instance_id: "{instance}"
+        snapshot_restore_aws_region: "{region}"
+        snapshot_restore_aws_endpoint_url: "{endpoint}"
+"""
+
+
+def test_snapshot_restore_builds_one_volume_per_snapshot_at_its_device_once(members, moto, tmp_path):
+    member = members()
+    source, _volumes = moto.instance()
+    code, out, root = run_role(tmp_path, direct(member), moto, backup_label="snap-restore",
+                               snapshot_backup_volumes={member.address: {"instance_id": source}})
+    assert code == 0, out
+    taken = dict((s["tags"]["dbops:device"], s["id"]) for s in moto.labelled("snap-restore"))
+    target, _target_volumes = moto.instance(data_devices=())
+    play = RESTORE_PLAY.format(root=root, label="snap-restore", instance=target, region=REGION,
+                               endpoint=moto.endpoint_url)
+
+    def attached():
+        volumes = moto.client().describe_volumes(
+            Filters=[{"Name": "attachment.instance-id", "Values": [target]}])["Volumes"]
+        return dict((v["Attachments"][0]["Device"], v.get("SnapshotId")) for v in volumes if v.get("SnapshotId"))
+
+    code, out = support.run_playbook(play, tmp_path)
+    assert code == 0, out
+    assert attached() == taken
+    code, out = support.run_playbook(play, tmp_path)  # again: every device is there already
+    assert code == 0 and "changed=0" in out, out
+    assert attached() == taken
+
+
+def test_snapshot_restore_refuses_a_logical_backup(moto, tmp_path):
+    root = tmp_path / "backups"
+    (root / "nightly").mkdir(parents=True)
+    (root / "nightly" / "manifest.json").write_text(json.dumps({"kind": "logical", "snapshot": None}))
+    code, out = support.run_playbook(RESTORE_PLAY.format(root=root, label="nightly", instance="i-1", region=REGION,
+                                                         endpoint=moto.endpoint_url), tmp_path)
+    assert code != 0 and "nightly in %s is a logical backup" % root in out, out
