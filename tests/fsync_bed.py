@@ -77,7 +77,7 @@ class FsyncServer:
                     self.lock_age = None
                 return request.ok(info="fsyncUnlock completed", lockCount=bson.Int64(self.lock_count))
             if name in ("replSetGetStatus", "replSetGetConfig") and self.replica_set is not None:
-                status, config = self.replica_set
+                status, config = self.replica_set[0], self.replica_set[1]
                 return request.ok(status) if name == "replSetGetStatus" else request.ok(config=config)
             if name == "find" and request.doc.get("find") == "oplog.rs":
                 assert request.doc.get("sort") == {"$natural": -1} and request.doc.get("limit") == 1

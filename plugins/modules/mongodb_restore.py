@@ -49,7 +49,6 @@ options:
       - Required unless O(oplog_only=true).
       - The dump directory or archive file to restore. gzip is detected from the file contents.
     type: path
-    required: true
   db:
     description:
       - Restore only this database of the source (and, without O(ns_from), into a database of that name).

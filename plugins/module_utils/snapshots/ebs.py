@@ -199,9 +199,9 @@ def describe_ids(ec2, ids, region):
 
 
 def _named(snapshots):
-    return ", ".join("%s (volume %s%s, %s)" % (s["snapshot_id"], s["volume_id"],
-                                              " at %s" % s["device"] if s.get("device") else "",
-                                              s.get("progress") or "0%") for s in snapshots)
+    return ", ".join("%s (volume %s%s, %s)" % (
+        s["snapshot_id"], s["volume_id"], " at %s" % s["device"] if s.get("device") else "",
+        s.get("progress") or "0%") for s in snapshots)
 
 
 def wait_for(ec2, ids, region, options, what, sleep=time.sleep, clock=time.time):
@@ -211,10 +211,10 @@ def wait_for(ec2, ids, region, options, what, sleep=time.sleep, clock=time.time)
         snapshots = describe_ids(ec2, ids, region)
         failed = [s for s in snapshots if s["state"] == "error"]
         if failed:
+            causes = "; ".join(s.get("state_message") or "no message" for s in failed)
             raise SnapshotError(
                 "%s of %s failed: %s is in state error (%s); delete the set with state: absent and take it again"
-                % (what, options.label, _named(failed), "; ".join(s.get("state_message") or "no message"
-                                                                    for s in failed)), snapshots=snapshots)
+                % (what, options.label, _named(failed), causes), snapshots=snapshots)
         pending = [s for s in snapshots if s["state"] != "completed"]
         if not pending:
             return snapshots

@@ -161,8 +161,9 @@ def record_snapshot_set(root, snapshot_set, check_mode=False):
     if check_mode:
         _existing_backup(root, snapshot_set)
         known = [b for b in Catalog.load(root).backups if b["backup_id"] == snapshot_set.set_id]
-        return not known, known[0] if known else {"label": snapshot_set.label, "backup_id": snapshot_set.set_id,
-                                                   "path": snapshot_set.label, "kind": SNAPSHOT_KIND}
+        planned = {"label": snapshot_set.label, "backup_id": snapshot_set.set_id, "path": snapshot_set.label,
+                   "kind": SNAPSHOT_KIND}
+        return not known, known[0] if known else planned
     # Under the catalog lock from the first look to the save: two runs recording the same label at once
     # cannot both write it.
     with Catalog.locked(root) as catalog:
@@ -187,6 +188,6 @@ def _existing_backup(root, snapshot_set):
                            "snapshot set %s again" % (target, snapshot_set.label))
     if not _same_set(document, snapshot_set):
         raise CatalogError("%s already holds the backup %s (%s); a snapshot set labelled %s cannot be recorded "
-                           "there: give the snapshot set another label" % (target, document.get("backup_id"),
-                                                                            document.get("kind"), snapshot_set.label))
+                           "there: give the snapshot set another label"
+                           % (target, document.get("backup_id"), document.get("kind"), snapshot_set.label))
     return document

@@ -72,8 +72,8 @@ def snapshot_bed(private_server, target_server, tmp_path):
     target.close()
 
 
-def test_slices_replayed_from_the_snapshot_time_give_the_source_just_before_T(snapshot_bed, target_server,
-                                                                               tmp_path):
+def test_slices_replayed_from_the_snapshot_time_give_the_source_just_before_t(
+        snapshot_bed, target_server, tmp_path):
     source, target, root, t0, limit, expected, facts = snapshot_bed
     catalog = Catalog.load(root)
     assert catalog.last_archived_ts(facts["replica_set"]) is not None
@@ -99,8 +99,8 @@ def test_slices_replayed_from_the_snapshot_time_give_the_source_just_before_T(sn
     assert documents(target) == expected
 
 
-def test_a_base_older_than_the_first_slice_is_refused_before_anything_is_written(snapshot_bed, target_server,
-                                                                                  tmp_path):
+def test_a_base_older_than_the_first_slice_is_refused_before_anything_is_written(
+        snapshot_bed, target_server, tmp_path):
     source, target, root, t0, limit, expected, facts = snapshot_bed
     slices = [Catalog.load(root).absolute(s["file"]) for s in Catalog.load(root).slices_of(facts["replica_set"])]
     before = documents(target)
