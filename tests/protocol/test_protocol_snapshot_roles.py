@@ -54,7 +54,8 @@ def run_role(tmp_path, connection, moto, **extra):
     root = tmp_path / "backups"
     root.mkdir(exist_ok=True)
     variables = {"backup_root": str(root), "backup_label": "snap-1", "snapshot_backup_provider": "ebs",
-                 "snapshot_backup_aws_endpoint_url": moto.endpoint_url, "snapshot_backup_aws_region": REGION}
+                 "snapshot_backup_aws_endpoint_url": moto.endpoint_url, "snapshot_backup_aws_region": REGION,
+                 "snapshot_backup_poll_interval": 0.1}
     variables.update(extra)
     code, out = run_project_playbook_with("snapshot_backup.yml", connection, variables, tmp_path)
     return code, out, root
@@ -201,3 +202,24 @@ def test_snapshot_restore_refuses_a_logical_backup(moto, tmp_path):
     code, out = support.run_playbook(RESTORE_PLAY.format(root=root, label="nightly", instance="i-1", region=REGION,
                                                          endpoint=moto.endpoint_url), tmp_path)
     assert code != 0 and "nightly in %s is a logical backup" % root in out, out
+
+
+def test_gce_replica_set_snapshot_is_recorded_and_the_member_unlocked(members, moto, tmp_path):
+    from gce_bed import ComputeEndpoint
+    member = members()
+    compute = ComputeEndpoint()
+    compute.pending_polls = 2
+    try:
+        code, out, root = run_role(
+            tmp_path, direct(member), moto, backup_label="gce-1", snapshot_backup_provider="gce",
+            snapshot_backup_gce_project=compute.project, snapshot_backup_gce_api_endpoint=compute.api_endpoint,
+            snapshot_backup_gce_auth_kind="anonymous", snapshot_backup_gce_snapshot_type="ARCHIVE",
+            snapshot_backup_volumes={member.address: {"disks": [{"name": "db3-data", "zone": "europe-west1-b"}]}})
+        assert code == 0, out
+        assert member.sent("fsync", "fsyncUnlock") == ["fsync", "fsyncUnlock"] and member.lock_count == 0
+        snapshot = compute.snapshots["gce-1-db3-data"]
+        assert snapshot["snapshotType"] == "ARCHIVE" and snapshot["labels"]["dbops-oplog-ts"] == "1714521600-3"
+        entry = Catalog.load(str(root)).backups[0]
+        assert (entry["provider"], entry["oplog_end"], entry["snapshots"]) == ("gce", "1714521600:3", 1)
+    finally:
+        compute.stop()
