@@ -48,6 +48,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import tempfile
 import time
@@ -230,9 +231,11 @@ def check_collection_docs(tmp, extra):
 def check_ansible_lint(tmp, extra):
     del extra
     dest = fresh_copy(tmp, "ansible-lint")
-    # The copy is the only collection ansible-lint needs (galaxy.yml declares no dependencies).
+    # The copy, and the collections galaxy.yml depends on: Galaxy is not reachable, so they come from the
+    # `ansible` package in this venv (requirements-dev.txt), whose site-packages holds ansible_collections.
+    collections = os.pathsep.join([os.path.join(tmp, "ansible-lint"), sysconfig.get_paths()["purelib"]])
     env = dict(venv_env(LINT_BIN), NO_COLOR="1", ANSIBLE_LINT_SKIP_SCHEMA_UPDATE="1",
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(tmp, "ansible-lint"))
+               ANSIBLE_COLLECTIONS_PATH=collections)
     return run("ansible-lint", [tool(LINT_BIN, "ansible-lint"), "--offline", "--profile", "production"], dest, env=env)
 
 
