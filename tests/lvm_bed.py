@@ -2,7 +2,9 @@
 device-mapper snapshot targets). One script, installed under the names lvm, vgs, lvs, lvcreate and lvremove in a
 directory put first on PATH, logs every call (its name and argv) and answers as LVM prints. A snapshot volume is a
 directory, /dev/<vg>/<name> under the bed, holding a copy of the origin's directory taken when lvcreate ran: what
-a snapshot is, the origin frozen at that instant. mount and umount are logged too, then run for real.
+a snapshot is, the origin frozen at that instant. mount and umount are logged too, then run for real (the role
+mounts the snapshot "device" with -t none -o ro,bind: a real read-only bind mount, which ansible.posix.mount sees in
+/proc/self/mountinfo as it sees any mount). state.json switches: fail_lvcreate, fail_umount (target is busy).
 """
 
 import json
@@ -18,10 +20,12 @@ name = os.path.basename(sys.argv[0])
 args = sys.argv[1:]
 with open(os.path.join(BED, "commands.log"), "a") as log:
     log.write(json.dumps([name] + args) + "\n")
-if name in ("mount", "umount"):
-    os.execv(%(real)r[name], [name] + args)
 state_path = os.path.join(BED, "state.json")
 state = json.load(open(state_path))
+if name == "umount" and state.get("fail_umount"):
+    sys.stderr.write("umount: %%s: target is busy.\n" %% args[-1]); sys.exit(32)
+if name in ("mount", "umount"):
+    os.execv(%(real)r[name], [name] + args)
 if name == "lvm":
     print("  LVM version:     2.03.16(2) (2022-05-18)")
 elif name == "vgs":
@@ -31,8 +35,11 @@ elif name == "vgs":
     print("  %%s;10240.00;5120.00;4.00" %% vg)
 elif name == "lvs":
     vg = args[-1]
-    for lv, attr in sorted(state.get(vg, {}).items()):
-        print("  %%s;8192.00;%%s" %% (lv, attr))
+    if vg not in state:
+        sys.stderr.write('  Volume group "%%s" not found\n  Cannot process volume group %%s\n' %% (vg, vg)); sys.exit(5)
+    for lv, attr in sorted(state[vg].items()):
+        # the columns asked for with -o: lvol's lv_name,size,lv_attr (with ; as separator), or lv_name alone
+        print("  %%s" %% lv if args[args.index("-o") + 1] == "lv_name" else "  %%s;8192.00;%%s" %% (lv, attr))
 elif name == "lvcreate":
     if "--test" in args:
         sys.exit(0)
@@ -111,3 +118,18 @@ def can_mount(tmp_path):
     if done.returncode == 0:
         subprocess.run(["umount", str(target)], check=False)
     return done.returncode == 0, done.stdout.decode(errors="replace").strip()
+
+
+def mounts_under(path):
+    """The mount points at or below ``path`` (from /proc/self/mountinfo), deepest first."""
+    prefix = str(path).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as handle:
+        points = [line.split()[4] for line in handle]
+    return sorted((p for p in points if p == str(path) or p.startswith(prefix)), key=len, reverse=True)
+
+
+def unmount_all_under(path):
+    """Teardown: no bind mount of a test may outlive it, whatever the role left behind."""
+    import subprocess
+    for point in mounts_under(path):
+        subprocess.run(["umount", "-l", point], check=False)
