@@ -48,7 +48,6 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import tarfile
 import tempfile
 import time
@@ -222,28 +221,19 @@ def check_ansible_test_floor(tmp, extra):
                                                 "--skip-test", "pylint"] + extra, fresh_copy(tmp, "ansible-test-floor"))
 
 
-def collections_path(copies):
-    """ANSIBLE_COLLECTIONS_PATH for a linter: ``copies`` (the directory holding the copy's ansible_collections), then
-    the collections galaxy.yml depends on. Galaxy is not reachable, so they come from the ``ansible`` package in this
-    venv (requirements-dev.txt), whose site-packages holds ansible_collections."""
-    return os.pathsep.join([copies, sysconfig.get_paths()["purelib"]])
-
-
 def check_collection_docs(tmp, extra):
     del extra
-    dest = fresh_copy(tmp, "collection-docs")
-    # The docs link to modules of the dependencies (M(community.general.lvol)): ansible-doc must find them.
-    env = dict(venv_env(LINT_BIN), ANSIBLE_COLLECTIONS_PATH=collections_path(os.path.join(tmp, "collection-docs")))
     return run("antsibull-docs lint", [tool(LINT_BIN, "antsibull-docs"), "lint-collection-docs", "--plugin-docs", "."],
-               dest, env=env, failing_pattern=r"^\S+:\d+:\d+: ")
+               fresh_copy(tmp, "collection-docs"), env=venv_env(LINT_BIN), failing_pattern=r"^\S+:\d+:\d+: ")
 
 
 def check_ansible_lint(tmp, extra):
     del extra
     dest = fresh_copy(tmp, "ansible-lint")
-    # The copy, and the collections galaxy.yml depends on (collections_path).
+    # The copy; the collections galaxy.yml depends on come from the `ansible` package of .venv-lint
+    # (requirements-lint.txt), on the sys.path that ansible-core scans for ansible_collections.
     env = dict(venv_env(LINT_BIN), NO_COLOR="1", ANSIBLE_LINT_SKIP_SCHEMA_UPDATE="1",
-               ANSIBLE_COLLECTIONS_PATH=collections_path(os.path.join(tmp, "ansible-lint")))
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(tmp, "ansible-lint"))
     return run("ansible-lint", [tool(LINT_BIN, "ansible-lint"), "--offline", "--profile", "production"], dest, env=env)
 
 
