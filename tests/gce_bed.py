@@ -106,8 +106,8 @@ class ComputeEndpoint:
         source = "%s%s/%s/%s/disks/%s" % (BASE, self.project, scope, where, disk)
         snapshot = {"kind": "compute#snapshot", "id": str(1000 + len(self.snapshots)), "name": name,
                     "status": "CREATING", "sourceDisk": source, "diskSizeGb": str(self.disk_size_gb),
-                    "storageBytes": "0", "labels": body.get("labels", {}), "snapshotType": body.get("snapshotType",
-                                                                                                   "STANDARD"),
+                    "storageBytes": "0", "labels": body.get("labels", {}),
+                    "snapshotType": body.get("snapshotType", "STANDARD"),
                     "storageLocations": body.get("storageLocations", ["us"]), "description": body.get("description"),
                     "selfLink": BASE + self.project + "/global/snapshots/" + name,
                     "creationTimestamp": "2024-05-01T00:00:03.000-07:00"}

@@ -193,11 +193,9 @@ def wait_operation(operations, scope, name, options, what, sleep=time.sleep, clo
                                                                              for e in errors)))
             return operation
         if clock() >= deadline:
+            status = operation.status.name if hasattr(operation.status, "name") else operation.status
             raise SnapshotError("%s is still %s after %d s (operation %s); it goes on in the background: run again "
-                                "with the same label to wait for it" % (what, operation.status.name
-                                                                         if hasattr(operation.status, "name")
-                                                                         else operation.status,
-                                                                         options.wait_timeout, name))
+                                "with the same label to wait for it" % (what, status, options.wait_timeout, name))
         sleep(options.poll_interval)
 
 
@@ -264,5 +262,5 @@ def run(clients, options, check_mode=False, sleep=time.sleep, clock=time.time):
         result["snapshots"] = wait_ready(clients, names, options, sleep, clock)
     else:
         result["snapshots"] = [_describe(_call("reading snapshot %s" % n, clients.snapshots.get,
-                                                project=options.project, snapshot=n)) for n in names]
+                                               project=options.project, snapshot=n)) for n in names]
     return bool(missing), result
