@@ -80,9 +80,7 @@ class MongoDBModule(AnsibleModule):
         try:
             return function(*args, **kwargs)
         except BackupError as exc:
-            result = dict(msg=exc.message, changed=False)
-            result.update(exc.details)
-            self.fail_json(**result)
+            fail_with_engine_error(self, exc)
         except Exception as exc:  # a bug or an unexpected driver error: keep the trace
             secrets = self.connection_options.secrets
             trace = client_utils.redact(traceback.format_exc(), secrets)
@@ -92,11 +90,16 @@ class MongoDBModule(AnsibleModule):
             self.fail_json(msg="unexpected error: %s" % client_utils.redact(exc, secrets), exception=trace)
 
 
+def fail_with_engine_error(module, exc):
+    """An engine error as a failed task: its message, and its details as return values."""
+    result = dict(msg=exc.message, changed=False)
+    result.update(exc.details)
+    module.fail_json(**result)
+
+
 def run_engine(module, function, *args, **kwargs):
     """For modules without a MongoDB connection: an engine error becomes a failed task with its message."""
     try:
         return function(*args, **kwargs)
     except BackupError as exc:
-        result = dict(msg=exc.message, changed=False)
-        result.update(exc.details)
-        module.fail_json(**result)
+        fail_with_engine_error(module, exc)

@@ -8,7 +8,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 import support
-from aws_bed import COPY_REGION, REGION, MotoEc2, restore_environment, set_environment
+from aws_bed import COPY_REGION, REGION
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import SnapshotError
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.snapshots import ebs
@@ -16,15 +16,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.snapshots imp
 pytestmark = pytest.mark.protocol
 
 MODULE = "dbops.mongodb_backup.ebs_snapshot"
-
-
-@pytest.fixture(scope="module")
-def moto():
-    old = set_environment()
-    server = MotoEc2()
-    yield server
-    server.stop()
-    restore_environment(old)
 
 
 def task(tmp_path, moto, check=False, **options):

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from aws_bed import REGION, MotoEc2, restore_environment, set_environment
+from aws_bed import REGION
 from cluster_bed import MockMongos
 from fsync_bed import FsyncServer, replica_set_with
 import support
@@ -17,15 +17,6 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog impor
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog
 
 pytestmark = pytest.mark.protocol
-
-
-@pytest.fixture(scope="module")
-def moto():
-    old = set_environment()
-    server = MotoEc2()
-    yield server
-    server.stop()
-    restore_environment(old)
 
 
 @pytest.fixture
