@@ -4,7 +4,8 @@ for the GCE protocol tests: the modules reach it through api_endpoint with anony
 It keeps the snapshots it created and the operations it started, answers createSnapshot (zonal and regional
 disks), snapshots.get/list (with a labels filter)/delete and zoneOperations/regionOperations/globalOperations.get.
 ``pending_polls`` makes each new operation PENDING, then RUNNING, for that many reads before DONE;
-``missing_disks`` do not exist; ``failing_disks`` {disk: message} ends that disk's operation DONE with the error; ``requests`` records
+``missing_disks`` do not exist; ``failing_disks`` {disk or instance: message} ends that disk's snapshot or that
+instance's attachDisk operation DONE with the error (the instance unchanged); ``requests`` records
 (method, path, query, body) of every call.
 """
 
@@ -23,6 +24,8 @@ class ComputeEndpoint:
         self.project = project
         self.disk_size_gb = disk_size_gb
         self.snapshots = {}
+        self.disks = {}
+        self.instances = {}
         self.operations = {}
         self.requests = []
         self.pending_polls = 0
@@ -68,6 +71,26 @@ class ComputeEndpoint:
         self.thread.start()
         self.api_endpoint = "http://127.0.0.1:%d" % self.server.server_address[1]
 
+    def add_instance(self, name, zone, attached=()):
+        """An instance in ``zone`` with ``attached`` [(device name, disk name)] (the disks are made too)."""
+        disks = []
+        for device, disk in attached:
+            self.disks[(zone, disk)] = self._disk(zone, disk, None)
+            disks.append({"kind": "compute#attachedDisk", "deviceName": device, "mode": "READ_WRITE",
+                          "source": self.disks[(zone, disk)]["selfLink"], "boot": device == "boot"})
+        self.instances[(zone, name)] = {"kind": "compute#instance", "name": name, "status": "RUNNING",
+                                        "zone": "%s%s/zones/%s" % (BASE, self.project, zone), "disks": disks,
+                                        "selfLink": "%s%s/zones/%s/instances/%s" % (BASE, self.project, zone, name)}
+
+    def _disk(self, zone, name, snapshot_link):
+        disk = {"kind": "compute#disk", "name": name, "status": "READY", "sizeGb": str(self.disk_size_gb),
+                "zone": "%s%s/zones/%s" % (BASE, self.project, zone),
+                "type": "%s%s/zones/%s/diskTypes/pd-balanced" % (BASE, self.project, zone),
+                "selfLink": "%s%s/zones/%s/disks/%s" % (BASE, self.project, zone, name)}
+        if snapshot_link:
+            disk["sourceSnapshot"] = snapshot_link
+        return disk
+
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
@@ -81,6 +104,9 @@ class ComputeEndpoint:
         match = re.match(r"^(zones|regions)/([^/]+)/disks/([^/]+)/createSnapshot$", rest)
         if match and method == "POST":
             return self._create(match.group(1), match.group(2), match.group(3), body)
+        match = re.match(r"^zones/([^/]+)/(disks|instances)(?:/([^/]+))?(/attachDisk)?$", rest)
+        if match:
+            return self._zonal(method, match.group(1), match.group(2), match.group(3), match.group(4), body)
         match = re.match(r"^(?:(zones|regions)/([^/]+)|global)/operations/([^/]+)$", rest)
         if match and method == "GET":
             return self._operation(match.group(3))
@@ -117,6 +143,35 @@ class ComputeEndpoint:
             self.snapshots[name] = snapshot
         return 200, self._start("createSnapshot", scope, where, disk, source)
 
+    def _zonal(self, method, zone, kind, name, attach, body):
+        if kind == "disks" and method == "POST" and name is None:
+            if (zone, body["name"]) in self.disks:
+                return _error(409, "The resource 'projects/%s/zones/%s/disks/%s' already exists" % (
+                    self.project, zone, body["name"]))
+            snapshot = self.snapshots.get(last_part(body.get("sourceSnapshot")))
+            if snapshot is None:
+                return _error(404, "The resource '%s' was not found" % body.get("sourceSnapshot"))
+            self.disks[(zone, body["name"])] = dict(self._disk(zone, body["name"], snapshot["selfLink"]),
+                                                    labels=body.get("labels", {}), status="CREATING",
+                                                    type=body.get("type"))
+            return 200, self._start("insert", "zones", zone, body["name"], self.disks[(zone, body["name"])]["selfLink"])
+        found = (self.disks if kind == "disks" else self.instances).get((zone, name))
+        if found is None:
+            return _error(404, "The resource 'projects/%s/zones/%s/%s/%s' was not found" % (self.project, zone, kind,
+                                                                                             name))
+        if method == "GET" and not attach:
+            return 200, found
+        if kind == "instances" and attach and method == "POST":
+            if any(d["deviceName"] == body["deviceName"] for d in found["disks"]):
+                return _error(400, "Invalid value for field 'resource.deviceName': '%s'. Device name is already in "
+                                   "use" % body["deviceName"])
+            if name not in self.failing_disks:  # a failed attach leaves the instance as it was
+                found["disks"].append({"kind": "compute#attachedDisk", "deviceName": body["deviceName"],
+                                       "source": body["source"], "mode": body.get("mode", "READ_WRITE"),
+                                       "autoDelete": body.get("autoDelete", False), "boot": False})
+            return 200, self._start("attachDisk", "zones", zone, name, found["selfLink"])
+        return _error(400, "%s %s is not answered by the test endpoint" % (method, kind))
+
     def _start(self, kind, scope, where, subject, target):
         self._counter += 1
         name = "operation-%d-%s" % (self._counter, kind)
@@ -144,10 +199,16 @@ class ComputeEndpoint:
         if message:
             operation["error"] = {"errors": [{"code": "RESOURCE_OPERATION_RATE_EXCEEDED", "message": message}]}
             operation.update(httpErrorStatusCode=403, httpErrorMessage="FORBIDDEN")
+        for disk in self.disks.values():
+            disk["status"] = "READY"
         for snapshot in self.snapshots.values():
             if snapshot["status"] == "CREATING":
                 snapshot.update(status="READY", storageBytes=str(12 * 1024 ** 3))
         return 200, dict(operation)
+
+
+def last_part(link):
+    return (link or "").rstrip("/").rsplit("/", 1)[-1]
 
 
 def _matches(snapshot, expression):

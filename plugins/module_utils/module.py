@@ -47,6 +47,14 @@ AWS_ARGUMENT_SPEC = dict(
     profile=dict(type="str", aliases=["aws_profile"]),
 )
 
+GCE_ARGUMENT_SPEC = dict(
+    project=dict(type="str", required=True),
+    api_endpoint=dict(type="str"),
+    auth_kind=dict(type="str", default="application", choices=["application", "serviceaccount", "anonymous"]),
+    service_account_file=dict(type="path"),
+    service_account_contents=dict(type="str", no_log=True),
+)
+
 CONNECTION_MUTUALLY_EXCLUSIVE = [
     ["uri", "login_host"],
     ["uri", "login_port"],

@@ -27,6 +27,7 @@ description:
 extends_documentation_fragment:
   - dbops.mongodb_backup.attributes
   - dbops.mongodb_backup.attributes.platform
+  - dbops.mongodb_backup.gce
 attributes:
   check_mode:
     support: full
@@ -34,10 +35,6 @@ attributes:
   diff_mode:
     support: none
 options:
-  project:
-    description: The Google Cloud project of the disks and snapshots.
-    type: str
-    required: true
   label:
     description:
       - The name of the snapshot set; how it is found again. A GCE label value, lowercase letters, digits, C(_)
@@ -100,24 +97,6 @@ options:
     description: Seconds between two looks at an operation or a snapshot.
     type: float
     default: 5
-  api_endpoint:
-    description: The Compute API endpoint, for a private endpoint or a test server (C(http://host:port) allowed).
-    type: str
-  auth_kind:
-    description:
-      - V(application) uses the application default credentials, V(serviceaccount) a key in O(service_account_file)
-        or O(service_account_contents), V(anonymous) none (test endpoints only).
-    type: str
-    choices: [application, serviceaccount, anonymous]
-    default: application
-  service_account_file:
-    description: A service account key file.
-    type: path
-  service_account_contents:
-    description: A service account key, as JSON text. Never returned or logged.
-    type: str
-requirements:
-  - google-cloud-compute >= 1.14
 notes:
   - Needs the Compute permissions C(compute.disks.createSnapshot), C(compute.snapshots.create),
     C(compute.snapshots.list), C(compute.snapshots.get), C(compute.snapshots.delete) and C(compute.*Operations.get).
@@ -183,7 +162,7 @@ deleted:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.module import run_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.module import GCE_ARGUMENT_SPEC, run_engine
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.snapshots import gce
 
 ENGINE_OPTIONS = ("project", "label", "disks", "state", "guest_flush", "snapshot_type", "storage_locations", "labels",
@@ -201,7 +180,6 @@ def run_module(module):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            project=dict(type="str", required=True),
             label=dict(type="str", required=True),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             disks=dict(type="list", elements="dict"),
@@ -217,10 +195,7 @@ def main():
             wait=dict(type="bool", default=True),
             wait_timeout=dict(type="int", default=gce.DEFAULT_WAIT_TIMEOUT),
             poll_interval=dict(type="float", default=gce.DEFAULT_POLL_INTERVAL),
-            api_endpoint=dict(type="str"),
-            auth_kind=dict(type="str", default="application", choices=["application", "serviceaccount", "anonymous"]),
-            service_account_file=dict(type="path"),
-            service_account_contents=dict(type="str", no_log=True),
+            **GCE_ARGUMENT_SPEC
         ),
         required_if=[["state", "present", ["disks"]]],
         supports_check_mode=True,

@@ -109,10 +109,10 @@ def test_engine_timeout_names_the_pending_operation():
 
 
 def test_names_and_labels_are_valid_for_gce():
-    assert gce.snapshot_name("nightly-2024-05-01", "db3-data") == "nightly-2024-05-01-db3-data"
-    assert gce.snapshot_name("2024", "Data_Disk").startswith("s-2024-data-disk")
-    long_one = gce.snapshot_name("x" * 60, "db3-data")
-    assert len(long_one) <= 63 and long_one != gce.snapshot_name("x" * 60, "db4-data")
+    assert gce.resource_name("nightly-2024-05-01", "db3-data") == "nightly-2024-05-01-db3-data"
+    assert gce.resource_name("2024", "Data_Disk").startswith("s-2024-data-disk")
+    long_one = gce.resource_name("x" * 60, "db3-data")
+    assert len(long_one) <= 63 and long_one != gce.resource_name("x" * 60, "db4-data")
     with pytest.raises(InvalidOption, match="cannot be a GCE label value"):
         gce.GceOptions("p", "Nightly.1", disks=DISKS)
     with pytest.raises(InvalidOption, match="regional disks db4 cannot have it"):

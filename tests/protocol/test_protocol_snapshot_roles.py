@@ -126,6 +126,19 @@ def test_sharded_run_snapshots_every_set_and_leaves_the_balancer_as_found(member
     finally:
         mongos.stop()
 
+    # restored one replica set at a time, never to a single time
+    target, _volumes = moto.instance(data_devices=())
+    code, out = support.run_playbook(restore_play(root, "cluster-1", target, moto), tmp_path)
+    assert code != 0 and "cluster-1 is the ebs snapshot set of a sharded cluster (replica sets " in out, out
+    assert "set snapshot_restore_replica_set to one of them" in out and attached_snapshots(moto, target) == {}
+    code, out = support.run_playbook(restore_play(root, "cluster-1", target, moto, snapshot_restore_replica_set="shardB",
+                                                  snapshot_restore_target_time="1714521700:1"), tmp_path)
+    assert code != 0 and "no single time restores the cluster" in out and attached_snapshots(moto, target) == {}, out
+    code, out = support.run_playbook(restore_play(root, "cluster-1", target, moto, snapshot_restore_replica_set="shardB"),
+                                     tmp_path)
+    assert code == 0, out
+    assert attached_snapshots(moto, target) == {"/dev/sdf": moto.labelled("cluster-1.shardB")[0]["id"]}, out
+
 
 def test_sharded_run_that_fails_puts_a_stopped_balancer_nowhere_and_unlocks_every_member(members, moto, tmp_path):
     """One shard's snapshot fails: every member is unlocked, and a balancer that was off stays off."""
@@ -162,6 +175,20 @@ RESTORE_PLAY = """
 """
 
 
+def restore_play(root, label, instance, moto, **extra):
+    """The restore play, with more role variables."""
+    return RESTORE_PLAY.format(root=root, label=label, instance=instance, region=REGION,
+                               endpoint=moto.endpoint_url) + "".join(
+        "        %s: %s\n" % (name, json.dumps(value)) for name, value in extra.items())
+
+
+def attached_snapshots(moto, instance):
+    """{device: snapshot id} of the volumes attached to ``instance`` that were built from a snapshot."""
+    volumes = moto.client().describe_volumes(
+        Filters=[{"Name": "attachment.instance-id", "Values": [instance]}])["Volumes"]
+    return dict((v["Attachments"][0]["Device"], v.get("SnapshotId")) for v in volumes if v.get("SnapshotId"))
+
+
 def test_snapshot_restore_builds_one_volume_per_snapshot_at_its_device_once(members, moto, tmp_path):
     member = members()
     source, _volumes = moto.instance()
@@ -170,28 +197,20 @@ def test_snapshot_restore_builds_one_volume_per_snapshot_at_its_device_once(memb
     assert code == 0, out
     taken = dict((s["tags"]["dbops:device"], s["id"]) for s in moto.labelled("snap-restore"))
     target, _target_volumes = moto.instance(data_devices=())
-    play = RESTORE_PLAY.format(root=root, label="snap-restore", instance=target, region=REGION,
-                               endpoint=moto.endpoint_url)
-
-    def attached():
-        volumes = moto.client().describe_volumes(
-            Filters=[{"Name": "attachment.instance-id", "Values": [target]}])["Volumes"]
-        return dict((v["Attachments"][0]["Device"], v.get("SnapshotId")) for v in volumes if v.get("SnapshotId"))
-
+    play = restore_play(root, "snap-restore", target, moto)
     code, out = support.run_playbook(play, tmp_path)
     assert code == 0, out
-    assert attached() == taken
+    assert attached_snapshots(moto, target) == taken
     code, out = support.run_playbook(play, tmp_path)  # again: every device is there already
     assert code == 0 and "changed=0" in out, out
-    assert attached() == taken
+    assert attached_snapshots(moto, target) == taken
 
 
 def test_snapshot_restore_refuses_a_logical_backup(moto, tmp_path):
     root = tmp_path / "backups"
     (root / "nightly").mkdir(parents=True)
     (root / "nightly" / "manifest.json").write_text(json.dumps({"kind": "logical", "snapshot": None}))
-    code, out = support.run_playbook(RESTORE_PLAY.format(root=root, label="nightly", instance="i-1", region=REGION,
-                                                         endpoint=moto.endpoint_url), tmp_path)
+    code, out = support.run_playbook(restore_play(root, "nightly", "i-1", moto), tmp_path)
     assert code != 0 and "nightly in %s is a logical backup" % root in out, out
 
 
@@ -212,5 +231,19 @@ def test_gce_replica_set_snapshot_is_recorded_and_the_member_unlocked(members, m
         assert snapshot["snapshotType"] == "ARCHIVE" and snapshot["labels"]["dbops-oplog-ts"] == "1714521600-3"
         entry = Catalog.load(str(root)).backups[0]
         assert (entry["provider"], entry["oplog_end"], entry["snapshots"]) == ("gce", "1714521600:3", 1)
+
+        compute.add_instance("restore-1", "europe-west1-b", attached=[("boot", "restore-1-boot")])
+        gce_target = dict(snapshot_restore_gce_project=compute.project, snapshot_restore_zone="europe-west1-b",
+                          snapshot_restore_gce_api_endpoint=compute.api_endpoint,
+                          snapshot_restore_gce_auth_kind="anonymous", snapshot_restore_poll_interval=0.05)
+        play = restore_play(root, "gce-1", "restore-1", moto, **gce_target)
+        for rerun in (False, True):
+            code, out = support.run_playbook(play, tmp_path)
+            assert code == 0 and ("changed=0" in out) == rerun, out
+            disks = compute.instances[("europe-west1-b", "restore-1")]["disks"]
+            assert [(d["deviceName"], d["source"].rsplit("/", 1)[-1]) for d in disks] == [
+                ("boot", "restore-1-boot"), ("db3-data", "restore-1-db3-data")]
+        assert compute.disks[("europe-west1-b", "restore-1-db3-data")]["sourceSnapshot"].endswith("/gce-1-db3-data")
+        assert compute.disks[("europe-west1-b", "restore-1-db3-data")]["labels"] == {"dbops-restored-from": "gce-1"}
     finally:
         compute.stop()

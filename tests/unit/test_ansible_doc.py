@@ -36,12 +36,15 @@ MODULE_OPTIONS = {
     "mongodb_backup_info": {"backup_root", "max_age", "target_time"},
     "mongodb_backup_catalog": {"backup_root", "state", "path", "label", "snapshot"},
     "gce_disk_snapshot": {"project", "label", "disks", "guest_flush", "snapshot_type", "api_endpoint"},
+    "gce_disk_restore": {"project", "label", "snapshots", "zone", "instance", "device_names", "api_endpoint"},
     "ebs_snapshot": {"label", "instance_id", "volume_ids", "copy_to_region", "region", "endpoint_url", "secret_key"},
 }
 # Modules that reach no server, so they have no connection options (and no secrets).
-NO_CONNECTION = {"mongodb_backup_info", "mongodb_backup_catalog", "ebs_snapshot", "gce_disk_snapshot"}
+NO_CONNECTION = {"mongodb_backup_info", "mongodb_backup_catalog", "ebs_snapshot", "gce_disk_snapshot",
+                 "gce_disk_restore"}
 # Secrets of the cloud modules, by module.
-CLOUD_SECRETS = {"ebs_snapshot": ("secret_key", "session_token"), "gce_disk_snapshot": ("service_account_contents",)}
+CLOUD_SECRETS = {"ebs_snapshot": ("secret_key", "session_token"), "gce_disk_snapshot": ("service_account_contents",),
+                 "gce_disk_restore": ("service_account_contents",)}
 
 
 def ansible_doc(*args):

@@ -53,7 +53,8 @@ def test_every_shared_return_value_is_used_by_two_modules_or_more():
         assert len([m for m in MODULES if key in module_docs(m)[1]]) >= 2, key
 
 
-@pytest.mark.parametrize("fragment, spec", [("connection", "CONNECTION_ARGUMENT_SPEC"), ("aws", "AWS_ARGUMENT_SPEC")])
+@pytest.mark.parametrize("fragment, spec", [("connection", "CONNECTION_ARGUMENT_SPEC"), ("aws", "AWS_ARGUMENT_SPEC"),
+                                            ("gce", "GCE_ARGUMENT_SPEC")])
 def test_option_fragments_and_their_argument_specs_agree(fragment, spec):
     """A doc fragment of options and the argument spec it documents: the same names, types and aliases."""
     from ansible_collections.dbops.mongodb_backup.plugins.module_utils import module as module_utils

@@ -45,9 +45,10 @@ DEFAULT_POLL_INTERVAL = 5.0
 SNAPSHOT_TYPES = ("STANDARD", "ARCHIVE")
 
 
-def snapshot_name(label, disk):
-    """A valid snapshot name from the label and the disk: lowercase letters, digits and ``-``, a letter first,
-    at most 63 characters (a hash of the whole keeps names apart when it has to be shortened)."""
+def resource_name(label, disk):
+    """A valid Compute resource name (a snapshot's from the set's label and its disk, a restored disk's from the
+    instance and the source disk): lowercase letters, digits and ``-``, a letter first, at most 63 characters (a hash
+    of the whole keeps names apart when it has to be shortened)."""
     name = _NAME_INVALID.sub("-", ("%s-%s" % (label, disk)).lower()).strip("-")
     if not name[:1].isalpha():
         name = "s-" + name
@@ -119,9 +120,10 @@ class Clients:
         self.zone_operations = compute_v1.ZoneOperationsClient(credentials=creds, client_options=options)
         self.region_operations = compute_v1.RegionOperationsClient(credentials=creds, client_options=options)
         self.global_operations = compute_v1.GlobalOperationsClient(credentials=creds, client_options=options)
+        self.instances = compute_v1.InstancesClient(credentials=creds, client_options=options)
 
 
-def _call(action, function, **kwargs):
+def call_api(action, function, **kwargs):
     try:
         return function(**kwargs)
     except google_exceptions.GoogleAPICallError as exc:
@@ -129,12 +131,12 @@ def _call(action, function, **kwargs):
                             "permissions" % (action, exc.message or exc))
 
 
-def _last(link):
+def last_part(link):
     return (link or "").rstrip("/").rsplit("/", 1)[-1] or None
 
 
 def _describe(snapshot):
-    return {"name": snapshot.name, "source_disk": _last(snapshot.source_disk), "status": snapshot.status,
+    return {"name": snapshot.name, "source_disk": last_part(snapshot.source_disk), "status": snapshot.status,
             "storage_bytes": snapshot.storage_bytes, "disk_size_gb": snapshot.disk_size_gb,
             "snapshot_type": snapshot.snapshot_type, "storage_locations": list(snapshot.storage_locations),
             "self_link": snapshot.self_link, "labels": dict(snapshot.labels)}
@@ -143,7 +145,7 @@ def _describe(snapshot):
 def find_set(clients, options):
     """The snapshots labelled with the set's label, by name."""
     key = snapshot_facts.GCE_LABEL_KEYS["label"]
-    pager = _call("listing the snapshots labelled %s" % options.label, clients.snapshots.list,
+    pager = call_api("listing the snapshots labelled %s" % options.label, clients.snapshots.list,
                   request=compute_v1.ListSnapshotsRequest(project=options.project,
                                                           filter='labels.%s = "%s"' % (key, options.label)))
     try:
@@ -168,12 +170,12 @@ def _create(clients, options, facts, disk, name):
     """Start the snapshot of one disk; returns (operations client, scope arguments, operation name)."""
     resource = _resource(options, facts, disk, name)
     if disk.get("zone"):
-        operation = _call("createSnapshot of disk %s in %s" % (disk["name"], disk["zone"]),
+        operation = call_api("createSnapshot of disk %s in %s" % (disk["name"], disk["zone"]),
                           clients.disks.create_snapshot_unary, request=compute_v1.CreateSnapshotDiskRequest(
                               project=options.project, zone=disk["zone"], disk=disk["name"],
                               snapshot_resource=resource, guest_flush=options.guest_flush))
         return clients.zone_operations, {"zone": disk["zone"]}, operation.name
-    operation = _call("createSnapshot of regional disk %s in %s" % (disk["name"], disk["region"]),
+    operation = call_api("createSnapshot of regional disk %s in %s" % (disk["name"], disk["region"]),
                       clients.region_disks.create_snapshot_unary, project=options.project, region=disk["region"],
                       disk=disk["name"], snapshot_resource=resource)
     return clients.region_operations, {"region": disk["region"]}, operation.name
@@ -183,7 +185,7 @@ def wait_operation(operations, scope, name, options, what, sleep=time.sleep, clo
     """Poll one operation with the client of its scope until DONE; its errors raise, naming ``what``."""
     deadline = clock() + options.wait_timeout
     while True:
-        operation = _call("reading operation %s" % name, operations.get, project=options.project, operation=name,
+        operation = call_api("reading operation %s" % name, operations.get, project=options.project, operation=name,
                           **scope)
         if operation.status == compute_v1.Operation.Status.DONE:
             errors = list(operation.error.errors) if operation.error else []
@@ -203,7 +205,7 @@ def wait_ready(clients, names, options, sleep=time.sleep, clock=time.time):
     """Poll the snapshots until every one is READY; FAILED or the timeout raise, naming them."""
     deadline = clock() + options.wait_timeout
     while True:
-        snapshots = [_call("reading snapshot %s" % name, clients.snapshots.get, project=options.project,
+        snapshots = [call_api("reading snapshot %s" % name, clients.snapshots.get, project=options.project,
                            snapshot=name) for name in names]
         failed = [s.name for s in snapshots if s.status == "FAILED"]
         if failed:
@@ -223,7 +225,7 @@ def delete_set(clients, options, check_mode, sleep=time.sleep, clock=time.time):
     existing = find_set(clients, options)
     for name in sorted(existing):
         if not check_mode:
-            operation = _call("deleting snapshot %s" % name, clients.snapshots.delete_unary, project=options.project,
+            operation = call_api("deleting snapshot %s" % name, clients.snapshots.delete_unary, project=options.project,
                               snapshot=name)
             wait_operation(clients.global_operations, {}, operation.name, options, "deleting snapshot %s" % name,
                            sleep, clock)
@@ -242,7 +244,7 @@ def run(clients, options, check_mode=False, sleep=time.sleep, clock=time.time):
         facts["snapshot_set"] = found.get("snapshot_set", facts["snapshot_set"])
         if found.get("oplog_ts"):  # spelled secs-inc in a label
             facts["oplog_ts"] = found["oplog_ts"].replace("-", ":")
-    names = [snapshot_name(options.label, disk["name"]) for disk in options.disks]
+    names = [resource_name(options.label, disk["name"]) for disk in options.disks]
     missing = [(disk, name) for disk, name in zip(options.disks, names) if name not in existing]
     result = {"label": options.label, "snapshot_set": facts["snapshot_set"], "oplog_ts": facts.get("oplog_ts"),
               "deleted": []}
@@ -261,6 +263,6 @@ def run(clients, options, check_mode=False, sleep=time.sleep, clock=time.time):
     if options.wait:
         result["snapshots"] = wait_ready(clients, names, options, sleep, clock)
     else:
-        result["snapshots"] = [_describe(_call("reading snapshot %s" % n, clients.snapshots.get,
+        result["snapshots"] = [_describe(call_api("reading snapshot %s" % n, clients.snapshots.get,
                                                project=options.project, snapshot=n)) for n in names]
     return bool(missing), result

@@ -7,7 +7,9 @@ oplog time at that moment: what fsync lock + volume snapshot + restore produce, 
 
 import pytest
 
-from support import run_module_task, start_test_server
+import os
+
+from support import run_module_task, run_project_playbook_with, start_test_server
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import pitr
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog
@@ -55,12 +57,12 @@ def snapshot_bed(private_server, target_server, tmp_path):
     t0 = newest_ts(source)
     target = target_server.client()
     target.shop.orders.insert_many(documents(source))  # the snapshot's data, restored on the target
-    root = tmp_path / "backups"
-    root.mkdir()
+    root = tmp_path / "backups" / "localhost"  # as playbooks/backup.yml lays it out for the host localhost
+    (root / "snap-t0.partial").mkdir(parents=True)
+    (root / "snap-t0.partial" / "WiredTiger").write_text("the data files copied off the LVM snapshot")
     facts = client_utils.server_facts(source)
     record_snapshot_set(str(root), SnapshotSet(
-        "ebs", "snap-t0", replica_set=facts["replica_set"], oplog_ts=ts_text(t0),
-        snapshots=[{"snapshot_id": "snap-0123", "volume_id": "vol-0123", "device": "/dev/sdf"}]))
+        "lvm", "snap-t0", replica_set=facts["replica_set"], oplog_ts=ts_text(t0), files="snap-t0.partial"))
     workload(source, 0, 150)
     expected = documents(source)
     source.shop.orders.insert_one({"_id": "at-T"})
@@ -96,6 +98,19 @@ def test_slices_replayed_from_the_snapshot_time_give_the_source_just_before_t(
     assert not result.get("failed"), result
     assert result["changed"] and result["oplog"]["stopped_at_limit"]
     assert result["oplog"]["skipped"]["at_or_before_start"] >= 1  # the slice starts at t0, which the base holds
+    assert documents(target) == expected
+
+
+def test_the_pitr_playbook_restores_the_snapshot_base_then_replays_to_just_before_t(
+        snapshot_bed, target_server, tmp_path):
+    source, target, root, t0, limit, expected, facts = snapshot_bed
+    dbpath = tmp_path / "dbpath"
+    dbpath.mkdir()
+    code, out = run_project_playbook_with("pitr_restore.yml", target_server, {
+        "backup_root": os.path.dirname(root), "target_time": ts_text(limit), "snapshot_restore_dbpath": str(dbpath)},
+        tmp_path)
+    assert code == 0, out
+    assert (dbpath / "WiredTiger").read_text() == "the data files copied off the LVM snapshot"
     assert documents(target) == expected
 
 
