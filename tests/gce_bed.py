@@ -157,8 +157,8 @@ class ComputeEndpoint:
             return 200, self._start("insert", "zones", zone, body["name"], self.disks[(zone, body["name"])]["selfLink"])
         found = (self.disks if kind == "disks" else self.instances).get((zone, name))
         if found is None:
-            return _error(404, "The resource 'projects/%s/zones/%s/%s/%s' was not found" % (self.project, zone, kind,
-                                                                                             name))
+            return _error(404, "The resource 'projects/%s/zones/%s/%s/%s' was not found"
+                          % (self.project, zone, kind, name))
         if method == "GET" and not attach:
             return 200, found
         if kind == "instances" and attach and method == "POST":

@@ -146,8 +146,8 @@ def find_set(clients, options):
     """The snapshots labelled with the set's label, by name."""
     key = snapshot_facts.GCE_LABEL_KEYS["label"]
     pager = call_api("listing the snapshots labelled %s" % options.label, clients.snapshots.list,
-                  request=compute_v1.ListSnapshotsRequest(project=options.project,
-                                                          filter='labels.%s = "%s"' % (key, options.label)))
+                     request=compute_v1.ListSnapshotsRequest(project=options.project,
+                                                             filter='labels.%s = "%s"' % (key, options.label)))
     try:
         return dict((snapshot.name, snapshot) for snapshot in pager)
     except google_exceptions.GoogleAPICallError as exc:
@@ -171,13 +171,13 @@ def _create(clients, options, facts, disk, name):
     resource = _resource(options, facts, disk, name)
     if disk.get("zone"):
         operation = call_api("createSnapshot of disk %s in %s" % (disk["name"], disk["zone"]),
-                          clients.disks.create_snapshot_unary, request=compute_v1.CreateSnapshotDiskRequest(
-                              project=options.project, zone=disk["zone"], disk=disk["name"],
-                              snapshot_resource=resource, guest_flush=options.guest_flush))
+                             clients.disks.create_snapshot_unary, request=compute_v1.CreateSnapshotDiskRequest(
+                                 project=options.project, zone=disk["zone"], disk=disk["name"],
+                                 snapshot_resource=resource, guest_flush=options.guest_flush))
         return clients.zone_operations, {"zone": disk["zone"]}, operation.name
     operation = call_api("createSnapshot of regional disk %s in %s" % (disk["name"], disk["region"]),
-                      clients.region_disks.create_snapshot_unary, project=options.project, region=disk["region"],
-                      disk=disk["name"], snapshot_resource=resource)
+                         clients.region_disks.create_snapshot_unary, project=options.project, region=disk["region"],
+                         disk=disk["name"], snapshot_resource=resource)
     return clients.region_operations, {"region": disk["region"]}, operation.name
 
 
@@ -186,7 +186,7 @@ def wait_operation(operations, scope, name, options, what, sleep=time.sleep, clo
     deadline = clock() + options.wait_timeout
     while True:
         operation = call_api("reading operation %s" % name, operations.get, project=options.project, operation=name,
-                          **scope)
+                             **scope)
         if operation.status == compute_v1.Operation.Status.DONE:
             errors = list(operation.error.errors) if operation.error else []
             if errors:
@@ -206,7 +206,7 @@ def wait_ready(clients, names, options, sleep=time.sleep, clock=time.time):
     deadline = clock() + options.wait_timeout
     while True:
         snapshots = [call_api("reading snapshot %s" % name, clients.snapshots.get, project=options.project,
-                           snapshot=name) for name in names]
+                              snapshot=name) for name in names]
         failed = [s.name for s in snapshots if s.status == "FAILED"]
         if failed:
             raise SnapshotError("snapshot %s of set %s FAILED; delete the set with state: absent and take it again"
@@ -226,7 +226,7 @@ def delete_set(clients, options, check_mode, sleep=time.sleep, clock=time.time):
     for name in sorted(existing):
         if not check_mode:
             operation = call_api("deleting snapshot %s" % name, clients.snapshots.delete_unary, project=options.project,
-                              snapshot=name)
+                                 snapshot=name)
             wait_operation(clients.global_operations, {}, operation.name, options, "deleting snapshot %s" % name,
                            sleep, clock)
     return bool(existing), {"label": options.label, "deleted": sorted(existing), "snapshots": []}
@@ -264,5 +264,5 @@ def run(clients, options, check_mode=False, sleep=time.sleep, clock=time.time):
         result["snapshots"] = wait_ready(clients, names, options, sleep, clock)
     else:
         result["snapshots"] = [_describe(call_api("reading snapshot %s" % n, clients.snapshots.get,
-                                               project=options.project, snapshot=n)) for n in names]
+                                                  project=options.project, snapshot=n)) for n in names]
     return bool(missing), result
