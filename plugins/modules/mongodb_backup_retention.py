@@ -262,6 +262,15 @@ failed:
   type: list
   elements: dict
   sample: []
+left_in_place:
+  description:
+    - Pending deletions of an earlier run whose files the catalog lists again (registered again since, for example by
+      M(dbops.mongodb_backup.mongodb_backup_catalog) over the whole root), with C(name) and C(cause); their files are
+      kept and they leave the pending list.
+  returned: always
+  type: list
+  elements: dict
+  sample: []
 bytes_freed:
   description: Bytes of the backups, slices and orphans removed (that would be removed, in check mode), as recorded.
   returned: always

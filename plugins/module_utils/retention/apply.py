@@ -69,8 +69,9 @@ def run(root, policy, now=None, replica_set=None, check_mode=False):
         catalog = Catalog.load(root)
         plan = make_plan(catalog, policy, now, replica_set)
         work = _new_work(catalog, plan, now) + _orphan_slices(catalog, plan.replica_sets)
-        result = _result(catalog, plan, list(catalog.document.get(PENDING) or []), work, {})
-        return bool(result["pending_deletions"] or work), result
+        resumed = list(catalog.document.get(PENDING) or [])
+        result = _result(catalog, plan, resumed, work, {}, _listed_again(catalog, resumed))
+        return bool(resumed or work), result
     with Catalog.locked(root) as catalog:
         plan = make_plan(catalog, policy, now, replica_set)
         resumed = list(catalog.document.get(PENDING) or [])
@@ -79,15 +80,17 @@ def run(root, policy, now=None, replica_set=None, check_mode=False):
             _drop_entries(catalog, plan)
             catalog.document[PENDING] = resumed + work
             catalog.save()
-        failed = _remove_all(catalog, resumed + work)
+        relisted = _listed_again(catalog, resumed)
+        resumed_here = [item for item in resumed if item["name"] not in relisted]
+        failed = _remove_all(catalog, resumed_here + work)
         if resumed or work:
-            left = [item for item in resumed + work if item["name"] in failed]
+            left = [item for item in resumed_here + work if item["name"] in failed]
             if left:
                 catalog.document[PENDING] = left
             else:
                 catalog.document.pop(PENDING, None)
             catalog.save()
-    result = _result(catalog, plan, resumed, work, failed)
+    result = _result(catalog, plan, resumed, work, failed, relisted)
     if failed:
         raise CatalogError("retention could not remove %s; the catalog no longer lists them and keeps them in "
                            "pending_deletions, so the next run removes them: fix the cause (permissions, a busy "
@@ -138,6 +141,14 @@ def _orphan_slices(catalog, replica_sets):
     return found
 
 
+def _listed_again(catalog, pending):
+    """{name: cause} for the pending deletions of an earlier run whose files the catalog lists again (registered
+    again since, say by mongodb_backup_catalog over the whole root): left in place, and off the pending list."""
+    listed = set(b["path"] for b in catalog.backups) | set(s["file"] for s in catalog.slices)
+    return dict((item["name"], "the catalog lists %s again: left in place" % ", ".join(item["paths"]))
+                for item in pending if listed & set(item["paths"]))
+
+
 def _drop_entries(catalog, plan):
     gone = set(id(r) for r in plan.delete_backups) | set(id(r) for r in plan.delete_slices)
     catalog.document["backups"] = [b for b in catalog.backups if id(b) not in gone]
@@ -167,11 +178,22 @@ def remove(catalog, relative):
                            "a run may be writing)" % (path, catalog.root))
     try:
         if os.path.isdir(path) and not os.path.islink(path):
+            # The manifest first: a directory left half removed by a crash is then no backup, so registering
+            # every backup under the root never picks it up.
+            _remove_file(os.path.join(path, manifest_utils.MANIFEST_NAME))
             shutil.rmtree(path)
         else:
-            os.remove(path)
+            _remove_file(path)
     except OSError as exc:
         if exc.errno != errno.ENOENT:  # already gone is what was asked
+            raise
+
+
+def _remove_file(path):
+    try:
+        os.remove(path)
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
             raise
 
 
@@ -228,9 +250,10 @@ def kept_slice_runs(kept):
     return runs
 
 
-def _result(catalog, plan, resumed, work, failed):
-    cloud = [entry for item in resumed + work for entry in item.get("cloud_snapshot_sets") or []]
-    removed = [item for item in resumed + work if item["name"] not in failed]
+def _result(catalog, plan, resumed, work, failed, relisted):
+    done = [item for item in resumed if item["name"] not in relisted] + work
+    cloud = [entry for item in done for entry in item.get("cloud_snapshot_sets") or []]
+    removed = [item for item in done if item["name"] not in failed]
     return {
         "catalog": catalog.path,
         "now": iso_time(plan.now),
@@ -249,5 +272,6 @@ def _result(catalog, plan, resumed, work, failed):
         "unregistered_backups": _unregistered(catalog, resumed + work),
         "in_progress": _in_progress(catalog, plan.replica_sets),
         "failed": [{"name": name, "cause": cause} for name, cause in sorted(failed.items())],
+        "left_in_place": [{"name": name, "cause": cause} for name, cause in sorted(relisted.items())],
         "bytes_freed": sum(item.get("bytes") or 0 for item in removed),
     }

@@ -15,7 +15,7 @@ import shutil
 import pytest
 
 import retention_bed
-from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import pitr
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import entries, pitr
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import CatalogError, InvalidOption
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
@@ -278,3 +278,44 @@ def test_a_backup_that_is_a_link_loses_the_link_only(tmp_path):
     assert [b["path"] for b in result["deleted_backups"]] == ["linked"]
     assert not os.path.lexists(os.path.join(bed.root, "linked"))
     assert os.path.isfile(os.path.join(elsewhere, "manifest.json"))  # what the link pointed at is untouched
+
+
+def test_a_pending_backup_registered_again_is_left_in_place(bed, monkeypatch):
+    """After a killed run, registering every backup under the root lists a pending one again: its files stay."""
+    def killed(path, *args, **kwargs):
+        raise KeyboardInterrupt("killed")
+    monkeypatch.setattr(apply.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(bed.root)
+    monkeypatch.undo()
+    assert not os.path.exists(os.path.join(bed.root, "daily-2024-03-03", "manifest.json"))  # its manifest went first
+    assert os.path.exists(os.path.join(bed.root, "daily-2024-03-04", "manifest.json"))  # never reached
+    with Catalog.locked(bed.root) as catalog:  # what mongodb_backup_catalog does for every backup under the root
+        for path in entries.find_backups(bed.root):
+            catalog.add_backup_from_manifest(path)
+        catalog.save()
+    listed = [b["label"] for b in Catalog.load(bed.root).backups]
+    assert "daily-2024-03-04" in listed and "daily-2024-03-03" not in listed  # half removed: no backup any more
+
+    _changed, result = run(bed.root, keep_last=100)
+    assert {"name": "daily-2024-03-04", "cause": "the catalog lists daily-2024-03-04 again: left in place"} in \
+        result["left_in_place"]
+    assert catalog_paths_exist(bed.root)
+    assert not os.path.exists(os.path.join(bed.root, "daily-2024-03-03"))
+    assert "pending_deletions" not in Catalog.load(bed.root).document
+
+
+def test_an_empty_root_changes_nothing_and_slices_without_a_base_stay(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    changed, result = run(root, keep_last=1)
+    assert changed is False and result["deleted_backups"] == [] and os.listdir(str(root)) == []
+    # slices of a replica set that has no backup in the catalog: nothing to measure them against
+    (root / "oplog" / "rs0").mkdir(parents=True)
+    with Catalog.locked(str(root)) as catalog:
+        catalog.slices.append(retention_bed.slice_record(root, 1700000000, 1700003600))
+        catalog.save()
+    changed, result = run(root, keep_last=1)
+    assert changed is False and result["deleted_slices"] == []
+    assert result["kept_slices"][0]["reasons"] == [
+        "no kept point-in-time base of replica set rs0 to measure it against: never deleted"]
