@@ -92,10 +92,11 @@ def run(root, policy, now=None, replica_set=None, check_mode=False):
             catalog.save()
     result = _result(catalog, plan, resumed, work, failed, relisted)
     if failed:
-        raise CatalogError("retention could not remove %s; the catalog no longer lists them and keeps them in "
+        named = ["%s (%s)" % (name, cause) for name, cause in sorted(failed.items())]
+        more = " and %d more (see failed)" % (len(named) - 5) if len(named) > 5 else ""
+        raise CatalogError("retention could not remove %s%s; the catalog no longer lists them and keeps them in "
                            "pending_deletions, so the next run removes them: fix the cause (permissions, a busy "
-                           "mount) and run it again"
-                           % "; ".join("%s (%s)" % (name, cause) for name, cause in sorted(failed.items())), **result)
+                           "mount) and run it again" % ("; ".join(named[:5]), more), changed=True, **result)
     return bool(resumed or work), result
 
 

@@ -134,6 +134,8 @@ def test_a_removal_that_fails_fails_the_run_and_stays_pending(bed, monkeypatch):
         run(bed.root)
     assert "retention could not remove daily-2024-03-03 (Permission denied)" in raised.value.message
     assert "the next run removes them" in raised.value.message
+    assert " and %d more (see failed)" % (len(raised.value.details["failed"]) - 5) in raised.value.message
+    assert raised.value.details["changed"] is True  # the catalog changed: the task says so, failed or not
     details = raised.value.details
     assert details["failed"][0] == {"name": "daily-2024-03-03", "cause": "Permission denied"}
     assert details["deleted_slices"] and not os.path.exists(os.path.join(bed.root, details["deleted_slices"][0]["file"]))
