@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The demo writes inside .cache (ignored by git and by the collection build).
 BACKUP_ROOT ?= $(CURDIR)/.cache/demo/backups
 
-.PHONY: venv venv-lint venv-floor server server-stop demo test unit integration sanity ee-context bench bench-restore bench-sharded bench-all clean
+.PHONY: venv venv-lint venv-floor server server-stop demo test unit integration sanity ee-context bench bench-restore bench-sharded bench-retention bench-all clean
 
 # Two more venvs for tools/sanity.py, each from its own pinned requirements file: the collection
 # linters (galaxy-importer, ansible-lint, antsibull-docs, ansible-builder), whose pins clash with
@@ -82,6 +82,10 @@ bench-restore: venv
 # A sharded-cluster backup against each replica set dumped alone (three test servers, mockupdb mongos).
 bench-sharded: venv
 	$(PY) benchmarks/sharded_benchmark.py
+
+# The retention plan of a 10,007-entry catalog (no server): under a second of engine time.
+bench-retention: venv
+	$(PY) benchmarks/retention_benchmark.py --check
 
 # Dump and restore against the real tools in one run, on one server: BENCH_MB MiB (default 1 GiB),
 # output and JSON in BENCH_OUT. The oplog replay part runs with make bench-restore.

@@ -51,6 +51,12 @@ def _chain(catalog, replica_set, start, until=None, damage=None):
     return end, used, None
 
 
+def chain(catalog, replica_set, start_ts):
+    """The chain of slices from a base whose oplog ends at ``start_ts``: (end reached as ``(secs, inc)``,
+    the slices it uses, the recorded gap that stopped it or None). What retention keeps for a window."""
+    return _chain(catalog, replica_set, ts_key(start_ts))
+
+
 def windows(catalog, replica_set=None, damage=None):
     """Restorable point-in-time windows: one per full backup with an oplog end, oldest first.
 

@@ -108,3 +108,35 @@ def test_always_removes_the_backup_root_a_failed_run_created(private_server, tmp
     code, out = run_playbook(roles_playbook(volume / "kept", "empty-2"), tmp_path, server=private_server)
     assert code != 0 and dump_refused(out), out
     assert (volume / "kept").is_dir()
+
+
+def test_retention_after_a_backup_ages_out_the_older_ones(server, sample, tmp_path):
+    root = tmp_path / "volume"
+    root.mkdir()
+    policy = {"keep_last": 1}
+    for label in ("ret-1", "ret-2"):
+        code, out = run_playbook(role_playbook("replicaset_backup", replicaset_backup_root=str(root),
+                                               replicaset_backup_label=label, replicaset_backup_retention=policy),
+                                 tmp_path, server=server)
+        assert code == 0, out
+    assert "Retention: 1 backup(s) and 0 oplog slice(s) deleted" in out
+    assert sorted(os.listdir(str(root))) == ["catalog.json", "ret-2"]
+    assert [b["label"] for b in json.loads((root / "catalog.json").read_text())["backups"]] == ["ret-2"]
+
+    # check mode plans the retention of the run it plans, and deletes nothing
+    code, out = run_playbook(role_playbook("replicaset_backup", replicaset_backup_root=str(root),
+                                           replicaset_backup_label="ret-3", replicaset_backup_retention=policy),
+                             tmp_path, server=server, check=True)
+    assert code == 0, out
+    assert "Retention (check mode, nothing deleted): 0 backup(s)" in out
+    assert sorted(os.listdir(str(root))) == ["catalog.json", "ret-2"]
+
+
+def test_a_mistyped_retention_policy_fails_the_role_before_the_backup(server, sample, tmp_path):
+    root = tmp_path / "volume"
+    root.mkdir()
+    code, out = run_playbook(role_playbook("replicaset_backup", replicaset_backup_root=str(root),
+                                           replicaset_backup_label="typo-1",
+                                           replicaset_backup_retention={"keep_dialy": 7}), tmp_path, server=server)
+    assert code != 0 and "replicaset_backup_retention.keep_dialy. Supported parameters include: keep_daily" in out, out
+    assert os.listdir(str(root)) == []
