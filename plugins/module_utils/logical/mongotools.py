@@ -267,13 +267,13 @@ def remove_stale_workdirs(parent):
     removed = []
     for name in sorted(os.listdir(parent)):
         match = _RUN_DIR.match(name)
-        if match and not _process_exists(int(match.group(1))):
+        if match and not process_exists(int(match.group(1))):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
             removed.append(name)
     return removed
 
 
-def _process_exists(pid):
+def process_exists(pid):
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -307,6 +307,11 @@ def _die_with_parent(prctl, parent_pid):
     return setup
 
 
+def dies_with_module():
+    """``preexec_fn`` for a child that must not outlive the module process (a tool, a scratch mongod)."""
+    return _die_with_parent(_load_prctl(), os.getpid())
+
+
 def run_tool(argv, secrets=()):
     """Run a tool (argv, never a shell) in its own process group; returns (returncode, stderr).
 
@@ -320,7 +325,7 @@ def run_tool(argv, secrets=()):
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # pylint: disable=subprocess-popen-preexec-fn
                                stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
                                env=environment,
-                               preexec_fn=_die_with_parent(_load_prctl(), os.getpid()))
+                               preexec_fn=dies_with_module())
     try:
         with _sigterm_raises():
             _stdout, stderr = process.communicate()
