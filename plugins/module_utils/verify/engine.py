@@ -31,6 +31,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection.cl
     driver_error_cause, server_facts)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.namespaces import split_namespace
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import now_iso, parse_oplog_limit
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.workers import FailFastPool
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import (
     BackupError, CatalogError, InvalidOption, VerificationFailed)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import content_hash
@@ -182,8 +183,9 @@ class Verification:
 
     # ------------------------------------------------------------------ before anything is written
 
-    def prepare(self):
-        """Every check that can be made before the scratch server is written to."""
+    def check_files(self):
+        """The plan's oplog slices and the backup's files against their sha256 (VerificationFailed: the backup
+        itself is damaged)."""
         self.started = time.time()
         plan = self.subject.plan
         if plan is not None:
@@ -191,6 +193,9 @@ class Verification:
         self.source = restore_engine.open_source(self.subject.path)
         checked = restore_engine.verify_source(self.source, restore_engine.RestoreOptions(source=self.subject.path))
         self.checks.append("backup files: %d match the sha256 of the manifest" % checked["files"])
+
+    def prepare(self):
+        """Every other check that can be made before the scratch server is written to."""
         self.planned = restore_engine.plan_restore(self.source, self.restore_options)
         restore_engine.check_plan(self.source, self.planned, self.restore_options)
         self.targets = [p.target for p in self.planned]
@@ -263,16 +268,17 @@ class Verification:
         started = time.time()
         manifest_namespaces = dict((ns["namespace"], ns) for ns in self.subject.manifest.get("namespaces") or [])
         inserted = dict((ns["source_namespace"], ns["inserted"] + ns["failed"]) for ns in restored["namespaces"])
-        hashed = 0
+        compared = [p for p in self.planned if not p.item.special]
         existing = {}
-        for planned in self.planned:
-            if planned.item.special:
-                continue
-            if planned.target_db not in existing:
-                existing[planned.target_db] = dict((info["name"], info) for info in
-                                                   self.client[planned.target_db].list_collections())
+        for database in set(p.target_db for p in compared):
+            existing[database] = dict((info["name"], info) for info in self.client[database].list_collections())
+
+        def one(planned):  # collections are read back in parallel, as the dump read them
             recorded = manifest_namespaces.get(planned.item.namespace) or {}
-            problems, entry = self._compare_one(planned, recorded, inserted, existing[planned.target_db])
+            return self._compare_one(planned, recorded, inserted, existing[planned.target_db])
+        outcomes = FailFastPool(self.options.num_parallel_collections, "verify").run(one, compared)
+        hashed = 0
+        for planned, (problems, entry) in zip(compared, outcomes):
             hashed += entry.get("content_hash") in ("match", "differs")
             self.collections[planned.target] = entry
             if problems:
@@ -397,6 +403,13 @@ def verify(client, options, scratch_description=None, check_mode=False, progress
     """
     subject = resolve(options)
     verification = Verification(client, subject, options, progress=progress)
+    try:
+        verification.check_files()
+    except VerificationFailed as exc:  # the backup is damaged: that is a verification's outcome too
+        if not check_mode:
+            verification.failures.append(exc.message)
+            record(subject, _outcome(verification, None)["verified"])
+        raise
     verification.prepare()
     scratch = dict(scratch_description or {})
     if client is not None:

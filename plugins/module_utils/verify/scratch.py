@@ -72,8 +72,12 @@ def scratch_addresses(client):
     names = set(hello.get("hosts") or []) | set(hello.get("passives") or []) | set(hello.get("arbiters") or [])
     if hello.get("me"):
         names.add(hello["me"])
-    if client.address:
-        names.add("%s:%d" % client.address)
+    try:
+        address = client.address
+    except pymongo_errors.InvalidOperation:  # several mongos: hello named the one that answered
+        address = None
+    if address:
+        names.add("%s:%d" % address)
     return sorted(names)
 
 

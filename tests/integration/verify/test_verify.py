@@ -51,9 +51,11 @@ def root(tmp_path):
 
 
 def take_backup(client, root, label, **options):
-    path = str(root / label)
-    dump_engine.dump(client, dump_options.DumpOptions(path=path, oplog=True, label=label,
-                                                      ns_include=["vshop.*", "vcrm.*"], **options),
+    target = dict(path=str(root / label))
+    target.update(options)
+    path = target["path"] or target["archive"]
+    dump_engine.dump(client, dump_options.DumpOptions(oplog=True, label=label, ns_include=["vshop.*", "vcrm.*"],
+                                                      **target),
                      client_utils.server_facts(client))
     with Catalog.locked(str(root)) as catalog:
         catalog.add_backup_from_manifest(path)
@@ -146,6 +148,15 @@ def test_good_backup_is_verified_recorded_and_shown_by_info(shop, root, tmp_path
     assert shop.vshop.orders.count_documents({}) == 1000  # the source is untouched
 
 
+def test_gzipped_archive_backup_is_verified(shop, root, tmp_path, scratch, scratch_client):
+    take_backup(shop, root, "full-1.archive", archive=str(root / "full-1.archive"), path=None, compression="gzip")
+    result = verify(tmp_path, scratch, backup_root=str(root), label="full-1.archive")
+    assert not result.get("failed"), result
+    assert [entry["content_hash"] for entry in result["collections"].values()] == ["match"] * 3
+    assert catalog_entry(root, "full-1.archive")["verified"]["ok"] is True
+    assert_scratch_clean(scratch_client)
+
+
 def test_newest_backup_of_the_catalog_is_the_default(shop, root, tmp_path, scratch, scratch_client):
     take_backup(shop, root, "full-1")
     shop.vshop.orders.insert_one({"_id": "late"})
@@ -212,9 +223,13 @@ def test_a_file_that_no_longer_matches_its_sha256_is_refused_before_the_scratch_
     with open(os.path.join(backup, "vshop", "orders.bson"), "r+b") as handle:
         handle.seek(100)
         handle.write(b"X")
+    result = verify(tmp_path, scratch, check=True, backup_root=str(root), label="full-1")
+    assert result["failed"] is True and "does not match its manifest" in result["msg"]
+    assert catalog_entry(root, "full-1")["verified"] is None  # check mode records nothing
     result = verify(tmp_path, scratch, backup_root=str(root), label="full-1")
     assert result["failed"] is True and "does not match its manifest" in result["msg"] and "sha256" in result["msg"]
-    assert catalog_entry(root, "full-1")["verified"] is None  # nothing was restored: no verification to record
+    recorded = catalog_entry(root, "full-1")["verified"]
+    assert recorded["ok"] is False and recorded["failures"] == [result["msg"]] and recorded["collections"] == 0
     assert_scratch_clean(scratch_client)
 
 
