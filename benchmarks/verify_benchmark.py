@@ -135,7 +135,7 @@ def run(args):
                     kept = path
                 else:
                     shutil.rmtree(path)
-            seconds, cpu, _ = restore(scratch, args, kept)
+            seconds, cpu, _result = restore(scratch, args, kept)
             runs["restore"].append({"seconds": seconds, "cpu": cpu})
             log("round %d %-12s %6.2f s" % (round_number, "restore", seconds))
             seconds, cpu, (_changed, result) = verify(scratch, args, kept)

@@ -125,8 +125,8 @@ def resolve(options):
         plan = pitr.restore_plan(catalog, options.target, options.replica_set)
         if not _logical(plan["backup"]):
             raise InvalidOption("the base of the restore plan for %s is %s, a %s backup: a test restore needs a logical "
-                                "base; nothing was restored" % (plan["target_time"], plan["backup"]["label"],
-                                                                 plan["backup"].get("kind")))
+                                "base; nothing was restored"
+                                % (plan["target_time"], plan["backup"]["label"], plan["backup"].get("kind")))
         return Subject(plan["backup"]["absolute_path"], catalog.root, plan["backup"], plan)
     if options.label is not None:
         catalog = Catalog.load(options.backup_root)

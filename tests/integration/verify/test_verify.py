@@ -329,8 +329,8 @@ def test_check_mode_plans_and_writes_nothing(shop, root, tmp_path, scratch, scra
     assert_scratch_clean(scratch_client)
 
 
-def test_a_second_verification_is_refused_and_a_dead_ones_lock_taken_over(shop, root, tmp_path, scratch,
-                                                                           scratch_client):
+def test_a_second_verification_is_refused_and_a_dead_ones_lock_taken_over(
+        shop, root, tmp_path, scratch, scratch_client):
     take_backup(shop, root, "full-1")
     locks = scratch_client.admin.dbops_backup_verify
     locks.insert_one({"_id": "scratch", "host": socket.gethostname(), "pid": os.getpid(), "since": "now",
@@ -357,8 +357,8 @@ def test_a_second_verification_is_refused_and_a_dead_ones_lock_taken_over(shop, 
 
 # --------------------------------------------------------------------------- mongodump backups and bad input
 
-def test_mongodump_backup_compares_counts_indexes_and_options_without_a_hash(shop, root, tmp_path, server, scratch,
-                                                                               scratch_client, mongo_tools):
+def test_mongodump_backup_compares_counts_indexes_and_options_without_a_hash(
+        shop, root, tmp_path, server, scratch, scratch_client, mongo_tools):
     dumped = run_module_task(tmp_path, "dbops.mongodb_backup.mongodb_dump", server=server,
                              path=str(root / "tool-1"), label="tool-1", db="vshop", engine="mongodump",
                              mongodump_path=os.path.join(TOOLS_BIN, "mongodump"))

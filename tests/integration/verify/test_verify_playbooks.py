@@ -24,8 +24,8 @@ def catalog(root):
     return json.loads((root / "localhost" / "catalog.json").read_text())
 
 
-def test_backup_with_verification_then_verify_yml_catches_a_damaged_backup(data, server, scratch, scratch_client,
-                                                                          tmp_path):
+def test_backup_with_verification_then_verify_yml_catches_a_damaged_backup(
+        data, server, scratch, scratch_client, tmp_path):
     root = tmp_path / "backups"
     root.mkdir()
     code, out = run_project_playbook_with("backup.yml", server, {

@@ -322,7 +322,6 @@ def test_summary_and_max_age(tmp_path):
     assert "no complete backup is registered" in report.check_max_age(report.summary(Catalog.load(str(empty))), "1d")
 
 
-
 def set_verified(root, label, ok, at):
     with Catalog.locked(str(root)) as cat:
         entry = next(b for b in cat.backups if b["label"] == label)
