@@ -200,20 +200,18 @@ class Verification:
         restore_engine.check_plan(self.source, self.planned, self.restore_options)
         self.targets = [p.target for p in self.planned]
         self.databases, self.namespaces = scratch_utils.restored_places(self.targets)
-        self.scratch, self.busy = [], {}
+        self.scratch, self.busy, self.existed = [], {}, set()
 
     def check_scratch(self):
-        """The scratch server is not the source; what it holds (read only)."""
+        """The scratch server is not the source (read only)."""
         self.scratch = scratch_utils.check_not_source(self.client, self.subject.manifest, self.subject.record,
                                                       self.planned, self.subject.label)
-        self.busy = scratch_utils.user_databases(self.client)
-        self.existed = set(self.client.list_database_names())  # a replay may create databases the backup lacks
 
     def refuse_busy(self):
-        """Refuse a scratch server holding data (unless drop_scratch), looked at again under the lock: taking over a
-        dead run's lock dropped what that run had restored."""
+        """Refuse a scratch server holding data (unless drop_scratch). A run looks under the lock: taking over a dead
+        run's lock dropped what that run had restored."""
         self.busy = scratch_utils.user_databases(self.client)
-        self.existed = set(self.client.list_database_names())
+        self.existed = set(self.client.list_database_names())  # a replay may create databases the backup lacks
         if self.busy and not self.options.drop_scratch:
             raise InvalidOption(
                 "refused: the scratch server (%s) is not empty, it holds the database(s) %s; a verification restores "
@@ -229,20 +227,20 @@ class Verification:
     def plan_result(self):
         """What a run would do, for check mode."""
         counts = restore_engine.manifest_counts(self.source)
-        result = {
+        refused = None
+        if self.client is not None:
+            try:
+                self.refuse_busy()
+            except InvalidOption as exc:
+                refused = exc.message
+        return {
             "restore": [{"namespace": p.target, "type": p.item.type, "documents": counts.get(p.item.namespace)}
                         for p in self.planned if not p.item.special],
             "compare": self._what_is_compared(),
             "replay": self._replay_description(),
             "would_drop_first": sorted(self.busy) if self.options.drop_scratch else [],
-            "refused": None,
+            "refused": refused,
         }
-        if self.client is not None:
-            try:
-                self.refuse_busy()
-            except InvalidOption as exc:
-                result["refused"] = exc.message
-        return result
 
     # ------------------------------------------------------------------ the run
 
