@@ -327,7 +327,7 @@ def run_tool(argv, secrets=()):
                                env=environment,
                                preexec_fn=dies_with_module())
     try:
-        with _sigterm_raises():
+        with sigterm_raises("mongodump ran; mongodump was stopped and the incomplete backup removed"):
             _stdout, stderr = process.communicate()
     finally:
         stop_process_group(process)
@@ -350,8 +350,16 @@ def stop_process_group(process):
             continue
 
 
-class _sigterm_raises:
-    """While the child runs, SIGTERM raises (so finally blocks clean up) instead of killing us."""
+class sigterm_raises:
+    """While the block runs, SIGTERM raises Terminated (so finally blocks clean up) instead of killing us.
+
+    ``what`` ends the message: "the module was stopped (signal 15) while <what>". ``fired`` says whether it
+    happened, for callers that see the error wrapped in another.
+    """
+
+    def __init__(self, what):
+        self.what = what
+        self.fired = False
 
     def __enter__(self):
         self.previous = None
@@ -359,10 +367,9 @@ class _sigterm_raises:
             self.previous = signal.signal(signal.SIGTERM, self._raise)
         return self
 
-    @staticmethod
-    def _raise(signum, _frame):
-        raise Terminated("the module was stopped (signal %d) while mongodump ran; mongodump was stopped "
-                         "and the incomplete backup removed" % signum)
+    def _raise(self, signum, _frame):
+        self.fired = True
+        raise Terminated("the module was stopped (signal %d) while %s" % (signum, self.what))
 
     def __exit__(self, *exc_info):
         if self.previous is not None:

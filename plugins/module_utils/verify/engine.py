@@ -37,6 +37,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import content_hash
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import manifest as manifest_utils
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical import restore as restore_engine
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.mongotools import sigterm_raises
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import index_catalog
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.oplog import replay as oplog_replay
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.verify import compare
@@ -420,19 +421,22 @@ def verify(client, options, scratch_description=None, check_mode=False, progress
                       recorded=False, msg=_plan_message(subject, verification, options))
         return False, result
     lock = scratch_utils.ScratchLock(client, subject.label, verification.databases, verification.namespaces)
-    lock.acquire()
     outcome, written = None, False
-    try:
-        verification.refuse_busy()
-        lock.claim()
-        written = True  # from here on, what the targets hold is ours to drop
+    with sigterm_raises("a verification ran; what it had restored was dropped and nothing was recorded") as stop:
+        lock.acquire()
         try:
-            outcome = verification.run()
-        except (BackupError, pymongo_errors.PyMongoError) as exc:
-            cause = exc.message if isinstance(exc, BackupError) else driver_error_cause(exc)
-            verification.failures.append("the test restore failed: %s" % cause)
-    finally:
-        dropped, left = _cleanup(verification, lock, written)
+            verification.refuse_busy()
+            lock.claim()
+            written = True  # from here on, what the targets hold is ours to drop
+            try:
+                outcome = verification.run()
+            except (BackupError, pymongo_errors.PyMongoError) as exc:
+                if stop.fired:
+                    raise  # stopped from outside (perhaps wrapped by the restore): says nothing about the backup
+                cause = exc.message if isinstance(exc, BackupError) else driver_error_cause(exc)
+                verification.failures.append("the test restore failed: %s" % cause)
+        finally:
+            dropped, left = _cleanup(verification, lock, written)
     result.update(_outcome(verification, outcome), dropped_after=dropped, checks=verification.checks,
                   taken_over=lock.taken_over)
     result["recorded"] = record(subject, result["verified"])

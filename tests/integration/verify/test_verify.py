@@ -5,12 +5,16 @@ import gzip
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
+import sys
+import time
 
 import bson
 import pytest
 
+import support
 from support import TOOLS_BIN, run_module_task
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import Catalog
@@ -399,3 +403,34 @@ def test_a_temporary_mongod_that_is_not_installed_is_named(shop, root, tmp_path)
                              scratch_mongod="/nonexistent/mongod")
     assert result["failed"] is True
     assert result["msg"].startswith("no mongod to start a temporary scratch server: /nonexistent/mongod was not found")
+
+
+CHILD = """
+import os, sys
+sys.path.insert(0, os.path.join(sys.argv[1], "tools"))
+import collection_link
+collection_link.expose()
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.connection import client as client_utils
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.verify import engine
+client = client_utils.connect(client_utils.ConnectionOptions(uri=os.environ["SCRATCH_URI"]))
+engine.verify(client, engine.VerifyOptions(backup_root=sys.argv[2], label="full-1"))
+"""
+
+
+def test_a_verification_stopped_by_sigterm_cleans_the_scratch_and_records_nothing(
+        shop, root, tmp_path, scratch, scratch_client):
+    shop.vshop.bulk.insert_many([{"_id": i, "pad": "x" * 200} for i in range(20000)])  # a restore that takes a while
+    take_backup(shop, root, "full-1")
+    child = subprocess.Popen([sys.executable, "-c", CHILD, support.REPO, str(root)], stderr=subprocess.PIPE,
+                             env=dict(os.environ, SCRATCH_URI=scratch.uri))
+    locks = scratch_client.admin.dbops_backup_verify
+    deadline = time.time() + 120
+    while not (locks.find_one({"_id": "scratch"}) or {}).get("databases"):  # claimed: the restore is starting
+        assert child.poll() is None and time.time() < deadline, child.stderr.read().decode()
+        time.sleep(0.02)
+    child.send_signal(signal.SIGTERM)
+    _out, err = child.communicate(timeout=300)
+    assert child.returncode != 0
+    assert "the module was stopped (signal 15) while a verification ran" in err.decode(), err.decode()
+    assert_scratch_clean(scratch_client)
+    assert catalog_entry(root, "full-1")["verified"] is None
