@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The demo writes inside .cache (ignored by git and by the collection build).
 BACKUP_ROOT ?= $(CURDIR)/.cache/demo/backups
 
-.PHONY: venv venv-lint venv-floor server server-stop demo test unit integration sanity ee-context bench bench-restore bench-sharded bench-retention bench-all clean
+.PHONY: venv venv-lint venv-floor server server-stop demo test unit integration sanity ee-context bench bench-restore bench-sharded bench-retention bench-verify bench-all clean
 
 # Two more venvs for tools/sanity.py, each from its own pinned requirements file: the collection
 # linters (galaxy-importer, ansible-lint, antsibull-docs, ansible-builder), whose pins clash with
@@ -86,6 +86,10 @@ bench-sharded: venv
 # The retention plan of a 10,007-entry catalog (no server): under a second of engine time.
 bench-retention: venv
 	$(PY) benchmarks/retention_benchmark.py --check
+
+# What the content hash costs a dump, and a verification against a plain restore (two test servers).
+bench-verify: venv
+	$(PY) benchmarks/verify_benchmark.py
 
 # Dump and restore against the real tools in one run, on one server: BENCH_MB MiB (default 1 GiB),
 # output and JSON in BENCH_OUT. The oplog replay part runs with make bench-restore.

@@ -72,7 +72,7 @@ class MemberSelectionError(BackupError):
 
 
 class Terminated(DumpFailed):
-    """The module was asked to stop while the real mongodump ran."""
+    """The module was asked to stop (SIGTERM) while the real mongodump, or a verification, ran."""
 
 
 class VerificationFailed(BackupError):

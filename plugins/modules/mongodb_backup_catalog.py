@@ -190,6 +190,9 @@ backups:
     - The full backups in the catalog, oldest first. C(path) is relative to O(backup_root), C(absolute_path) is not.
     - C(oplog_start) and C(oplog_end) are C(secs:inc) timestamps, null for a backup without oplog.
     - C(bytes) is the size on disk, C(data_bytes) the uncompressed BSON size.
+    - C(verified) is the last test restore of the backup (M(dbops.mongodb_backup.mongodb_backup_verify)), with
+      C(ok), C(at), C(restore_seconds), C(mb_per_s), C(collections), C(documents), C(target_time),
+      C(failures); null when it was never verified.
   returned: always
   type: list
   elements: dict
@@ -198,7 +201,10 @@ backups:
             "format": "directory", "started_at": "2024-05-01T00:00:00.000000Z",
             "finished_at": "2024-05-01T00:03:12.000000Z", "replica_set": "rs0", "member": "db2:27017",
             "oplog_start": "1714521600:1", "oplog_end": "1714521792:7", "bytes": 20971520,
-            "data_bytes": 73400320, "documents": 120000, "verified": false, "verified_at": null,
+            "data_bytes": 73400320, "documents": 120000,
+            "verified": {"ok": true, "at": "2024-05-01T01:00:00.000000Z", "restore_seconds": 95.2,
+                         "mb_per_s": 0.77, "collections": 12, "documents": 120000, "target_time": null,
+                         "failures": []},
             "age_seconds": 3600}]
 '''
 

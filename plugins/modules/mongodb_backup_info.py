@@ -18,6 +18,9 @@ description:
     its age, and the space used.
   - With O(max_age) the task fails when the newest complete backup is older, so a scheduled job
     alerts when backups stop.
+  - Reports the newest backup that passed a test restore (M(dbops.mongodb_backup.mongodb_backup_verify)) as
+    RV(last_verified); with O(verify_max_age) the task fails when that backup is older, or when no backup has
+    passed one, so a scheduled job alerts when verification stops or keeps failing.
   - With O(target_time) it also returns the restore plan for that time, the newest full backup that
     ends before it and the oplog slices that reach it, and fails when no backup or an oplog gap
     makes the time unreachable.
@@ -45,6 +48,14 @@ options:
       - Fail when the newest complete backup finished longer ago than this, or when there is none.
       - A number of seconds, or a number with a unit C(s), C(m), C(h), C(d) or C(w), such as C(90m), C(26h) or C(2d).
     type: str
+  verify_max_age:
+    description:
+      - Fail when the newest backup that passed a test restore finished longer ago than this, or when no backup
+        has passed one. The age is the backup's (how old the newest proven restore point is), not the
+        verification's; RV(last_verified) shows both.
+      - The same forms as O(max_age).
+    type: str
+    version_added: "1.3.0"
   target_time:
     description:
       - Plan a point-in-time restore to this time and return it as RV(restore_plan).
@@ -80,6 +91,11 @@ EXAMPLES = r'''
     backup_root: /backups/mongodb
     max_age: 26h
 
+- name: Alert when no backup younger than two days has passed a test restore
+  dbops.mongodb_backup.mongodb_backup_info:
+    backup_root: /backups/mongodb
+    verify_max_age: 2d
+
 - name: Which backup and oplog slices restore rs0 to noon
   dbops.mongodb_backup.mongodb_backup_info:
     backup_root: /backups/mongodb
@@ -103,6 +119,9 @@ backups:
     - The full backups in the catalog, oldest first. C(path) is relative to O(backup_root), C(absolute_path) is not.
     - C(oplog_start) and C(oplog_end) are C(secs:inc) timestamps, null for a backup without oplog.
     - C(bytes) is the size on disk, C(data_bytes) the uncompressed BSON size.
+    - C(verified) is the last test restore of the backup (M(dbops.mongodb_backup.mongodb_backup_verify)), with
+      C(ok), C(at), C(restore_seconds), C(mb_per_s), C(collections), C(documents), C(target_time),
+      C(failures); null when it was never verified.
   returned: always
   type: list
   elements: dict
@@ -111,7 +130,10 @@ backups:
             "format": "directory", "started_at": "2024-05-01T00:00:00.000000Z",
             "finished_at": "2024-05-01T00:03:12.000000Z", "replica_set": "rs0", "member": "db2:27017",
             "oplog_start": "1714521600:1", "oplog_end": "1714521792:7", "bytes": 20971520,
-            "data_bytes": 73400320, "documents": 120000, "verified": false, "verified_at": null,
+            "data_bytes": 73400320, "documents": 120000,
+            "verified": {"ok": true, "at": "2024-05-01T01:00:00.000000Z", "restore_seconds": 95.2,
+                         "mb_per_s": 0.77, "collections": 12, "documents": 120000, "target_time": null,
+                         "failures": []},
             "age_seconds": 3600}]
 slices:
   description:
@@ -158,11 +180,26 @@ slices_verified:
   type: bool
   sample: false
 last_backup:
-  description: The newest full backup by finish time, and how old it is; null when there is none.
+  description:
+    - The newest full backup by finish time, and how old it is; null when there is none.
+    - C(verified) is true when its last test restore passed.
   returned: always
   type: dict
   sample: {"label": "nightly-2024-05-01", "backup_id": "0b6f0f8e", "finished_at": "2024-05-01T00:03:12.000000Z",
            "age_seconds": 3600, "verified": false, "path": "/backups/mongodb/db1/nightly-2024-05-01"}
+last_verified:
+  description:
+    - The newest full backup (by finish time) whose last test restore passed, with its age (C(age_seconds)), when it
+      was verified (C(verified_at), C(verified_age_seconds)) and what the restore measured (C(restore_seconds),
+      C(mb_per_s)); C(target_time) is set when a point in time after it was verified. Null when no backup has
+      passed one.
+  returned: always
+  type: dict
+  version_added: "1.3.0"
+  sample: {"label": "nightly-2024-05-01", "backup_id": "0b6f0f8e", "path": "/backups/mongodb/db1/nightly-2024-05-01",
+           "finished_at": "2024-05-01T00:03:12.000000Z", "age_seconds": 7200,
+           "verified_at": "2024-05-01T01:00:00.000000Z", "verified_age_seconds": 3800, "restore_seconds": 95.2,
+           "mb_per_s": 0.77, "target_time": null}
 backup_bytes:
   description: Size on disk of the full backups.
   returned: always
@@ -206,8 +243,9 @@ def run_module(module, result):
         module.fail_json(msg="register_backups was removed from mongodb_backup_info, which never writes: add the "
                              "backups to the catalog with dbops.mongodb_backup.mongodb_backup_catalog (backup_root: "
                              "%s, path: <each backup>, state: present), then read it with this module" % root)
-    if params["max_age"] is not None:
-        timestamps.parse_duration(params["max_age"])  # a typo fails before anything is written
+    for name in ("max_age", "verify_max_age"):
+        if params[name] is not None:
+            timestamps.parse_duration(params[name])  # a typo fails before anything is read
     target = None
     if params["target_time"] is not None:
         if timestamps.Timestamp is None:
@@ -230,11 +268,19 @@ def run_module(module, result):
         # A plan is only offered once every slice it needs matches its recorded sha256.
         plan["slices_verified"] = pitr.verify_slices(root, plan)
         result["restore_plan"] = plan
+    failures = []
     if params["max_age"] is not None:
         failure = report.check_max_age(result, params["max_age"], now=now)
         if failure:
             result["max_age_seconds"] = timestamps.parse_duration(params["max_age"])
-            module.fail_json(msg=failure, **result)
+            failures.append(failure)
+    if params["verify_max_age"] is not None:
+        failure = report.check_verify_max_age(result, params["verify_max_age"])
+        if failure:
+            result["verify_max_age_seconds"] = timestamps.parse_duration(params["verify_max_age"])
+            failures.append(failure)
+    if failures:
+        module.fail_json(msg="; ".join(failures), **result)
 
 
 def main():
@@ -243,6 +289,7 @@ def main():
             backup_root=dict(type="path", required=True),
             replica_set=dict(type="str"),
             max_age=dict(type="str"),
+            verify_max_age=dict(type="str"),
             target_time=dict(type="str"),
             register_backups=dict(type="list", elements="path"),
             verify=dict(type="bool", default=False),

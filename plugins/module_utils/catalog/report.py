@@ -1,8 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: dbops.mongodb_backup contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""What a backup root holds, as mongodb_backup_info reports it: counts, newest backup, windows,
-damage, and the max_age alert."""
+"""What a backup root holds, as mongodb_backup_info reports it: counts, newest backup, newest verified
+backup, windows, damage, and the max_age and verify_max_age alerts."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -14,6 +14,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestam
     format_duration, parse_duration, parse_iso_time, ts_key)
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.pitr import windows
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import verification_of
 
 
 def summary(catalog, now=None, verify=False):
@@ -58,10 +59,46 @@ def summary(catalog, now=None, verify=False):
         "slices_verified": bool(verify),
         "last_backup": None if last is None else {
             "label": last["label"], "backup_id": last["backup_id"], "finished_at": last["finished_at"],
-            "age_seconds": last["age_seconds"], "verified": last["verified"], "path": last["absolute_path"]},
+            "age_seconds": last["age_seconds"], "verified": bool((verification_of(last) or {}).get("ok")),
+            "path": last["absolute_path"]},
+        "last_verified": last_verified(backups, now),
         "backup_bytes": backup_bytes,
         "total_bytes": backup_bytes + slice_bytes,
     }
+
+
+def last_verified(backups, now):
+    """The newest backup (by finish time) whose last test restore passed, with its age and that verification;
+    None when no backup has passed one."""
+    passed = [b for b in backups if (verification_of(b) or {}).get("ok")]
+    if not passed:
+        return None
+    newest = max(passed, key=lambda b: parse_iso_time(b.get("finished_at")) or 0)
+    verified = verification_of(newest)
+    at = parse_iso_time(verified.get("at"))
+    return {"label": newest["label"], "backup_id": newest["backup_id"], "path": newest["absolute_path"],
+            "finished_at": newest["finished_at"], "age_seconds": newest["age_seconds"],
+            "verified_at": verified.get("at"), "verified_age_seconds": None if at is None else int(now - at),
+            "restore_seconds": verified.get("restore_seconds"), "mb_per_s": verified.get("mb_per_s"),
+            "target_time": verified.get("target_time")}
+
+
+def check_verify_max_age(report_summary, verify_max_age):
+    """None when the newest backup proven by a test restore is recent enough, else the failure message."""
+    limit = parse_duration(verify_max_age)
+    last = report_summary["last_verified"]
+    if last is None:
+        return ("no backup in the catalog %s has passed a test restore, so none younger than verify_max_age %s is "
+                "proven restorable; run mongodb_backup_verify (the backup_verify role)"
+                % (report_summary["catalog"], verify_max_age))
+    age = last["age_seconds"]
+    if age is None:
+        return "the newest verified backup %s has no readable finish time; check its manifest" % last["label"]
+    if age > limit:
+        return ("newest verified backup %s finished at %s, %s ago, older than verify_max_age %s (verified at %s); "
+                "verify a newer backup, and check that verification runs after the backups"
+                % (last["label"], last["finished_at"], format_duration(age), verify_max_age, last["verified_at"]))
+    return None
 
 
 def check_max_age(report_summary, max_age, now=None):

@@ -44,6 +44,13 @@ def check_backup_root(root):
                            "backup volume" % root)
 
 
+def verification_of(record):
+    """The last verification of a catalog entry (``{"ok", "at", "restore_seconds", ...}``), or None when it was never
+    verified (catalogs written before 1.3.0 hold ``verified: false`` there)."""
+    verified = record.get("verified")
+    return verified if isinstance(verified, dict) else None
+
+
 def _empty_document():
     return {"format": CATALOG_FORMAT, "format_version": CATALOG_VERSION, "updated_at": None,
             "backups": [], "slices": [], "gaps": []}
@@ -153,7 +160,6 @@ class Catalog:
         oplog = document.get("oplog") or {}
         totals = document.get("totals") or {}
         server = document.get("server") or {}
-        verification = document.get("verification") or {}
         record = {
             "label": document.get("label"),
             "backup_id": document["backup_id"],
@@ -168,8 +174,7 @@ class Catalog:
             "bytes": totals.get("bytes_on_disk", 0),
             "data_bytes": totals.get("bytes", 0),
             "documents": totals.get("documents", 0),
-            "verified": bool(verification.get("verified", False)),
-            "verified_at": verification.get("verified_at"),
+            "verified": None,  # the last test restore, set by mongodb_backup_verify (verification_of)
         }
         cluster = document.get("cluster")
         if cluster:  # a sharded-cluster backup: one entry, restorable to its cut only

@@ -387,8 +387,7 @@ class ThroughMongosRestore:
         for record in self.shards:
             source = logical_restore.open_source(os.path.join(self.options.source, record["path"]))
             planned = logical_restore.plan_restore(source, self._data_options(record))
-            states = [logical_restore.NamespaceProgress(item) for item in planned]
-            for namespace, specs in logical_restore.metadata_index_catalog(states, False).items():
+            for namespace, specs in logical_restore.metadata_index_catalog(planned, False).items():
                 catalog.setdefault(namespace, {}).update(specs)
         merged = heapq.merge(*[self._shard_oplog(record) for record in self.shards],
                              key=lambda entry: (entry["ts"].time, entry["ts"].inc))

@@ -171,6 +171,8 @@ class Dumper:
         del result["estimated_bytes"], result["estimated_documents"]
         result.update(documents=sink.documents if sink else 0, bytes=sink.bytes if sink else 0,
                       seconds=round(time.time() - started, 3))
+        if sink is not None and sink.hash is not None and plan.source_name is not None:
+            result["content_hash"] = sink.hash.record()  # what mongodb_backup_verify compares a restore with
         return result
 
     def _manifest(self, backup_id, started, finished, results, files, oplog_result):

@@ -12,6 +12,7 @@ import struct
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import archive as archive_format
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import bsonio
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import content_hash
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats import dump_writer
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.formats.manifest import TOOL_VERSION
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.logical.dump_plan import NamespacePlan
@@ -29,16 +30,24 @@ def count_documents(raw_batch):
 
 
 class _Sink:
-    """Where one namespace's raw batches go; counts documents and bytes."""
+    """Where one namespace's raw batches go; counts documents and bytes.
 
-    def __init__(self, write, close):
+    A collection's sink also computes its content hash on the way (``hashed``), so verification has
+    a reference without a second read of the backup; the oplog's does not need one.
+    """
+
+    def __init__(self, write, close, hashed=True):
         self._write = write
         self._close = close
+        self.hash = content_hash.ContentHash() if hashed else None
         self.documents = 0
         self.bytes = 0
 
     def write(self, raw_batch):
-        self.documents += count_documents(raw_batch)
+        if self.hash is not None:
+            self.documents += self.hash.update(raw_batch)
+        else:
+            self.documents += count_documents(raw_batch)
         self.bytes += len(raw_batch)
         self._write(raw_batch)
 
@@ -55,8 +64,8 @@ class DirectoryOutput:
                                                   level=options.compression_level, server_version=server_version)
 
     @staticmethod
-    def _sink(stream):
-        return _Sink(stream.write, stream.close)
+    def _sink(stream, hashed=True):
+        return _Sink(stream.write, stream.close, hashed)
 
     def write_metadata(self, plan):
         self.writer.write_metadata(plan.db, plan.name, plan.metadata_json())
@@ -67,7 +76,7 @@ class DirectoryOutput:
         return self._sink(self.writer.open_collection(plan.db, plan.name, plan.type))
 
     def open_oplog(self):
-        return self._sink(self.writer.open_oplog())
+        return self._sink(self.writer.open_oplog(), hashed=False)
 
     def finish(self, server_version):
         # As mongodump: a single-database dump keeps its prelude in <root>/<db>/, and writes
@@ -98,13 +107,13 @@ class ArchiveOutput:
     def write_metadata(self, plan):
         """Metadata lives in the prelude, already written."""
 
-    def open_namespace(self, plan):
+    def open_namespace(self, plan, hashed=True):
         db, name = plan.db, plan.data_name
         return _Sink(lambda batch: self.writer.write_segment(db, name, batch),
-                     lambda: self.writer.end_namespace(db, name))
+                     lambda: self.writer.end_namespace(db, name), hashed)
 
     def open_oplog(self):
-        return self.open_namespace(NamespacePlan("", "oplog", None, {}, [], None, "", ""))
+        return self.open_namespace(NamespacePlan("", "oplog", None, {}, [], None, "", ""), hashed=False)
 
     def finish(self, server_version):
         """The versions are in the archive header already; close every namespace and the file."""

@@ -267,13 +267,13 @@ def remove_stale_workdirs(parent):
     removed = []
     for name in sorted(os.listdir(parent)):
         match = _RUN_DIR.match(name)
-        if match and not _process_exists(int(match.group(1))):
+        if match and not process_exists(int(match.group(1))):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
             removed.append(name)
     return removed
 
 
-def _process_exists(pid):
+def process_exists(pid):
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -307,6 +307,11 @@ def _die_with_parent(prctl, parent_pid):
     return setup
 
 
+def dies_with_module():
+    """``preexec_fn`` for a child that must not outlive the module process (a tool, a scratch mongod)."""
+    return _die_with_parent(_load_prctl(), os.getpid())
+
+
 def run_tool(argv, secrets=()):
     """Run a tool (argv, never a shell) in its own process group; returns (returncode, stderr).
 
@@ -320,9 +325,9 @@ def run_tool(argv, secrets=()):
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # pylint: disable=subprocess-popen-preexec-fn
                                stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
                                env=environment,
-                               preexec_fn=_die_with_parent(_load_prctl(), os.getpid()))
+                               preexec_fn=dies_with_module())
     try:
-        with _sigterm_raises():
+        with sigterm_raises("mongodump ran; mongodump was stopped and the incomplete backup removed"):
             _stdout, stderr = process.communicate()
     finally:
         stop_process_group(process)
@@ -345,8 +350,16 @@ def stop_process_group(process):
             continue
 
 
-class _sigterm_raises:
-    """While the child runs, SIGTERM raises (so finally blocks clean up) instead of killing us."""
+class sigterm_raises:
+    """While the block runs, SIGTERM raises Terminated (so finally blocks clean up) instead of killing us.
+
+    ``what`` ends the message: "the module was stopped (signal 15) while <what>". ``fired`` says whether it
+    happened, for callers that see the error wrapped in another.
+    """
+
+    def __init__(self, what):
+        self.what = what
+        self.fired = False
 
     def __enter__(self):
         self.previous = None
@@ -354,10 +367,9 @@ class _sigterm_raises:
             self.previous = signal.signal(signal.SIGTERM, self._raise)
         return self
 
-    @staticmethod
-    def _raise(signum, _frame):
-        raise Terminated("the module was stopped (signal %d) while mongodump ran; mongodump was stopped "
-                         "and the incomplete backup removed" % signum)
+    def _raise(self, signum, _frame):
+        self.fired = True
+        raise Terminated("the module was stopped (signal %d) while %s" % (signum, self.what))
 
     def __exit__(self, *exc_info):
         if self.previous is not None:

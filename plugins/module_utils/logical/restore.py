@@ -584,6 +584,14 @@ class NamespaceProgress:
         return described
 
 
+def data_collection(planned):
+    """The target collection the documents go to: a timeseries' buckets when the dump holds buckets."""
+    item = planned.item
+    if item.type == "timeseries" and item.data_key and ".system.buckets." in item.data_key:
+        return "system.buckets." + planned.target_collection
+    return planned.target_collection
+
+
 # Raw data read ahead per collection being restored. Inserts go out batch_size documents at a time,
 # so a larger read-ahead buys no speed; it only multiplies memory by num_parallel_collections.
 READ_BATCH_BYTES = 4 * 1024 * 1024
@@ -599,17 +607,10 @@ class Restorer:
         self.pool = FailFastPool(options.num_parallel_collections, "restore")
 
     def _collection(self, planned):
-        collection = self.client[planned.target_db][self._data_name(planned)]
+        collection = self.client[planned.target_db][data_collection(planned)]
         if self.options.write_concern:
             collection = collection.with_options(write_concern=self.options.write_concern)
         return collection
-
-    @staticmethod
-    def _data_name(planned):
-        item = planned.item
-        if item.type == "timeseries" and item.data_key and ".system.buckets." in item.data_key:
-            return "system.buckets." + planned.target_collection
-        return planned.target_collection
 
     # ------------------------------------------------------------------ steps
 
@@ -707,19 +708,20 @@ def merge_users_and_roles(client, auth_documents, db, drop):
             admin.drop_collection(name)
 
 
-def metadata_index_catalog(states, no_index_restore):
-    """{target namespace: {index name: spec}} from the backup's metadata (the _id index aside)."""
+def metadata_index_catalog(planned, no_index_restore):
+    """{target namespace: {index name: spec}} from the backup's metadata (the _id index aside), for the
+    PlannedNamespace list ``planned``."""
     catalog = {}
     if no_index_restore:
         return catalog
-    for state in states:
-        item = state.planned.item
+    for target in planned:
+        item = target.item
         if item.type == "view" or item.special:
             continue
         specs = dict((spec["name"], dict(spec)) for spec in item.metadata.get("indexes") or []
                      if spec.get("name") != "_id_")
         if specs:
-            catalog[state.planned.target] = specs
+            catalog[target.target] = specs
     return catalog
 
 
@@ -770,7 +772,7 @@ def restore(client, options, check_mode=False, progress=None):
             for state in states:
                 if state.planned.item.special:
                     state.inserted = len(restorer.auth_documents[state.planned.item.auth_kind])
-        catalog = metadata_index_catalog(states, options.no_index_restore)
+        catalog = metadata_index_catalog([s.planned for s in states], options.no_index_restore)
         oplog_result = None
         if options.oplog_replay:
             # Indexes are built after the replay, so an oplog that fixes duplicates restores cleanly;

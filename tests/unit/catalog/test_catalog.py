@@ -322,6 +322,50 @@ def test_summary_and_max_age(tmp_path):
     assert "no complete backup is registered" in report.check_max_age(report.summary(Catalog.load(str(empty))), "1d")
 
 
+def set_verified(root, label, ok, at):
+    with Catalog.locked(str(root)) as cat:
+        entry = next(b for b in cat.backups if b["label"] == label)
+        entry["verified"] = {"ok": ok, "at": timestamps.iso_time(at), "restore_seconds": 12.5, "mb_per_s": 3.2,
+                             "collections": 2, "documents": 10, "target_time": None,
+                             "failures": [] if ok else ["shop.orders: content hash differs"]}
+        cat.changed = True
+        cat.save()
+    return Catalog.load(str(root))
+
+
+def test_newest_verified_backup_and_verify_max_age(tmp_path):
+    cat = register(tmp_path, backups=[("b1", 0, 100), ("b2", 0, 1000), ("b3", 0, 2000)])
+    assert all(b["verified"] is None for b in cat.backups)  # never verified
+    now = BASE + 2000 + 3600
+    summary = report.summary(cat, now=now)
+    assert summary["last_verified"] is None and summary["last_backup"]["verified"] is False
+    assert report.check_verify_max_age(summary, "1d").startswith("no backup in the catalog %s has passed a test "
+                                                                 "restore" % cat.path)
+    set_verified(tmp_path, "b1", True, BASE + 150)
+    set_verified(tmp_path, "b2", True, BASE + 1100)
+    cat = set_verified(tmp_path, "b3", False, BASE + 2100)  # the newest failed: b2 is the newest proven one
+    summary = report.summary(cat, now=now)
+    last = summary["last_verified"]
+    assert (last["label"], last["age_seconds"], last["verified_age_seconds"]) == ("b2", 1000 + 3600, 2000 + 3600 - 1100)
+    assert last["restore_seconds"] == 12.5 and last["verified_at"] == timestamps.iso_time(BASE + 1100)
+    assert summary["last_backup"]["label"] == "b3" and summary["last_backup"]["verified"] is False
+    assert report.check_verify_max_age(summary, "2h") is None
+    assert report.check_verify_max_age(summary, "1h") == (
+        "newest verified backup b2 finished at %s, 1h 16m 40s ago, older than verify_max_age 1h (verified at %s); "
+        "verify a newer backup, and check that verification runs after the backups"
+        % (timestamps.iso_time(BASE + 1000), timestamps.iso_time(BASE + 1100)))
+
+
+def test_catalogs_before_verification_read_as_never_verified(tmp_path):
+    cat = register(tmp_path, backups=[("b1", 0, 100)])
+    with Catalog.locked(str(tmp_path)) as locked:
+        locked.backups[0].update(verified=False, verified_at=None)  # what 1.2.0 wrote
+        locked.changed = True
+        locked.save()
+    cat = Catalog.load(str(tmp_path))
+    assert report.summary(cat)["last_verified"] is None and report.summary(cat)["last_backup"]["verified"] is False
+
+
 @pytest.mark.parametrize("text, seconds", [("26h", 93600), ("90m", 5400), ("2d", 172800), ("3600", 3600),
                                            (3600, 3600), ("45s", 45), ("1w", 604800)])
 def test_parse_duration(text, seconds):
