@@ -32,6 +32,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog import pitr
+from ansible_collections.dbops.mongodb_backup.plugins.module_utils.catalog.store import verification_of
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.core.timestamps import (
     parse_iso_time, ts_key, ts_text, ts_time)
 from ansible_collections.dbops.mongodb_backup.plugins.module_utils.errors import FormatError, InvalidOption
@@ -49,9 +50,8 @@ def backup_time(record):
 
 
 def is_verified(record):
-    """A verification that passed: ``"verified": {"ok": true, ...}`` (or the older ``true``); missing is not."""
-    verified = record.get("verified")
-    return verified is True or (isinstance(verified, dict) and verified.get("ok") is True)
+    """A verification that passed (``"verified": {"ok": true, ...}``); a failed or missing one is not."""
+    return (verification_of(record) or {}).get("ok") is True
 
 
 def inside_root(catalog, path):
