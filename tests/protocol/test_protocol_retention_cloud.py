@@ -1,5 +1,5 @@
 """Retention of an EBS snapshot set against moto's EC2 server: the catalog entry and its record go, and the role's
-retention tasks delete the snapshots through ebs_snapshot (state: absent)."""
+role backup_retention deletes the snapshots through ebs_snapshot (state: absent)."""
 
 import json
 
@@ -19,11 +19,10 @@ RETENTION_PLAYBOOK = """
       endpoint_url: {endpoint_url}
   tasks:
     - ansible.builtin.include_role:
-        name: dbops.mongodb_backup.replicaset_backup
-        tasks_from: retention
+        name: dbops.mongodb_backup.backup_retention
       vars:
-        replicaset_backup_root: {root}
-        replicaset_backup_retention: {{keep_last: 2}}
+        backup_retention_root: {root}
+        backup_retention_policy: {{keep_last: 2}}
 """
 
 

@@ -247,3 +247,26 @@ def test_gce_replica_set_snapshot_is_recorded_and_the_member_unlocked(members, m
         assert compute.disks[("europe-west1-b", "restore-1-db3-data")]["labels"] == {"dbops-restored-from": "gce-1"}
     finally:
         compute.stop()
+
+
+def test_retention_after_a_snapshot_deletes_the_aged_out_set_in_the_cloud(members, moto, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", moto.endpoint_url)  # how the retention's ebs_snapshot finds moto
+    member = members()
+    source, _volumes = moto.instance()
+    volumes = {member.address: {"instance_id": source}}
+    code, out, root = run_role(tmp_path, direct(member), moto, backup_label="snap-a", snapshot_backup_volumes=volumes)
+    assert code == 0, out
+    assert moto.labelled("snap-a")
+
+    locks = len(member.sent("fsync"))
+    code, out, _root = run_role(tmp_path, direct(member), moto, backup_label="snap-x", snapshot_backup_volumes=volumes,
+                                snapshot_backup_retention={"keep_lats": 1})
+    assert code != 0 and "keep_lats" in out, out
+    assert len(member.sent("fsync")) == locks and moto.labelled("snap-x") == []  # refused before any lock
+
+    code, out, _root = run_role(tmp_path, direct(member), moto, backup_label="snap-b", snapshot_backup_volumes=volumes,
+                                snapshot_backup_retention={"keep_last": 1})
+    assert code == 0, out
+    assert moto.labelled("snap-a") == [] and moto.labelled("snap-b")
+    assert [b["label"] for b in Catalog.load(str(root)).backups] == ["snap-b"]
+    assert not (root / "snap-a").exists()

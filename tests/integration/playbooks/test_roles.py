@@ -138,5 +138,5 @@ def test_a_mistyped_retention_policy_fails_the_role_before_the_backup(server, sa
     code, out = run_playbook(role_playbook("replicaset_backup", replicaset_backup_root=str(root),
                                            replicaset_backup_label="typo-1",
                                            replicaset_backup_retention={"keep_dialy": 7}), tmp_path, server=server)
-    assert code != 0 and "replicaset_backup_retention.keep_dialy. Supported parameters include: keep_daily" in out, out
+    assert code != 0 and "backup_retention_policy.keep_dialy. Supported parameters include: keep_daily" in out, out
     assert os.listdir(str(root)) == []
