@@ -58,7 +58,9 @@ options:
     type: dict
     default: {}
   labels:
-    description: Labels on the new disks; C(dbops-restored-from) names the set when O(label) is given.
+    description:
+      - Labels on the new disks. C(dbops-restored-from) is added, naming the set each snapshot belongs to (its
+        C(dbops-backup-label) label).
     type: dict
     default: {}
   wait_timeout:

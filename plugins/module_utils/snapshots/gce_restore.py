@@ -23,6 +23,7 @@ from ansible_collections.dbops.mongodb_backup.plugins.module_utils.snapshots.gce
 
 DEFAULT_DISK_TYPE = "pd-balanced"
 DEVICE_PREFIX = "/dev/disk/by-id/google-"
+RESTORED_FROM = "dbops-restored-from"  # a disk's label: the set (dbops-backup-label) its snapshot belongs to
 
 
 class GceRestoreOptions:
@@ -99,7 +100,8 @@ def plan(clients, options):
                       "device_path": DEVICE_PREFIX + device, "size_gb": snapshot.disk_size_gb,
                       "created": existing is None, "attached": attached.get(device) != disk,
                       "self_link": existing.self_link if existing is not None else None,
-                      "snapshot_link": snapshot.self_link})
+                      "snapshot_link": snapshot.self_link,
+                      "restored_from": dict(snapshot.labels).get(snapshot_facts.GCE_LABEL_KEYS["label"])})
     return steps
 
 
@@ -109,8 +111,8 @@ def _wait_zone(clients, options, operation, what):
 
 def _create_disk(clients, options, step):
     labels = dict(options.labels)
-    if options.label:
-        labels["dbops-restored-from"] = options.label
+    if step["restored_from"]:
+        labels[RESTORED_FROM] = step["restored_from"]
     resource = gce.compute_v1.Disk(name=step["name"], source_snapshot=step["snapshot_link"], labels=labels,
                                    type_="zones/%s/diskTypes/%s" % (options.zone, options.disk_type))
     operation = call_api("creating disk %s from snapshot %s" % (step["name"], step["snapshot"]),
@@ -140,5 +142,5 @@ def run(clients, options, check_mode=False):
                 step["self_link"] = _create_disk(clients, options, step)
             if step["attached"]:
                 _attach(clients, options, step)
-    disks = [dict((k, v) for k, v in step.items() if k != "snapshot_link") for step in steps]
+    disks = [dict((k, v) for k, v in step.items() if k not in ("snapshot_link", "restored_from")) for step in steps]
     return changed, {"instance": options.instance, "zone": options.zone, "disks": disks}
